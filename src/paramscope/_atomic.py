@@ -1,0 +1,164 @@
+"""Crash-safe writes: a temp file in the destination's folder, fsync, rename, fsync the folder.
+
+A reader never sees a half-written file: until the rename the destination is absent or holds
+its previous version. Temp files are named ``.<name>.paramscope-tmp-<random>`` so that they
+are recognisable; :func:`clean_stale_temps` removes those a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["TEMP_MARK", "Flusher", "atomic_write", "clean_stale_temps", "fsync_dir"]
+
+TEMP_MARK = ".paramscope-tmp-"
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (the rename) to disk; a no-op where folders cannot be opened.
+
+    Args:
+        folder: the folder.
+
+    Example:
+        >>> fsync_dir(".")
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_stale_temps(folder: str | os.PathLike[str], stem: str | None = None) -> list[Path]:
+    """Remove temp files a killed writer left in ``folder``.
+
+    Only files carrying paramscope's temp mark are touched, and only those not modified in
+    the last few seconds unless they belong to ``stem`` (the file about to be rewritten), so a
+    concurrent writer of another file keeps its temp.
+
+    Args:
+        folder: where to look.
+        stem: the destination name being written now; its temps are removed whatever their age.
+
+    Returns:
+        The paths removed.
+
+    Example:
+        >>> clean_stale_temps(".")
+        []
+    """
+    import time
+
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for p in folder.iterdir():
+        if TEMP_MARK not in p.name or not p.name.startswith("."):
+            continue
+        mine = stem is not None and p.name.startswith(f".{stem}{TEMP_MARK}")
+        try:
+            if mine or now - p.stat().st_mtime > 60:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temp file beside ``path``; on success fsync it and rename it onto ``path``.
+
+    On any exception the temp file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the destination file.
+
+    Yields:
+        A binary file object open for writing (and seeking).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> with atomic_write(os.path.join(d, "x.bin")) as f:
+        ...     _ = f.write(b"abc")
+        >>> open(os.path.join(d, "x.bin"), "rb").read()
+        b'abc'
+    """
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(folder, dest.name)
+    tmp = folder / f".{dest.name}{TEMP_MARK}{secrets.token_hex(4)}"
+    f = open(tmp, "w+b")  # noqa: SIM115 - closed below on every path
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, dest)
+        fsync_dir(folder)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class Flusher:
+    """Starts writeback of a file being written, in a background thread, every ``every`` bytes.
+
+    The final ``fsync`` then has little left to do, so disk time overlaps with writing and
+    hashing instead of adding to them.
+
+    Args:
+        fileobj: the file being written.
+        every: bytes written between two background ``fdatasync`` calls.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryFile() as f:
+        ...     fl = Flusher(f, every=4)
+        ...     _ = f.write(b"abcdef"); fl.wrote(6); fl.close()
+    """
+
+    def __init__(self, fileobj: BinaryIO, every: int = 256 << 20) -> None:
+        self._fd = fileobj.fileno()
+        self._every = every
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def _sync(self) -> None:
+        with contextlib.suppress(OSError):
+            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+
+    def wrote(self, n: int) -> None:
+        """Record ``n`` more bytes written; start a sync when enough have piled up.
+
+        Args:
+            n: bytes just written.
+        """
+        self._pending += n
+        if self._pending >= self._every and (self._thread is None or not self._thread.is_alive()):
+            self._pending = 0
+            self._thread = threading.Thread(target=self._sync, daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Wait for a running sync to end."""
+        if self._thread is not None:
+            self._thread.join()

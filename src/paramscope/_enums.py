@@ -1,0 +1,43 @@
+"""String enums shared by the library and the CLI: one definition for both spellings."""
+
+from __future__ import annotations
+
+import enum
+import sys
+
+__all__ = ["Format", "Role", "RoleSource", "StrEnum"]
+
+if sys.version_info >= (3, 11):
+    StrEnum = enum.StrEnum
+else:  # pragma: no cover - exercised on Python 3.10 only
+
+    class StrEnum(str, enum.Enum):
+        """`enum.StrEnum` for Python 3.10."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class Role(StrEnum):
+    """What an entry is to a model: a learnable parameter or a buffer (state, not learned)."""
+
+    PARAM = "param"
+    BUFFER = "buffer"
+
+
+class RoleSource(StrEnum):
+    """How the roles of a manifest were found: stored by paramscope, or inferred by rule."""
+
+    EXACT = "exact"
+    INFERRED = "inferred"
+
+
+class Format(StrEnum):
+    """Where a manifest came from."""
+
+    SAFETENSORS = "safetensors"
+    SHARDED = "sharded"
+    TORCH = "torch"
+    NUMPY = "npz"
+    PARAMDICT = "paramdict"
+    MODULE = "module"

@@ -1,0 +1,95 @@
+"""Sizes and numbers: parse ``"5GB"``, print ``1.2 GB`` and ``124,439,808``."""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import ParamscopeError
+
+__all__ = ["format_bytes", "format_count", "parse_size"]
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def parse_size(size: int | str) -> int:
+    """Parse a byte size the way Hugging Face does: decimal units (``5GB`` = 5·10⁹).
+
+    Binary units (``KiB``, ``MiB``, ``GiB``) are accepted too.
+
+    Args:
+        size: an int (bytes) or a string such as ``"5GB"``, ``"500MB"``, ``"2GiB"``.
+
+    Returns:
+        The size in bytes (> 0).
+
+    Raises:
+        ParamscopeError: for an unreadable or non-positive size.
+
+    Example:
+        >>> parse_size("5GB"), parse_size("1KiB"), parse_size(10)
+        (5000000000, 1024, 10)
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(size))
+        unit = m.group(2).upper() if m else None
+        if m is None or unit not in _UNITS:
+            raise ParamscopeError(
+                f"size {size!r}: expected a number with an optional unit "
+                "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. '5GB'"
+            )
+        value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ParamscopeError(f"size {size!r}: expected a positive size")
+    return value
+
+
+def format_bytes(n: int) -> str:
+    """Human byte count in decimal units.
+
+    Args:
+        n: bytes.
+
+    Returns:
+        E.g. ``"498.0 MB"``; exact bytes below 1 kB.
+
+    Example:
+        >>> format_bytes(497759232), format_bytes(12)
+        ('497.8 MB', '12 B')
+    """
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if value < 1000 or unit == "PB":
+            return f"{value:.1f} {unit}"
+    return f"{n} B"  # pragma: no cover
+
+
+def format_count(n: int) -> str:
+    """A count with thousands separators.
+
+    Args:
+        n: the count.
+
+    Returns:
+        E.g. ``"124,439,808"``.
+
+    Example:
+        >>> format_count(7850)
+        '7,850'
+    """
+    return f"{n:,}"

@@ -1,0 +1,300 @@
+"""Counting parameters: totals, bytes by dtype and a per-prefix tree, ties counted once.
+
+Works on a :class:`Manifest` (so on any checkpoint path, from headers alone), a
+:class:`ParamDict`, or a ``torch.nn.Module`` (through ``ParamDict.from_module``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._enums import Role, RoleSource
+from .._manifest import Entry, Manifest
+from .._names import Pattern, group_prefix
+
+if TYPE_CHECKING:
+    import torch
+
+    from .._paramdict import ParamDict
+
+__all__ = ["Count", "Group", "Node", "count", "group", "to_manifest"]
+
+
+@dataclass
+class Node:
+    """One name prefix in the tree, with cumulative counts of everything under it.
+
+    Attributes:
+        path: the dotted prefix (``""`` for the root).
+        params: parameter elements under it.
+        trainable: trainable parameter elements under it.
+        buffers: buffer elements under it.
+        bytes: bytes under it.
+        entries: stored entries under it.
+        kind: a module type name where known (module sources), else ``None``.
+        children: child prefixes by segment, in first-seen order.
+    """
+
+    path: str = ""
+    params: int = 0
+    trainable: int = 0
+    buffers: int = 0
+    bytes: int = 0
+    entries: int = 0
+    kind: str | None = None
+    children: dict[str, Node] = field(default_factory=dict)
+
+    def _add(self, e: Entry) -> None:
+        if e.role is Role.PARAM:
+            self.params += e.numel
+            self.trainable += e.numel if e.trainable else 0
+        else:
+            self.buffers += e.numel
+        self.bytes += e.nbytes
+        self.entries += 1
+
+    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
+        """A JSON-able dict of this node and its children down to ``depth`` levels.
+
+        Args:
+            depth: how many levels of children to include (``None``: all).
+
+        Returns:
+            ``{"path", "params", "trainable", "buffers", "bytes", "entries", "kind",
+            "children": [...]}``.
+        """
+        out: dict[str, Any] = {
+            "path": self.path,
+            "params": self.params,
+            "trainable": self.trainable,
+            "buffers": self.buffers,
+            "bytes": self.bytes,
+            "entries": self.entries,
+        }
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if depth is None or depth > 0:
+            out["children"] = [
+                c.to_dict(None if depth is None else depth - 1) for c in self.children.values()
+            ]
+        return out
+
+
+@dataclass
+class Count:
+    """The result of :func:`count`.
+
+    Attributes:
+        params: parameter elements (role ``param``), ties counted once.
+        trainable: trainable parameter elements.
+        frozen: frozen parameter elements (``params - trainable``).
+        buffers: buffer elements.
+        bytes: bytes of stored values (ties once).
+        by_dtype: dtype → ``{"elements", "bytes"}``.
+        roles: ``exact`` or ``inferred``.
+        entries: stored entries (ties once).
+        ties: tie groups, ``[stored name, alias, ...]``.
+        tree: the per-prefix tree.
+        format: where the counts came from.
+        source: the path, when there is one.
+        notes: what the reader or counter wants said.
+    """
+
+    params: int
+    trainable: int
+    frozen: int
+    buffers: int
+    bytes: int
+    by_dtype: dict[str, dict[str, int]]
+    roles: RoleSource
+    entries: int
+    ties: list[list[str]]
+    tree: Node
+    format: str
+    source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Parameters plus buffer elements."""
+        return self.params + self.buffers
+
+    def to_dict(self, depth: int | None = 1) -> dict[str, Any]:
+        """The JSON form used by ``paramscope count --json``.
+
+        Args:
+            depth: tree levels to include.
+
+        Returns:
+            ``params, trainable, frozen, buffers, bytes, by_dtype, roles, entries, ties,
+            format, source, notes, tree``.
+        """
+        return {
+            "source": self.source,
+            "format": self.format,
+            "params": self.params,
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "buffers": self.buffers,
+            "bytes": self.bytes,
+            "entries": self.entries,
+            "by_dtype": self.by_dtype,
+            "roles": self.roles.value,
+            "ties": self.ties,
+            "notes": self.notes,
+            "tree": self.tree.to_dict(depth),
+        }
+
+
+def to_manifest(source: Any) -> Manifest:
+    """Any countable source as a :class:`Manifest`.
+
+    Args:
+        source: a path, a Manifest, a ParamDict, a ``torch.nn.Module`` or a dict of tensors.
+
+    Returns:
+        The manifest (read from headers for paths).
+    """
+    from .._paramdict import ParamDict
+
+    if isinstance(source, Manifest):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        from ..io import read_manifest
+
+        return read_manifest(source)
+    if isinstance(source, ParamDict):
+        return source.manifest()
+    if hasattr(source, "named_parameters"):
+        return ParamDict.from_module(source).manifest()
+    if isinstance(source, dict):
+        return ParamDict(source).manifest()
+    raise TypeError(
+        f"count: expected a path, Manifest, ParamDict or nn.Module, found {type(source).__name__}"
+    )
+
+
+def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Module) -> Count:
+    """Count parameters exactly: totals, trainable/frozen, buffers, bytes by dtype, a tree.
+
+    Ties (aliases of one storage) are counted once, under the stored name.
+
+    Args:
+        source: a checkpoint path (file, sharded folder, index), a Manifest, a ParamDict or a
+            module.
+
+    Returns:
+        A :class:`Count`.
+
+    Example:
+        >>> import torch, paramscope
+        >>> c = paramscope.count(torch.nn.Linear(784, 10))
+        >>> c.params, c.trainable, c.buffers
+        (7850, 7850, 0)
+    """
+    m = to_manifest(source)
+    root = Node()
+    by_dtype: dict[str, dict[str, int]] = {}
+    for e in m.values():
+        if e.tie is not None:
+            continue
+        d = by_dtype.setdefault(e.dtype.value, {"elements": 0, "bytes": 0})
+        d["elements"] += e.numel
+        d["bytes"] += e.nbytes
+        node = root
+        node._add(e)
+        parts = e.name.split(".")[:-1]
+        for i, seg in enumerate(parts):
+            child = node.children.get(seg)
+            if child is None:
+                child = node.children[seg] = Node(".".join(parts[: i + 1]))
+            child._add(e)
+            node = child
+    return Count(
+        params=root.params,
+        trainable=root.trainable,
+        frozen=root.params - root.trainable,
+        buffers=root.buffers,
+        bytes=root.bytes,
+        by_dtype=by_dtype,
+        roles=m.roles,
+        entries=root.entries,
+        ties=m.ties(),
+        tree=root,
+        format=m.format.value,
+        source=m.source,
+        notes=list(m.notes),
+    )
+
+
+@dataclass
+class Group:
+    """Entries sharing a name prefix, with subtotals (``inspect``'s rows).
+
+    Attributes:
+        prefix: the shared prefix (``""`` for names at the root).
+        params: parameter elements (ties once).
+        buffers: buffer elements.
+        bytes: bytes (ties once).
+        entries: the entries, aliases included (their counts are 0 in subtotals).
+    """
+
+    prefix: str
+    params: int = 0
+    buffers: int = 0
+    bytes: int = 0
+    entries: list[Entry] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``prefix, params, buffers, bytes, entries``.
+
+        Returns:
+            The dict.
+        """
+        return {
+            "prefix": self.prefix,
+            "params": self.params,
+            "buffers": self.buffers,
+            "bytes": self.bytes,
+            "entries": [e.to_dict() for e in self.entries],
+        }
+
+
+def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group]:
+    """Group a manifest's entries by name prefix to ``depth`` segments, with subtotals.
+
+    Subtotals count each stored value once (aliases add nothing), so they add up to the
+    totals of :func:`count` on the same entries.
+
+    Args:
+        m: the manifest.
+        depth: prefix depth (0: one group).
+        pattern: an optional glob / ``re:`` filter on names.
+
+    Returns:
+        Groups in first-seen order.
+
+    Example:
+        >>> from paramscope import Manifest, Entry, DType
+        >>> m = Manifest([Entry("a.0.w", (2,), DType.F32), Entry("a.1.w", (3,), DType.F32)])
+        >>> [(g.prefix, g.params) for g in group(m, 2)]
+        [('a.0', 2), ('a.1', 3)]
+    """
+    if pattern is not None:
+        m = m.select(pattern)
+    groups: dict[str, Group] = {}
+    for e in m.values():
+        key = group_prefix(e.name, depth)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = Group(key)
+        g.entries.append(e)
+        if e.tie is None:
+            if e.role is Role.PARAM:
+                g.params += e.numel
+            else:
+                g.buffers += e.numel
+            g.bytes += e.nbytes
+    return list(groups.values())

@@ -1,0 +1,310 @@
+"""Reading and writing checkpoints: one dispatch, formats told apart by their bytes.
+
+Every format offers the same verbs through this module: :func:`read_manifest` (headers only),
+:func:`load` (values, lazily memory-mapped where the format allows) and :func:`save`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._enums import Format
+from .._errors import ParamscopeError, SourceNotFoundError, UnknownFormatError
+from .._manifest import Manifest
+from .._names import Pattern, compile_pattern
+from .._paramdict import EntryMeta, ParamDict
+from .._units import parse_size
+from . import _numpy, _safetensors, _sharded, _torch
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["detect_format", "load", "read_manifest", "resolve", "save"]
+
+INDEX_NAMES = (
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "consolidated.00.pth")
+
+
+def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
+    """Find what a path holds: a file of a known format, an index, or a checkpoint folder.
+
+    Args:
+        path: a file or folder.
+
+    Returns:
+        ``(the file to read, its format)``; for a folder, its index or single weights file.
+
+    Raises:
+        SourceNotFoundError: the path does not exist.
+        UnknownFormatError: nothing readable is there.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SourceNotFoundError(p)
+    if p.is_dir():
+        for name in INDEX_NAMES:
+            if (p / name).is_file():
+                return p / name, Format.SHARDED
+        indexes = sorted(p.glob("*.index.json"))
+        if len(indexes) == 1:
+            return indexes[0], Format.SHARDED
+        for name in SINGLE_NAMES:
+            if (p / name).is_file():
+                return p / name, detect_format(p / name)
+        singles = sorted(p.glob("*.safetensors"))
+        if len(singles) == 1:
+            return singles[0], Format.SAFETENSORS
+        raise UnknownFormatError(
+            f"{p}: expected a folder with an *.index.json or one weights file "
+            f"(model.safetensors, pytorch_model.bin), found {len(indexes)} index files and "
+            f"{len(singles)} .safetensors files"
+        )
+    return p, detect_format(p)
+
+
+def detect_format(path: str | os.PathLike[str]) -> Format:
+    """Tell a file's format from its first bytes (the suffix is only a tie-breaker).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The :class:`Format`.
+
+    Raises:
+        UnknownFormatError: the bytes match no supported format.
+
+    Example:
+        >>> # detect_format("weights.bin") -> Format.SAFETENSORS if it is one
+    """
+    spath = os.fspath(path)
+    with open(spath, "rb") as f:
+        head = f.read(16)
+    size = os.path.getsize(spath)
+    if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(spath) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as exc:
+            raise UnknownFormatError(f"{spath}: broken zip archive: {exc}") from None
+        if any(n.endswith("data.pkl") for n in names):
+            return Format.TORCH
+        if names and all(n.endswith(".npy") for n in names):
+            return Format.NUMPY
+        if not names:
+            return Format.NUMPY
+        raise UnknownFormatError(
+            f"{spath}: a zip archive that is neither a torch checkpoint (no data.pkl) nor an "
+            ".npz (members are not all .npy)"
+        )
+    if head[:6] == _numpy.NPY_MAGIC:
+        return Format.NUMPY
+    if head[:1] == b"\x80":
+        return Format.TORCH
+    if len(head) >= 9 and head[8:9] == b"{":
+        return Format.SAFETENSORS
+    if len(head) >= 8 and head[8:9] in (b"", b" ") and struct.unpack("<Q", head[:8])[0] <= size:
+        return Format.SAFETENSORS
+    stripped = head.lstrip()
+    if stripped[:1] == b"{" and spath.endswith(".json"):
+        return Format.SHARDED
+    if spath.endswith(".safetensors"):
+        return Format.SAFETENSORS  # let the strict parser say what is wrong
+    raise UnknownFormatError(
+        f"{spath}: unknown format (expected safetensors, a torch .pt/.bin, .npz, or an "
+        f"*.index.json); first bytes {head[:8]!r}"
+    )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """The :class:`Manifest` of a checkpoint, from headers only and without torch.
+
+    Args:
+        path: a safetensors file, an HF sharded folder or ``*.index.json``, a torch
+            ``.pt``/``.bin`` (zip or legacy), or an ``.npz``.
+
+    Returns:
+        The manifest; ``manifest.roles`` says whether roles were stored or inferred.
+
+    Raises:
+        SourceNotFoundError, UnknownFormatError, HeaderError, ShardIndexError,
+        UnsafePickleError, FormatError: see their docs.
+
+    Example:
+        >>> # m = paramscope.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
+    """
+    file, fmt = resolve(path)
+    if fmt is Format.SAFETENSORS:
+        return _safetensors.read_manifest(file)
+    if fmt is Format.SHARDED:
+        return _sharded.read_sharded_manifest(file)
+    if fmt is Format.TORCH:
+        return _torch.read_torch_manifest(file)
+    return _numpy.read_npz_manifest(file)
+
+
+def _meta_of(m: Manifest, name: str) -> EntryMeta:
+    e = m[name]
+    return EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
+
+
+def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> ParamDict:
+    """Load a checkpoint as a :class:`ParamDict`, lazily, only the selected entries.
+
+    safetensors files (single or sharded) are memory-mapped copy-on-write: nothing is read
+    from disk until a tensor is used, and changing a tensor never changes the file. Ties come
+    back as the same tensor object; roles, trainable flags, tags and extra come back.
+
+    Args:
+        path: any source :func:`read_manifest` accepts.
+        select: a glob / ``re:`` pattern (or list) of names to load; ``None`` loads all.
+
+    Returns:
+        The ParamDict (``.metadata`` holds the file's free metadata).
+
+    Raises:
+        Everything :func:`read_manifest` raises.
+
+    Example:
+        >>> # pd = paramscope.load("model.safetensors", select="encoder.*")
+    """
+    file, fmt = resolve(path)
+    match = compile_pattern(select) if select is not None else (lambda _n: True)
+    if fmt in (Format.SAFETENSORS, Format.SHARDED):
+        m = read_manifest(file)
+        wanted = [n for n in m if match(n)]
+        by_file: dict[str, list[str]] = {}
+        for n in wanted:
+            e = m[n]
+            stored = e.tie or n
+            loc = m[stored].location
+            if loc is None:  # pragma: no cover - stored entries always have a location
+                raise ParamscopeError(f"{file}: entry {stored!r} has no stored bytes")
+            by_file.setdefault(loc.file, []).append(stored)
+        values: dict[str, torch.Tensor] = {}
+        for fpath, names in by_file.items():
+            if _sharded_is_torch(fpath):
+                values.update({k: v for k, v in _torch.load_torch(fpath) if k in set(names)})
+            else:
+                header = _safetensors.parse_header(fpath)
+                values.update(_safetensors.load_tensors(header, dict.fromkeys(names)))
+        pd = ParamDict(metadata=m.metadata)
+        for n in wanted:
+            e = m[n]
+            if e.tie is not None and e.tie in pd:
+                pd.tie(n, e.tie)
+            else:
+                pd.add(n, values[e.tie or n])
+            pd._meta[n] = _meta_of(m, n)
+        _retie(pd, m)
+        return pd
+    m = read_manifest(file)
+    pairs = _torch.load_torch(file) if fmt is Format.TORCH else _numpy.load_npz(file)
+    pd = ParamDict([(n, t) for n, t in pairs if match(n)], metadata=m.metadata)
+    for n in pd:
+        if n in m:
+            pd._meta[n] = _meta_of(m, n)
+    return pd
+
+
+def _sharded_is_torch(fpath: str) -> bool:
+    return detect_format(fpath) is Format.TORCH
+
+
+def _retie(pd: ParamDict, m: Manifest) -> None:
+    """Aliases whose target came later in the file order are tied now."""
+    for n in list(pd):
+        tie = m[n].tie
+        if tie is not None and tie in pd and pd.alias_of(n) is None and pd[n] is not pd[tie]:
+            meta = pd.meta(n)
+            pd.tie(n, tie)
+            pd._meta[n] = meta
+
+
+def save(
+    source: ParamDict | Mapping[str, torch.Tensor] | torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    max_shard_size: int | str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Save parameters as safetensors, atomically, with a SHA-256 per entry.
+
+    Ties are stored once, with an alias map in the metadata; roles, trainable flags, tags and
+    extra go under ``__metadata__["paramscope"]`` as JSON. The file opens with
+    ``safetensors.safe_open`` and Hugging Face loaders. With ``max_shard_size`` (``"5GB"``,
+    decimal units as Hugging Face uses) ``path`` is a folder that receives
+    ``model-0000k-of-0000N.safetensors`` shards and ``model.safetensors.index.json``.
+
+    Args:
+        source: a ParamDict, a plain dict of tensors, or a module (its ``from_module`` view).
+        path: destination file, or folder when sharding.
+        max_shard_size: shard size limit; ``None`` writes one file.
+        metadata: extra free ``str → str`` metadata (merged over ``source.metadata``).
+
+    Returns:
+        The path written (the index file when sharded).
+
+    Raises:
+        UnsupportedDTypeError: a tensor is on the meta device or has a dtype safetensors lacks.
+        ParamscopeError: ``metadata`` is not str → str.
+
+    Example:
+        >>> # paramscope.save(pd, "model.safetensors")
+        >>> # paramscope.save(pd, "ckpt/", max_shard_size="5GB")
+    """
+    pd = _as_paramdict(source)
+    meta = {**pd.metadata, **dict(metadata or {})}
+    bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ParamscopeError(f"metadata key {bad[0]!r}: expected str → str")
+    if _safetensors.META_KEY in meta:
+        raise ParamscopeError(f"metadata key {_safetensors.META_KEY!r} is reserved for paramscope")
+    entries = [
+        _safetensors.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()
+    ]
+    aliases = {a: pd.alias_of(a) or "" for a in pd if pd.alias_of(a) is not None}
+    alias_meta = {a: pd.meta(a).to_json() for a in aliases}
+    _check_json(pd)
+    if max_shard_size is not None:
+        return _sharded.write_sharded(
+            path, entries, max_size=parse_size(max_shard_size), aliases=aliases,
+            alias_meta=alias_meta, metadata=meta,
+        )
+    dest = Path(path)
+    if dest.is_dir():
+        raise ParamscopeError(
+            f"{dest}: is a folder; give a file name, or max_shard_size= to write shards into it"
+        )
+    _safetensors.write_file(dest, entries, aliases=aliases, alias_meta=alias_meta, metadata=meta)
+    return dest
+
+
+def _check_json(pd: ParamDict) -> None:
+    for n in pd:
+        try:
+            json.dumps(pd.meta(n).to_json())
+        except (TypeError, ValueError) as exc:
+            raise ParamscopeError(f"entry {n!r}: extra metadata is not JSON-able: {exc}") from None
+
+
+def _as_paramdict(source: Any) -> ParamDict:
+    if isinstance(source, ParamDict):
+        return source
+    if isinstance(source, Mapping):
+        return ParamDict(source)
+    if hasattr(source, "named_parameters"):
+        return ParamDict.from_module(source)
+    raise ParamscopeError(
+        f"save: expected a ParamDict, a dict of tensors or an nn.Module, found {type(source).__name__}"
+    )
+

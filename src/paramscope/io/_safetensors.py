@@ -1,0 +1,646 @@
+"""safetensors: a strict stdlib header parser, lazy mmap loading, and an atomic hashed writer.
+
+Layout of the format: 8 bytes little-endian header length ``N``, ``N`` bytes of UTF-8 JSON
+(an object: entry name → ``{"dtype", "shape", "data_offsets": [begin, end]}`` plus an
+optional ``"__metadata__"`` object of str → str), then the data section. Offsets are relative
+to the data section, start at 0 and tile it with no hole or overlap, and each entry's byte
+count equals its element count times its item size.
+
+paramscope keeps its own metadata as one JSON string under ``__metadata__["paramscope"]``:
+``{"version": 1, "hash": "sha256", "entries": {name: {"role", "trainable", "tags", "extra",
+"sha256"}}, "aliases": {alias: target}}``. Tied entries are stored once; aliases live only in
+that map. Files without it are read with inferred roles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .._atomic import Flusher, atomic_write
+from .._dtypes import DType
+from .._enums import Format, Role, RoleSource
+from .._errors import HeaderError, IntegrityError, UnsupportedDTypeError
+from .._manifest import Entry, Location, Manifest, infer_role
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "MAX_HEADER",
+    "META_KEY",
+    "Header",
+    "StoredEntry",
+    "hash_bytes",
+    "load_tensors",
+    "parse_header",
+    "read_manifest",
+    "verify_hashes",
+    "write_file",
+]
+
+MAX_HEADER = 100_000_000
+META_KEY = "paramscope"
+META_VERSION = 1
+HASH_ALGO = "sha256"
+_CHUNK = 64 << 20
+
+
+@dataclass
+class Header:
+    """A parsed, validated safetensors header.
+
+    Attributes:
+        path: the file.
+        header_len: ``N``, the JSON length.
+        data_start: ``8 + N``, where the data section begins.
+        file_size: the file's size in bytes.
+        tensors: per name, ``(dtype, shape, begin, end)`` with offsets relative to the data.
+        metadata: ``__metadata__`` without paramscope's key.
+        ps_meta: paramscope's metadata object, when present.
+    """
+
+    path: str
+    header_len: int
+    data_start: int
+    file_size: int
+    tensors: dict[str, tuple[DType, tuple[int, ...], int, int]]
+    metadata: dict[str, str] = field(default_factory=dict)
+    ps_meta: dict[str, Any] | None = None
+
+
+def _no_duplicates(path: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise HeaderError(path, f"duplicate key {k!r} in the header JSON")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def parse_header(path: str | os.PathLike[str], f: BinaryIO | None = None) -> Header:
+    """Read and validate a safetensors header without touching tensor data.
+
+    Every rule of the format is enforced; the length is checked against the file before
+    anything is allocated, so a header claiming a huge size fails fast.
+
+    Args:
+        path: the file.
+        f: an already open binary file for ``path`` (optional).
+
+    Returns:
+        The :class:`Header`.
+
+    Raises:
+        HeaderError: naming the file, the entry, what was expected and what was found.
+
+    Example:
+        >>> # parse_header("model.safetensors").tensors["wte.weight"]
+    """
+    spath = os.fspath(path)
+    own = f is None
+    if f is None:
+        f = open(spath, "rb")  # noqa: SIM115 - closed in finally
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise HeaderError(
+                spath, f"expected at least 8 bytes (the header length), found {size} bytes"
+            )
+        f.seek(0)
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER:
+            raise HeaderError(spath, f"header length {n} bytes exceeds the 100 MB limit")
+        if 8 + n > size:
+            raise HeaderError(
+                spath, f"header length {n} bytes runs past the end of the {size}-byte file"
+            )
+        raw = f.read(n)
+    finally:
+        if own:
+            f.close()
+    return _parse_json(spath, raw, n, size)
+
+
+def _parse_json(spath: str, raw: bytes, n: int, size: int) -> Header:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HeaderError(spath, f"header is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates(spath))
+    except HeaderError:
+        raise
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise HeaderError(spath, f"header is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise HeaderError(spath, f"header: expected a JSON object, found {type(obj).__name__}")
+    meta_raw = obj.pop("__metadata__", None)
+    metadata: dict[str, str] = {}
+    if meta_raw is not None:
+        if not isinstance(meta_raw, dict) or not all(
+            isinstance(v, str) for v in meta_raw.values()
+        ):
+            raise HeaderError(spath, "__metadata__: expected an object of string → string")
+        metadata = dict(meta_raw)
+    data_len = size - 8 - n
+    tensors: dict[str, tuple[DType, tuple[int, ...], int, int]] = {}
+    for name, info in obj.items():
+        tensors[name] = _check_entry(spath, name, info, data_len)
+    _check_tiling(spath, tensors, data_len)
+    ps_meta = None
+    if META_KEY in metadata:
+        ps_meta = _parse_ps_meta(spath, metadata.pop(META_KEY))
+    return Header(spath, n, 8 + n, size, tensors, metadata, ps_meta)
+
+
+def _check_entry(
+    spath: str, name: str, info: object, data_len: int
+) -> tuple[DType, tuple[int, ...], int, int]:
+    where = f"entry {name!r}"
+    if not name:
+        raise HeaderError(spath, "entry '': expected a non-empty name")
+    if not isinstance(info, dict):
+        raise HeaderError(spath, f"{where}: expected an object, found {type(info).__name__}")
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in info:
+            raise HeaderError(spath, f"{where}: missing {key!r}")
+    try:
+        dtype = DType(info["dtype"])
+    except ValueError:
+        raise HeaderError(
+            spath,
+            f"{where}: dtype {info['dtype']!r} is not a safetensors dtype "
+            f"(expected one of {', '.join(d.value for d in DType)})",
+        ) from None
+    shape = info["shape"]
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise HeaderError(
+            spath, f"{where}: shape must be a list of non-negative integers, found {shape!r}"
+        )
+    offsets = info["data_offsets"]
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) and o >= 0 for o in offsets)
+    ):
+        raise HeaderError(
+            spath, f"{where}: data_offsets must be [begin, end] integers, found {offsets!r}"
+        )
+    begin, end = offsets
+    if begin > end:
+        raise HeaderError(spath, f"{where}: data_offsets begin {begin} is after end {end}")
+    if end > data_len:
+        raise HeaderError(
+            spath, f"{where}: data_offsets end {end} is past the {data_len}-byte data section"
+        )
+    # Multiply step by step and stop once the claim exceeds what the file could hold.
+    numel = 1
+    limit = max(data_len, 1) * 8
+    for d in shape:
+        numel *= d
+        if numel > limit and 0 not in shape:
+            raise HeaderError(
+                spath,
+                f"{where}: shape {shape} claims more elements than the {data_len}-byte "
+                "data section can hold",
+            )
+    if numel * dtype.bits % 8:
+        raise HeaderError(
+            spath, f"{where}: {numel} elements of {dtype.value} do not fill whole bytes"
+        )
+    expected = numel * dtype.bits // 8
+    if end - begin != expected:
+        raise HeaderError(
+            spath,
+            f"{where}: shape {shape} of {dtype.value} needs {expected} bytes, "
+            f"data_offsets give {end - begin}",
+        )
+    return dtype, tuple(shape), begin, end
+
+
+def _check_tiling(
+    spath: str, tensors: Mapping[str, tuple[DType, tuple[int, ...], int, int]], data_len: int
+) -> None:
+    pos = 0
+    last = None
+    for name, (_, _, begin, end) in sorted(tensors.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != pos:
+            if begin > pos:
+                raise HeaderError(
+                    spath,
+                    f"entry {name!r}: data_offsets begin at {begin}, expected {pos} "
+                    f"(a {begin - pos}-byte hole after {last!r})",
+                )
+            raise HeaderError(
+                spath, f"entry {name!r}: data_offsets begin at {begin}, overlapping {last!r}"
+            )
+        pos = end
+        last = name
+    if pos != data_len:
+        raise HeaderError(
+            spath,
+            f"data section: entries cover {pos} bytes, the file holds {data_len} "
+            f"({data_len - pos} trailing bytes)",
+        )
+
+
+def _parse_ps_meta(spath: str, raw: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HeaderError(spath, f"__metadata__['paramscope'] is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not _is_int(meta.get("version")):
+        raise HeaderError(spath, "__metadata__['paramscope']: expected an object with 'version'")
+    if meta["version"] > META_VERSION:
+        raise HeaderError(
+            spath,
+            f"__metadata__['paramscope']: version {meta['version']} is newer than this "
+            f"paramscope reads ({META_VERSION}); upgrade paramscope",
+        )
+    entries = meta.get("entries", {})
+    aliases = meta.get("aliases", {})
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        raise HeaderError(spath, "__metadata__['paramscope'].entries: expected name → object")
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+    ):
+        raise HeaderError(spath, "__metadata__['paramscope'].aliases: expected name → name")
+    for name, e in entries.items():
+        role = e.get("role", "param")
+        if role not in ("param", "buffer"):
+            raise HeaderError(
+                spath, f"entry {name!r}: role must be 'param' or 'buffer', found {role!r}"
+            )
+    return {"version": meta["version"], "entries": entries, "aliases": aliases}
+
+
+def manifest_entries(h: Header, external: Mapping[str, Entry] | None = None) -> list[Entry]:
+    """Entries of one parsed file, aliases included, with roles exact or inferred.
+
+    Args:
+        h: the parsed header.
+        external: entries of sibling shards, for aliases whose target lives elsewhere.
+
+    Returns:
+        The entries, stored ones in offset order, then aliases.
+
+    Raises:
+        HeaderError: an alias points at a name no file holds.
+    """
+    ps_entries = (h.ps_meta or {}).get("entries", {})
+    out: list[Entry] = []
+    by_name: dict[str, Entry] = {}
+    for name, (dtype, shape, begin, end) in sorted(h.tensors.items(), key=lambda kv: kv[1][2]):
+        loc = Location(h.path, h.data_start + begin, end - begin)
+        e = _entry(name, dtype, shape, ps_entries.get(name), h.ps_meta is not None, loc)
+        out.append(e)
+        by_name[name] = e
+    for alias, target in (h.ps_meta or {}).get("aliases", {}).items():
+        t = by_name.get(target) or (external or {}).get(target)
+        if t is None:
+            raise HeaderError(h.path, f"alias {alias!r}: its target {target!r} is not stored")
+        if alias in by_name:
+            raise HeaderError(h.path, f"alias {alias!r}: the name is also stored as a tensor")
+        out.append(
+            _entry(alias, t.dtype, t.shape, ps_entries.get(alias), True, None, tie=target)
+        )
+    return out
+
+
+def _entry(
+    name: str,
+    dtype: DType,
+    shape: tuple[int, ...],
+    meta: Mapping[str, Any] | None,
+    exact: bool,
+    loc: Location | None,
+    tie: str | None = None,
+) -> Entry:
+    if exact and meta is not None:
+        role = Role(meta.get("role", "param"))
+        digest = meta.get(HASH_ALGO)
+        return Entry(
+            name,
+            shape,
+            dtype,
+            role=role,
+            trainable=bool(meta.get("trainable", role is Role.PARAM)),
+            tie=tie,
+            tags=tuple(str(t) for t in meta.get("tags", ())),
+            extra=dict(meta.get("extra", {})),
+            location=loc,
+            hash=f"{HASH_ALGO}:{digest}" if isinstance(digest, str) else None,
+        )
+    role = infer_role(name, dtype, shape)
+    return Entry(name, shape, dtype, role=role, trainable=role is Role.PARAM, tie=tie, location=loc)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """The manifest of one safetensors file, from its header alone.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A :class:`Manifest`; roles are ``exact`` when paramscope wrote the file.
+
+    Raises:
+        HeaderError: the header breaks a rule of the format.
+
+    Example:
+        >>> # read_manifest("model.safetensors").roles
+    """
+    h = parse_header(path)
+    exact = h.ps_meta is not None
+    return Manifest(
+        manifest_entries(h),
+        format=Format.SAFETENSORS,
+        source=h.path,
+        roles=RoleSource.EXACT if exact else RoleSource.INFERRED,
+        metadata=h.metadata,
+    )
+
+
+# ---------------------------------------------------------------------------- values (torch)
+
+
+def _torch_shape(dtype: DType, shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    if dtype is DType.F4:
+        if not shape or shape[-1] % 2:
+            raise UnsupportedDTypeError(
+                f"entry {name!r}: F4 with an odd last dimension {shape} has no torch layout"
+            )
+        return (*shape[:-1], shape[-1] // 2)
+    return shape
+
+
+def tensor_from_buffer(
+    buf: Any, offset: int, dtype: DType, shape: tuple[int, ...], name: str
+) -> torch.Tensor:
+    """A tensor viewing ``buf`` (no copy when aligned), for one stored entry.
+
+    Args:
+        buf: a writable buffer (a copy-on-write mmap).
+        offset: byte offset of the entry in ``buf``.
+        dtype: its dtype.
+        shape: its logical shape.
+        name: for errors.
+
+    Returns:
+        The tensor.
+    """
+    import torch
+
+    tdt = dtype.to_torch()
+    tshape = _torch_shape(dtype, shape, name)
+    nbytes = dtype.nbytes(_prod(shape))
+    if nbytes == 0:
+        return torch.empty(tshape, dtype=tdt)
+    itemsize = tdt.itemsize
+    if offset % itemsize == 0:
+        t = torch.frombuffer(buf, dtype=tdt, count=nbytes // itemsize, offset=offset)
+    else:  # unaligned: copy into an aligned allocation
+        raw = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes, offset=offset)
+        t = raw.clone().view(tdt)
+    return t.reshape(tshape)
+
+
+def _prod(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def open_mmap(path: str) -> mmap.mmap | bytes:
+    """Map a file copy-on-write (writes stay private); empty files give ``b""``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The mapping.
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def load_tensors(h: Header, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Tensors of the stored entries ``names``, viewing a private mmap of the file (lazy).
+
+    Args:
+        h: the parsed header of the file.
+        names: stored names to load.
+
+    Returns:
+        name → tensor.
+
+    Raises:
+        UnsupportedDTypeError: for dtypes torch lacks, or on big-endian machines.
+    """
+    if sys.byteorder != "little":  # pragma: no cover
+        raise UnsupportedDTypeError("safetensors data is little-endian; this machine is not")
+    names = list(names)
+    if not names:
+        return {}
+    mm = open_mmap(h.path)
+    out = {}
+    for name in names:
+        dtype, shape, begin, _ = h.tensors[name]
+        out[name] = tensor_from_buffer(mm, h.data_start + begin, dtype, shape, name)
+    return out
+
+
+# ------------------------------------------------------------------------------------ hashes
+
+
+def hash_bytes(buf: Any) -> str:
+    """The hex SHA-256 of a buffer (the GIL is released while hashing).
+
+    Args:
+        buf: bytes or any buffer.
+
+    Returns:
+        64 hex characters.
+
+    Example:
+        >>> hash_bytes(b"")[:8]
+        'e3b0c442'
+    """
+    return hashlib.sha256(buf).hexdigest()
+
+
+def verify_hashes(h: Header) -> tuple[int, list[str]]:
+    """Recompute each stored entry's hash from the file and compare.
+
+    Args:
+        h: the parsed header.
+
+    Returns:
+        ``(number of hashed entries checked, problems)``; each problem names the entry.
+    """
+    entries = (h.ps_meta or {}).get("entries", {})
+    problems: list[str] = []
+    checked = 0
+    if not entries:
+        return 0, problems
+    mm = open_mmap(h.path)
+    view = memoryview(mm) if not isinstance(mm, bytes) else memoryview(b"")
+    try:
+        for name, (_, _, begin, end) in h.tensors.items():
+            want = entries.get(name, {}).get(HASH_ALGO)
+            if not isinstance(want, str):
+                continue
+            checked += 1
+            got = hash_bytes(view[h.data_start + begin : h.data_start + end])
+            if got != want:
+                problems.append(
+                    str(
+                        IntegrityError(
+                            h.path,
+                            f"entry {name!r}: sha256 is {got[:16]}…, the header records "
+                            f"{want[:16]}… (the bytes changed after saving)",
+                        )
+                    )
+                )
+    finally:
+        view.release()
+        if isinstance(mm, mmap.mmap):
+            mm.close()
+    return checked, problems
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+@dataclass
+class StoredEntry:
+    """One tensor to write, with its paramscope metadata.
+
+    Attributes:
+        name: the entry name.
+        tensor: its value (any device; copied to CPU if needed).
+        meta: role / trainable / tags / extra, JSON-able.
+    """
+
+    name: str
+    tensor: torch.Tensor
+    meta: dict[str, Any]
+
+
+def _as_bytes(name: str, t: torch.Tensor) -> tuple[DType, list[int], Any]:
+    """``(dtype, logical shape, a byte buffer viewing the data)`` for a tensor."""
+    import torch
+
+    if t.device.type == "meta":
+        raise UnsupportedDTypeError(
+            f"entry {name!r}: tensor is on the meta device and has no values to save; "
+            "materialise it first (e.g. model.to_empty(device='cpu') and initialise)"
+        )
+    if getattr(t, "is_sparse", False) or t.layout != torch.strided:
+        raise UnsupportedDTypeError(f"entry {name!r}: only dense (strided) tensors can be saved")
+    dtype = DType.from_torch(t.dtype)
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    shape = list(t.shape)
+    if dtype is DType.F4:
+        shape = [*shape[:-1], shape[-1] * 2] if shape else [2]
+    if t.numel() == 0:
+        return dtype, shape, b""
+    flat = t.reshape(-1).view(torch.uint8)
+    return dtype, shape, memoryview(flat.numpy())
+
+
+def write_file(
+    path: str | os.PathLike[str],
+    entries: Sequence[StoredEntry],
+    *,
+    aliases: Mapping[str, str] | None = None,
+    alias_meta: Mapping[str, dict[str, Any]] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> int:
+    """Write one safetensors file atomically, with a SHA-256 per entry in its metadata.
+
+    The data section is written straight from the tensors' memory, hashed in a second thread
+    while it is written, and flushed to disk in the background as it grows; the header (which
+    holds the hashes, of fixed length) is written last over a placeholder of the same size.
+
+    Args:
+        path: destination file.
+        entries: the tensors to store, in order.
+        aliases: alias name → stored name, for ties.
+        alias_meta: paramscope metadata of the aliases.
+        metadata: free str → str metadata.
+
+    Returns:
+        Bytes of tensor data written.
+
+    Raises:
+        UnsupportedDTypeError: a tensor's dtype or layout cannot be stored.
+    """
+    prepared = [(e, *_as_bytes(e.name, e.tensor)) for e in entries]
+    # Larger items first keeps every entry aligned to its item size (as the safetensors package).
+    order = sorted(range(len(prepared)), key=lambda i: -prepared[i][1].bits)
+    header: dict[str, Any] = {}
+    pos = 0
+    placeholder = "0" * 64
+    ps_entries: dict[str, Any] = {}
+    for i in order:
+        e, dtype, shape, buf = prepared[i]
+        n = len(buf) if isinstance(buf, bytes) else buf.nbytes
+        header[e.name] = {"dtype": dtype.value, "shape": shape, "data_offsets": [pos, pos + n]}
+        ps_entries[e.name] = {**e.meta, HASH_ALGO: placeholder}
+        pos += n
+    for alias in aliases or {}:
+        ps_entries[alias] = dict((alias_meta or {}).get(alias, {}))
+
+    def header_bytes(hashes: Mapping[str, str]) -> bytes:
+        ents = {k: ({**v, HASH_ALGO: hashes[k]} if k in hashes else v) for k, v in ps_entries.items()}
+        ps = {"version": META_VERSION, "hash": HASH_ALGO, "entries": ents,
+              "aliases": dict(aliases or {})}
+        meta = {"format": "pt", **dict(metadata or {}),
+                META_KEY: json.dumps(ps, separators=(",", ":"), sort_keys=True)}
+        obj = {"__metadata__": meta, **header}
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        raw += b" " * (-(8 + len(raw)) % 8)  # data section starts 8-byte aligned
+        return struct.pack("<Q", len(raw)) + raw
+
+    first = header_bytes({})
+    with atomic_write(path) as f, ThreadPoolExecutor(1) as pool:
+        f.write(first)
+        flusher = Flusher(f)
+        futures: dict[str, Future[str]] = {}
+        for i in order:
+            e, _, _, buf = prepared[i]
+            futures[e.name] = pool.submit(hash_bytes, buf)
+            mv = memoryview(buf)
+            for start in range(0, len(mv), _CHUNK):
+                f.write(mv[start : start + _CHUNK])
+                flusher.wrote(min(_CHUNK, len(mv) - start))
+        final = header_bytes({k: fut.result() for k, fut in futures.items()})
+        if len(final) != len(first):  # pragma: no cover - hashes have a fixed length
+            raise AssertionError("header length changed while writing")
+        f.seek(0)
+        f.write(final)
+        flusher.close()
+    return pos

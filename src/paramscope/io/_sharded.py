@@ -1,0 +1,261 @@
+"""Hugging Face style sharded checkpoints: a folder of shards and a ``*.index.json``.
+
+The index is ``{"metadata": {"total_size": N, ...}, "weight_map": {name: shard file}}``.
+Shard paths must stay inside the index's folder: absolute paths, ``..`` and symlinks leading
+out are refused. Entries the index names that no shard holds, and stored entries the index
+does not name, are reported with their names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._atomic import TEMP_MARK, atomic_write, clean_stale_temps
+from .._enums import Format, RoleSource
+from .._errors import ShardIndexError
+from .._manifest import Entry, Manifest
+from . import _safetensors as st
+
+__all__ = ["SHARD_RE", "read_index", "read_sharded_manifest", "write_sharded"]
+
+MAX_INDEX = 100_000_000
+SHARD_RE = r"(.+)-(\d{5})-of-(\d{5})(\.safetensors)"
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def safe_member(folder: Path, rel: object, index: str, key: str) -> Path:
+    """Resolve a shard path named by an index, refusing anything that leaves ``folder``.
+
+    Args:
+        folder: the index's folder.
+        rel: the path as written in the index.
+        index: the index file, for errors.
+        key: the entry naming it, for errors.
+
+    Returns:
+        The shard's path.
+
+    Raises:
+        ShardIndexError: for a non-string, absolute, ``..`` or escaping-symlink path.
+    """
+    if not isinstance(rel, str) or not rel:
+        raise ShardIndexError(index, f"weight_map[{key!r}]: expected a file name, found {rel!r}")
+    parts = Path(rel).parts
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in parts or "\\" in rel:
+        raise ShardIndexError(
+            index,
+            f"weight_map[{key!r}]: shard path {rel!r} must be relative to the index's folder "
+            "without '..'",
+        )
+    path = folder / rel
+    real = Path(os.path.realpath(path))
+    if os.path.commonpath([real, os.path.realpath(folder)]) != os.path.realpath(folder):
+        raise ShardIndexError(
+            index, f"weight_map[{key!r}]: shard {rel!r} is a link leading out of {folder}"
+        )
+    return path
+
+
+def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parse and validate an index file.
+
+    Args:
+        index: the ``*.index.json`` path.
+
+    Returns:
+        ``(metadata, weight_map)``.
+
+    Raises:
+        ShardIndexError: malformed JSON or structure.
+    """
+    spath = os.fspath(index)
+    size = os.path.getsize(spath)
+    if size > MAX_INDEX:
+        raise ShardIndexError(spath, f"index is {size} bytes, over the 100 MB limit")
+    try:
+        with open(spath, "rb") as f:
+            obj = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ShardIndexError(spath, f"index is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict):
+        raise ShardIndexError(spath, "index: expected an object with a 'weight_map' object")
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ShardIndexError(spath, f"index metadata: expected an object, found {meta!r}")
+    return meta, obj["weight_map"]
+
+
+def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
+    """The union manifest of an index and its shards, checked against each other.
+
+    Args:
+        index: the ``*.index.json`` file.
+
+    Returns:
+        A :class:`Manifest` with format ``sharded``.
+
+    Raises:
+        ShardIndexError: unsafe paths, names missing on either side, duplicates.
+        HeaderError: a shard's header is malformed.
+    """
+    from . import read_manifest  # shards may be any format (e.g. pytorch_model-0000x.bin)
+
+    spath = os.fspath(index)
+    folder = Path(spath).parent
+    meta, weight_map = read_index(spath)
+    shards: dict[str, Path] = {}
+    for key, rel in weight_map.items():
+        shards.setdefault(rel, safe_member(folder, rel, spath, key))
+    entries: dict[str, Entry] = {}
+    where: dict[str, str] = {}
+    exact = True
+    files = [spath]
+    user_meta: dict[str, str] = {}
+    for rel, path in shards.items():
+        if not path.is_file():
+            raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
+        m = read_manifest(path)
+        files.append(os.fspath(path))
+        exact = exact and m.roles is RoleSource.EXACT
+        user_meta.update(m.metadata)
+        for name, e in m.items():
+            if name in entries:
+                raise ShardIndexError(
+                    spath, f"entry {name!r} is stored in both {where[name]!r} and {rel!r}"
+                )
+            entries[name] = e
+            where[name] = rel
+    stored = {n for n, e in entries.items() if e.tie is None}
+    not_held = [k for k in weight_map if k not in stored and k not in entries]
+    if not_held:
+        raise ShardIndexError(
+            spath, f"the index names {len(not_held)} entries no shard holds: {_names(not_held)}"
+        )
+    misplaced = [k for k in weight_map if k in where and where[k] != weight_map[k]]
+    if misplaced:
+        k = misplaced[0]
+        raise ShardIndexError(
+            spath, f"entry {k!r}: the index says {weight_map[k]!r}, it is stored in {where[k]!r}"
+        )
+    unnamed = [n for n in stored if n not in weight_map]
+    if unnamed:
+        raise ShardIndexError(
+            spath,
+            f"shards hold {len(unnamed)} entries the index does not name: {_names(sorted(unnamed))}",
+        )
+    total = meta.get("total_size")
+    notes = []
+    actual = sum(e.nbytes for e in entries.values() if e.tie is None)
+    if isinstance(total, int) and total != actual:
+        notes.append(f"index metadata total_size is {total}, the shards hold {actual} bytes")
+    return Manifest(
+        list(entries.values()),
+        format=Format.SHARDED,
+        source=spath,
+        roles=RoleSource.EXACT if exact else RoleSource.INFERRED,
+        metadata=user_meta,
+        files=files,
+        notes=notes,
+    )
+
+
+def plan_shards(sizes: Sequence[tuple[str, int]], max_size: int) -> list[list[str]]:
+    """Split entries into shards of at most ``max_size`` bytes, in order (as HF does).
+
+    An entry larger than ``max_size`` gets a shard of its own.
+
+    Args:
+        sizes: ``(name, bytes)`` in save order.
+        max_size: the shard size limit.
+
+    Returns:
+        Lists of names, one per shard.
+
+    Example:
+        >>> plan_shards([("a", 4), ("b", 4), ("c", 9)], 8)
+        [['a', 'b'], ['c']]
+    """
+    shards: list[list[str]] = [[]]
+    current = 0
+    for name, n in sizes:
+        if shards[-1] and current + n > max_size:
+            shards.append([])
+            current = 0
+        shards[-1].append(name)
+        current += n
+    return [s for s in shards if s]
+
+
+def write_sharded(
+    folder: str | os.PathLike[str],
+    entries: Sequence[st.StoredEntry],
+    *,
+    max_size: int,
+    aliases: Mapping[str, str],
+    alias_meta: Mapping[str, dict[str, Any]],
+    metadata: Mapping[str, str],
+    prefix: str = "model",
+) -> Path:
+    """Write ``prefix-0000k-of-0000N.safetensors`` shards and ``prefix.safetensors.index.json``.
+
+    With one shard only, writes ``prefix.safetensors`` and no index (as Hugging Face does).
+    Every file is written atomically; the index is written last, then shards of an earlier
+    save that the new index does not name are removed.
+
+    Args:
+        folder: destination folder (created).
+        entries: tensors to store.
+        max_size: shard size limit in bytes.
+        aliases: alias → stored name.
+        alias_meta: paramscope metadata of the aliases.
+        metadata: free str → str metadata, copied into each shard.
+        prefix: file name stem.
+
+    Returns:
+        The index path, or the single file's path.
+    """
+    import re
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(folder)
+    by_name = {e.name: e for e in entries}
+    sizes = [(e.name, e.tensor.element_size() * e.tensor.numel()) for e in entries]
+    plan = plan_shards(sizes, max_size)
+    if len(plan) == 1:
+        path = folder / f"{prefix}.safetensors"
+        st.write_file(path, entries, aliases=aliases, alias_meta=alias_meta, metadata=metadata)
+        return path
+    weight_map: dict[str, str] = {}
+    total = 0
+    n = len(plan)
+    for k, names in enumerate(plan, 1):
+        fname = f"{prefix}-{k:05d}-of-{n:05d}.safetensors"
+        held = set(names)
+        mine = {a: t for a, t in aliases.items() if t in held}
+        total += st.write_file(
+            folder / fname,
+            [by_name[x] for x in names],
+            aliases=mine,
+            alias_meta={a: dict(alias_meta.get(a, {})) for a in mine},
+            metadata=metadata,
+        )
+        weight_map.update(dict.fromkeys(names, fname))
+    index = folder / f"{prefix}.safetensors.index.json"
+    body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
+    with atomic_write(index) as f:
+        f.write(json.dumps(body, indent=2).encode())
+    keep = set(weight_map.values())
+    pattern = re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.safetensors")
+    for p in folder.iterdir():
+        if pattern.fullmatch(p.name) and p.name not in keep and TEMP_MARK not in p.name:
+            p.unlink()
+    return index
