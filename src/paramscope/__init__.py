@@ -1,53 +1,122 @@
 """paramscope: see, store, change and shrink deep-learning parameters.
 
-The one public contract of the package; implementation lives in private modules. Importing
-paramscope never imports torch: functions that need it import it when called.
+This module is the one public contract of the package; the implementation lives in private
+modules. Names are loaded on first use (PEP 562), so ``import paramscope`` costs almost nothing
+and never imports torch, numpy or rich: functions that need them import them when called.
 
 Example:
     >>> import paramscope
-    >>> m = paramscope.read_manifest  # headers only, no torch
+    >>> paramscope.parse_size("5GB")
+    5000000000
 """
 
-from ._dtypes import DType as DType
-from ._enums import Format as Format
-from ._enums import Role as Role
-from ._enums import RoleSource as RoleSource
-from ._errors import DTypeMismatchError as DTypeMismatchError
-from ._errors import DuplicateNameError as DuplicateNameError
-from ._errors import FormatError as FormatError
-from ._errors import HeaderError as HeaderError
-from ._errors import IntegrityError as IntegrityError
-from ._errors import InvalidNameError as InvalidNameError
-from ._errors import MissingNameError as MissingNameError
-from ._errors import ParamscopeError as ParamscopeError
-from ._errors import ShapeMismatchError as ShapeMismatchError
-from ._errors import ShardIndexError as ShardIndexError
-from ._errors import SourceNotFoundError as SourceNotFoundError
-from ._errors import UnknownFormatError as UnknownFormatError
-from ._errors import UnsafePickleError as UnsafePickleError
-from ._errors import UnsupportedDTypeError as UnsupportedDTypeError
-from ._manifest import Entry as Entry
-from ._manifest import Location as Location
-from ._manifest import Manifest as Manifest
-from ._manifest import infer_role as infer_role
-from ._names import apply_renames as apply_renames
-from ._names import compile_pattern as compile_pattern
-from ._names import did_you_mean as did_you_mean
-from ._names import validate_name as validate_name
-from ._paramdict import EntryMeta as EntryMeta
-from ._paramdict import ParamDict as ParamDict
-from ._units import parse_size as parse_size
-from ._verify import VerifyReport as VerifyReport
-from ._verify import verify as verify
-from .count import Count as Count
-from .count import Group as Group
-from .count import Node as Node
-from .count import count as count
-from .count import group as group
-from .io import detect_format as detect_format
-from .io import load as load
-from .io import read_manifest as read_manifest
-from .io import save as save
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._dtypes import DType as DType
+    from ._enums import Format as Format
+    from ._enums import Role as Role
+    from ._enums import RoleSource as RoleSource
+    from ._errors import DTypeMismatchError as DTypeMismatchError
+    from ._errors import DuplicateNameError as DuplicateNameError
+    from ._errors import FormatError as FormatError
+    from ._errors import HeaderError as HeaderError
+    from ._errors import IntegrityError as IntegrityError
+    from ._errors import InvalidNameError as InvalidNameError
+    from ._errors import MissingNameError as MissingNameError
+    from ._errors import ParamscopeError as ParamscopeError
+    from ._errors import ShapeMismatchError as ShapeMismatchError
+    from ._errors import ShardIndexError as ShardIndexError
+    from ._errors import SourceNotFoundError as SourceNotFoundError
+    from ._errors import UnknownFormatError as UnknownFormatError
+    from ._errors import UnsafePickleError as UnsafePickleError
+    from ._errors import UnsupportedDTypeError as UnsupportedDTypeError
+    from ._manifest import Entry as Entry
+    from ._manifest import Location as Location
+    from ._manifest import Manifest as Manifest
+    from ._manifest import infer_role as infer_role
+    from ._names import apply_renames as apply_renames
+    from ._names import compile_pattern as compile_pattern
+    from ._names import did_you_mean as did_you_mean
+    from ._names import validate_name as validate_name
+    from ._paramdict import EntryMeta as EntryMeta
+    from ._paramdict import ParamDict as ParamDict
+    from ._units import parse_size as parse_size
+    from ._verify import VerifyReport as VerifyReport
+    from ._verify import verify as verify
+    from .count import Count as Count
+    from .count import Group as Group
+    from .count import Inspection as Inspection
+    from .count import Node as Node
+    from .count import count as count
+    from .count import group as group
+    from .count import inspect as inspect
+    from .io import detect_format as detect_format
+    from .io import load as load
+    from .io import read_manifest as read_manifest
+    from .io import save as save
+
+_LAZY: dict[str, str] = {
+    "DType": "._dtypes",
+    "Format": "._enums",
+    "Role": "._enums",
+    "RoleSource": "._enums",
+    "DTypeMismatchError": "._errors",
+    "DuplicateNameError": "._errors",
+    "FormatError": "._errors",
+    "HeaderError": "._errors",
+    "IntegrityError": "._errors",
+    "InvalidNameError": "._errors",
+    "MissingNameError": "._errors",
+    "ParamscopeError": "._errors",
+    "ShapeMismatchError": "._errors",
+    "ShardIndexError": "._errors",
+    "SourceNotFoundError": "._errors",
+    "UnknownFormatError": "._errors",
+    "UnsafePickleError": "._errors",
+    "UnsupportedDTypeError": "._errors",
+    "Entry": "._manifest",
+    "Location": "._manifest",
+    "Manifest": "._manifest",
+    "infer_role": "._manifest",
+    "apply_renames": "._names",
+    "compile_pattern": "._names",
+    "did_you_mean": "._names",
+    "validate_name": "._names",
+    "EntryMeta": "._paramdict",
+    "ParamDict": "._paramdict",
+    "parse_size": "._units",
+    "VerifyReport": "._verify",
+    "verify": "._verify",
+    "Count": ".count",
+    "Group": ".count",
+    "Inspection": ".count",
+    "Node": ".count",
+    "count": ".count",
+    "group": ".count",
+    "inspect": ".count",
+    "detect_format": ".io",
+    "load": ".io",
+    "read_manifest": ".io",
+    "save": ".io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paramscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 
@@ -62,6 +131,7 @@ __all__ = [
     "FormatError",
     "Group",
     "HeaderError",
+    "Inspection",
     "IntegrityError",
     "InvalidNameError",
     "Location",
@@ -87,6 +157,7 @@ __all__ = [
     "did_you_mean",
     "group",
     "infer_role",
+    "inspect",
     "load",
     "parse_size",
     "read_manifest",

@@ -84,15 +84,15 @@ def compile_pattern(pattern: Pattern) -> Callable[[str], bool]:
             try:
                 regexes.append(re.compile(p[3:]))
             except re.error as exc:
-                raise InvalidNameError(f"pattern {p!r}: invalid regular expression: {exc}") from None
+                raise InvalidNameError(
+                    f"pattern {p!r}: invalid regular expression: {exc}"
+                ) from None
         else:
             regexes.append(re.compile(fnmatch.translate(p)))
     return lambda name: any(r.fullmatch(name) for r in regexes)
 
 
-def apply_renames(
-    names: Iterable[str], rules: Sequence[tuple[str, str]]
-) -> dict[str, str]:
+def apply_renames(names: Iterable[str], rules: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Apply ordered regex rename rules to every name; refuse results that collide.
 
     Each rule ``(regex, replacement)`` is applied with ``re.sub`` to the result of the rules

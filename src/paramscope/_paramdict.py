@@ -134,8 +134,10 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         for name in list(self._order)[:20]:
             t = self[name]
             tie = f" -> {self._alias[name]}" if name in self._alias else ""
-            lines.append(f"  {name}: {tuple(t.shape)} {DType.from_torch(t.dtype).value}"
-                         f" {self._meta[name].role.value}{tie}")
+            lines.append(
+                f"  {name}: {tuple(t.shape)} {DType.from_torch(t.dtype).value}"
+                f" {self._meta[name].role.value}{tie}"
+            )
         if len(self) > 20:
             lines.append(f"  … {len(self) - 20} more")
         return "\n".join(lines)
@@ -178,7 +180,9 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         r = Role(role)
         self._values[name] = value
         self._meta[name] = EntryMeta(
-            r, r is Role.PARAM if trainable is None else bool(trainable), tuple(tags),
+            r,
+            r is Role.PARAM if trainable is None else bool(trainable),
+            tuple(tags),
             dict(extra or {}),
         )
         self._order[name] = None
@@ -414,7 +418,7 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         """
         p = prefix.rstrip(".") + "."
         names = [n for n in self._order if n.startswith(p)]
-        return self._subset(names, {n: n[len(p):] for n in names})
+        return self._subset(names, {n: n[len(p) :] for n in names})
 
     def to_nested(self) -> dict[str, Any]:
         """Nested dicts by name segment: ``{"fc1": {"weight": t, "bias": t}}``.
@@ -444,8 +448,9 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         return out
 
     @classmethod
-    def from_nested(cls, nested: Mapping[str, Any], *, metadata: Mapping[str, str] | None = None
-                    ) -> ParamDict:
+    def from_nested(
+        cls, nested: Mapping[str, Any], *, metadata: Mapping[str, str] | None = None
+    ) -> ParamDict:
         """Build from nested dicts of tensors (the inverse of :meth:`to_nested`).
 
         Args:
@@ -508,7 +513,9 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
                     f"tie {name!r} → {target!r}: shapes {tuple(cur.shape)} and {tuple(t.shape)}"
                 )
             if cur.dtype != t.dtype:
-                raise DTypeMismatchError(f"tie {name!r} → {target!r}: dtypes {cur.dtype} and {t.dtype}")
+                raise DTypeMismatchError(
+                    f"tie {name!r} → {target!r}: dtypes {cur.dtype} and {t.dtype}"
+                )
             if name in self._values:
                 del self._values[name]
                 for a, tgt in self._alias.items():
@@ -601,11 +608,21 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
             dtype = DType.from_torch(t.dtype)
             if dtype is DType.F4:
                 shape = (*shape[:-1], shape[-1] * 2) if shape else (2,)
-            entries.append(Entry(name, shape, dtype, role=m.role,
-                                 trainable=m.trainable, tie=self._alias.get(name), tags=m.tags,
-                                 extra=m.extra))
-        return Manifest(entries, format=Format.PARAMDICT, roles=RoleSource.EXACT,
-                        metadata=self.metadata)
+            entries.append(
+                Entry(
+                    name,
+                    shape,
+                    dtype,
+                    role=m.role,
+                    trainable=m.trainable,
+                    tie=self._alias.get(name),
+                    tags=m.tags,
+                    extra=m.extra,
+                )
+            )
+        return Manifest(
+            entries, format=Format.PARAMDICT, roles=RoleSource.EXACT, metadata=self.metadata
+        )
 
     @classmethod
     def from_module(cls, model: torch.nn.Module, *, buffers: str = "persistent") -> ParamDict:
@@ -653,8 +670,15 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
                 out._add_shared(first, pre + bname, b, Role.BUFFER, False, extra)
         return out
 
-    def _add_shared(self, first: dict[int, str], name: str, t: Any, role: Role,
-                    trainable: bool, extra: dict[str, Any]) -> None:
+    def _add_shared(
+        self,
+        first: dict[int, str],
+        name: str,
+        t: Any,
+        role: Role,
+        trainable: bool,
+        extra: dict[str, Any],
+    ) -> None:
         if name in self._order:
             return
         if id(t) in first:

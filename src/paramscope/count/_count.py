@@ -298,3 +298,69 @@ def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group
                 g.buffers += e.numel
             g.bytes += e.nbytes
     return list(groups.values())
+
+
+@dataclass
+class Inspection:
+    """The result of :func:`inspect`: entries grouped by prefix, and totals.
+
+    Attributes:
+        total: the :class:`Count` of the (filtered) entries.
+        groups: the groups, subtotals adding up to the total.
+        depth: the grouping depth.
+        filter: the name filter applied, if any.
+    """
+
+    total: Count
+    groups: list[Group]
+    depth: int
+    filter: Pattern | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form used by ``paramscope inspect --json``.
+
+        Returns:
+            ``source, format, roles, depth, filter, total, groups, notes``.
+        """
+        t = self.total
+        return {
+            "source": t.source,
+            "format": t.format,
+            "roles": t.roles.value,
+            "depth": self.depth,
+            "filter": self.filter,
+            "total": {
+                "params": t.params,
+                "trainable": t.trainable,
+                "frozen": t.frozen,
+                "buffers": t.buffers,
+                "bytes": t.bytes,
+                "entries": t.entries,
+            },
+            "ties": t.ties,
+            "groups": [g.to_dict() for g in self.groups],
+            "notes": t.notes,
+        }
+
+
+def inspect(source: Any, *, depth: int = 1, pattern: Pattern | None = None) -> Inspection:
+    """Entries grouped by name prefix to ``depth``, with subtotals that add up to the total.
+
+    Args:
+        source: anything :func:`count` takes.
+        depth: prefix depth of the groups.
+        pattern: optional glob / ``re:`` filter on names; totals then cover the filtered set.
+
+    Returns:
+        An :class:`Inspection`.
+
+    Example:
+        >>> import torch, paramscope
+        >>> ins = paramscope.inspect(torch.nn.Sequential(torch.nn.Linear(4, 2)), depth=1)
+        >>> [(g.prefix, g.params) for g in ins.groups]
+        [('0', 10)]
+    """
+    m = to_manifest(source)
+    if pattern is not None:
+        m = m.select(pattern)
+    return Inspection(count(m), group(m, depth), depth, pattern)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +17,13 @@ from .._enums import Format
 from .._errors import ParamscopeError, SourceNotFoundError, UnknownFormatError
 from .._manifest import Manifest
 from .._names import Pattern, compile_pattern
-from .._paramdict import EntryMeta, ParamDict
 from .._units import parse_size
-from . import _numpy, _safetensors, _sharded, _torch
+from . import _safetensors
 
 if TYPE_CHECKING:
     import torch
+
+    from .._paramdict import EntryMeta, ParamDict
 
 __all__ = ["detect_format", "load", "read_manifest", "resolve", "save"]
 
@@ -91,6 +91,8 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         head = f.read(16)
     size = os.path.getsize(spath)
     if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
+        import zipfile
+
         try:
             with zipfile.ZipFile(spath) as z:
                 names = z.namelist()
@@ -106,7 +108,7 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
             f"{spath}: a zip archive that is neither a torch checkpoint (no data.pkl) nor an "
             ".npz (members are not all .npy)"
         )
-    if head[:6] == _numpy.NPY_MAGIC:
+    if head[:6] == b"\x93NUMPY":
         return Format.NUMPY
     if head[:1] == b"\x80":
         return Format.TORCH
@@ -146,13 +148,21 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     if fmt is Format.SAFETENSORS:
         return _safetensors.read_manifest(file)
     if fmt is Format.SHARDED:
+        from . import _sharded
+
         return _sharded.read_sharded_manifest(file)
     if fmt is Format.TORCH:
+        from . import _torch
+
         return _torch.read_torch_manifest(file)
+    from . import _numpy
+
     return _numpy.read_npz_manifest(file)
 
 
 def _meta_of(m: Manifest, name: str) -> EntryMeta:
+    from .._paramdict import EntryMeta
+
     e = m[name]
     return EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
 
@@ -177,6 +187,8 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
     Example:
         >>> # pd = paramscope.load("model.safetensors", select="encoder.*")
     """
+    from .._paramdict import ParamDict
+
     file, fmt = resolve(path)
     match = compile_pattern(select) if select is not None else (lambda _n: True)
     if fmt in (Format.SAFETENSORS, Format.SHARDED):
@@ -193,6 +205,8 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
         values: dict[str, torch.Tensor] = {}
         for fpath, names in by_file.items():
             if _sharded_is_torch(fpath):
+                from . import _torch
+
                 values.update({k: v for k, v in _torch.load_torch(fpath) if k in set(names)})
             else:
                 header = _safetensors.parse_header(fpath)
@@ -207,6 +221,8 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
             pd._meta[n] = _meta_of(m, n)
         _retie(pd, m)
         return pd
+    from . import _numpy, _torch
+
     m = read_manifest(file)
     pairs = _torch.load_torch(file) if fmt is Format.TORCH else _numpy.load_npz(file)
     pd = ParamDict([(n, t) for n, t in pairs if match(n)], metadata=m.metadata)
@@ -262,6 +278,8 @@ def save(
         >>> # paramscope.save(pd, "model.safetensors")
         >>> # paramscope.save(pd, "ckpt/", max_shard_size="5GB")
     """
+    from . import _sharded
+
     pd = _as_paramdict(source)
     meta = {**pd.metadata, **dict(metadata or {})}
     bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
@@ -269,16 +287,18 @@ def save(
         raise ParamscopeError(f"metadata key {bad[0]!r}: expected str → str")
     if _safetensors.META_KEY in meta:
         raise ParamscopeError(f"metadata key {_safetensors.META_KEY!r} is reserved for paramscope")
-    entries = [
-        _safetensors.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()
-    ]
+    entries = [_safetensors.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()]
     aliases = {a: pd.alias_of(a) or "" for a in pd if pd.alias_of(a) is not None}
     alias_meta = {a: pd.meta(a).to_json() for a in aliases}
     _check_json(pd)
     if max_shard_size is not None:
         return _sharded.write_sharded(
-            path, entries, max_size=parse_size(max_shard_size), aliases=aliases,
-            alias_meta=alias_meta, metadata=meta,
+            path,
+            entries,
+            max_size=parse_size(max_shard_size),
+            aliases=aliases,
+            alias_meta=alias_meta,
+            metadata=meta,
         )
     dest = Path(path)
     if dest.is_dir():
@@ -298,6 +318,8 @@ def _check_json(pd: ParamDict) -> None:
 
 
 def _as_paramdict(source: Any) -> ParamDict:
+    from .._paramdict import ParamDict
+
     if isinstance(source, ParamDict):
         return source
     if isinstance(source, Mapping):
@@ -305,6 +327,6 @@ def _as_paramdict(source: Any) -> ParamDict:
     if hasattr(source, "named_parameters"):
         return ParamDict.from_module(source)
     raise ParamscopeError(
-        f"save: expected a ParamDict, a dict of tensors or an nn.Module, found {type(source).__name__}"
+        "save: expected a ParamDict, a dict of tensors or an nn.Module, "
+        f"found {type(source).__name__}"
     )
-

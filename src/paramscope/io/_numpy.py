@@ -125,7 +125,10 @@ def load_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]
     read_npz_manifest(spath)  # validates headers (refuses object arrays) before numpy reads
     loaded: Any = np.load(spath, allow_pickle=False)
     if isinstance(loaded, np.ndarray):
-        yield os.path.basename(spath).rsplit(".", 1)[0], torch.from_numpy(np.ascontiguousarray(loaded))
+        yield (
+            os.path.basename(spath).rsplit(".", 1)[0],
+            torch.from_numpy(np.ascontiguousarray(loaded)),
+        )
         return
     with loaded:
         for name in loaded.files:

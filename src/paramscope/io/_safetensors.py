@@ -14,18 +14,14 @@ that map. Files without it are read with inferred roles.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import mmap
 import os
 import struct
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .._atomic import Flusher, atomic_write
 from .._dtypes import DType
 from .._enums import Format, Role, RoleSource
 from .._errors import HeaderError, IntegrityError, UnsupportedDTypeError
@@ -153,9 +149,7 @@ def _parse_json(spath: str, raw: bytes, n: int, size: int) -> Header:
     meta_raw = obj.pop("__metadata__", None)
     metadata: dict[str, str] = {}
     if meta_raw is not None:
-        if not isinstance(meta_raw, dict) or not all(
-            isinstance(v, str) for v in meta_raw.values()
-        ):
+        if not isinstance(meta_raw, dict) or not all(isinstance(v, str) for v in meta_raw.values()):
             raise HeaderError(spath, "__metadata__: expected an object of string → string")
         metadata = dict(meta_raw)
     data_len = size - 8 - n
@@ -298,7 +292,7 @@ def manifest_entries(h: Header, external: Mapping[str, Entry] | None = None) -> 
         external: entries of sibling shards, for aliases whose target lives elsewhere.
 
     Returns:
-        The entries, stored ones in offset order, then aliases.
+        The entries, stored ones in header order, then aliases.
 
     Raises:
         HeaderError: an alias points at a name no file holds.
@@ -306,7 +300,7 @@ def manifest_entries(h: Header, external: Mapping[str, Entry] | None = None) -> 
     ps_entries = (h.ps_meta or {}).get("entries", {})
     out: list[Entry] = []
     by_name: dict[str, Entry] = {}
-    for name, (dtype, shape, begin, end) in sorted(h.tensors.items(), key=lambda kv: kv[1][2]):
+    for name, (dtype, shape, begin, end) in h.tensors.items():  # header order
         loc = Location(h.path, h.data_start + begin, end - begin)
         e = _entry(name, dtype, shape, ps_entries.get(name), h.ps_meta is not None, loc)
         out.append(e)
@@ -317,9 +311,7 @@ def manifest_entries(h: Header, external: Mapping[str, Entry] | None = None) -> 
             raise HeaderError(h.path, f"alias {alias!r}: its target {target!r} is not stored")
         if alias in by_name:
             raise HeaderError(h.path, f"alias {alias!r}: the name is also stored as a tensor")
-        out.append(
-            _entry(alias, t.dtype, t.shape, ps_entries.get(alias), True, None, tie=target)
-        )
+        out.append(_entry(alias, t.dtype, t.shape, ps_entries.get(alias), True, None, tie=target))
     return out
 
 
@@ -428,7 +420,7 @@ def _prod(shape: Sequence[int]) -> int:
     return n
 
 
-def open_mmap(path: str) -> mmap.mmap | bytes:
+def open_mmap(path: str) -> Any:
     """Map a file copy-on-write (writes stay private); empty files give ``b""``.
 
     Args:
@@ -437,6 +429,8 @@ def open_mmap(path: str) -> mmap.mmap | bytes:
     Returns:
         The mapping.
     """
+    import mmap
+
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             return b""
@@ -485,6 +479,8 @@ def hash_bytes(buf: Any) -> str:
         >>> hash_bytes(b"")[:8]
         'e3b0c442'
     """
+    import hashlib
+
     return hashlib.sha256(buf).hexdigest()
 
 
@@ -523,7 +519,7 @@ def verify_hashes(h: Header) -> tuple[int, list[str]]:
                 )
     finally:
         view.release()
-        if isinstance(mm, mmap.mmap):
+        if not isinstance(mm, bytes):
             mm.close()
     return checked, problems
 
@@ -598,28 +594,45 @@ def write_file(
     Raises:
         UnsupportedDTypeError: a tensor's dtype or layout cannot be stored.
     """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .._atomic import Flusher, atomic_write
+
     prepared = [(e, *_as_bytes(e.name, e.tensor)) for e in entries]
     # Larger items first keeps every entry aligned to its item size (as the safetensors package).
     order = sorted(range(len(prepared)), key=lambda i: -prepared[i][1].bits)
-    header: dict[str, Any] = {}
+    offsets: dict[int, list[int]] = {}
     pos = 0
+    for i in order:
+        buf = prepared[i][3]
+        n = len(buf) if isinstance(buf, bytes) else buf.nbytes
+        offsets[i] = [pos, pos + n]
+        pos += n
+    # The header lists entries in the caller's order; only the data is ordered by item size.
+    header: dict[str, Any] = {}
     placeholder = "0" * 64
     ps_entries: dict[str, Any] = {}
-    for i in order:
-        e, dtype, shape, buf = prepared[i]
-        n = len(buf) if isinstance(buf, bytes) else buf.nbytes
-        header[e.name] = {"dtype": dtype.value, "shape": shape, "data_offsets": [pos, pos + n]}
+    for i, (e, dtype, shape, _) in enumerate(prepared):
+        header[e.name] = {"dtype": dtype.value, "shape": shape, "data_offsets": offsets[i]}
         ps_entries[e.name] = {**e.meta, HASH_ALGO: placeholder}
-        pos += n
     for alias in aliases or {}:
         ps_entries[alias] = dict((alias_meta or {}).get(alias, {}))
 
     def header_bytes(hashes: Mapping[str, str]) -> bytes:
-        ents = {k: ({**v, HASH_ALGO: hashes[k]} if k in hashes else v) for k, v in ps_entries.items()}
-        ps = {"version": META_VERSION, "hash": HASH_ALGO, "entries": ents,
-              "aliases": dict(aliases or {})}
-        meta = {"format": "pt", **dict(metadata or {}),
-                META_KEY: json.dumps(ps, separators=(",", ":"), sort_keys=True)}
+        ents = {
+            k: ({**v, HASH_ALGO: hashes[k]} if k in hashes else v) for k, v in ps_entries.items()
+        }
+        ps = {
+            "version": META_VERSION,
+            "hash": HASH_ALGO,
+            "entries": ents,
+            "aliases": dict(aliases or {}),
+        }
+        meta = {
+            "format": "pt",
+            **dict(metadata or {}),
+            META_KEY: json.dumps(ps, separators=(",", ":"), sort_keys=True),
+        }
         obj = {"__metadata__": meta, **header}
         raw = json.dumps(obj, separators=(",", ":")).encode()
         raw += b" " * (-(8 + len(raw)) % 8)  # data section starts 8-byte aligned

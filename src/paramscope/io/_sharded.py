@@ -149,7 +149,8 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
     if unnamed:
         raise ShardIndexError(
             spath,
-            f"shards hold {len(unnamed)} entries the index does not name: {_names(sorted(unnamed))}",
+            f"shards hold {len(unnamed)} entries the index does not name: "
+            f"{_names(sorted(unnamed))}",
         )
     total = meta.get("total_size")
     notes = []

@@ -89,13 +89,23 @@ class _ParamType:
 
 
 def _rebuild_tensor_v2(
-    storage: _Storage, offset: int, size: Any, stride: Any, requires_grad: bool = False,
-    backward_hooks: Any = None, metadata: Any = None,
+    storage: _Storage,
+    offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
 ) -> _TensorStub:
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("tensor without a storage")
-    return _TensorStub(storage, int(offset), tuple(int(s) for s in size),
-                       tuple(int(s) for s in stride), bool(requires_grad))
+    return _TensorStub(
+        storage,
+        int(offset),
+        tuple(int(s) for s in size),
+        tuple(int(s) for s in stride),
+        bool(requires_grad),
+    )
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: Any, stride: Any) -> _TensorStub:
@@ -141,8 +151,18 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 for _name, _dt in _STORAGE_DTYPES.items():
     _ALLOWED[("torch", _name)] = _StorageType(_dt)
-for _dt_name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8",
-                 "bool", "strided"):
+for _dt_name in (
+    "float32",
+    "float16",
+    "bfloat16",
+    "float64",
+    "int64",
+    "int32",
+    "int8",
+    "uint8",
+    "bool",
+    "strided",
+):
     _ALLOWED[("torch", _dt_name)] = _inert(_dt_name)
 
 
@@ -218,12 +238,24 @@ def scan_pickle(path: str | os.PathLike[str]) -> tuple[Any, dict[str, _Storage],
             return obj, u.storages, None
     except (UnsafePickleError, FormatError):
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, zipfile.BadZipFile, RecursionError, struct.error) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        zipfile.BadZipFile,
+        RecursionError,
+        struct.error,
+    ) as exc:
         raise FormatError(spath, f"not a readable torch checkpoint: {exc}") from None
 
 
-def _check_members(z: zipfile.ZipFile, prefix: str, storages: dict[str, _Storage], path: str) -> None:
+def _check_members(
+    z: zipfile.ZipFile, prefix: str, storages: dict[str, _Storage], path: str
+) -> None:
     names = set(z.namelist())
     for key, s in storages.items():
         member = f"{prefix}data/{key}"
@@ -232,7 +264,9 @@ def _check_members(z: zipfile.ZipFile, prefix: str, storages: dict[str, _Storage
         have = z.getinfo(member).file_size
         need = s.dtype.nbytes(s.numel)
         if have < need:
-            raise FormatError(path, f"storage {key!r}: expected {need} bytes, the archive has {have}")
+            raise FormatError(
+                path, f"storage {key!r}: expected {need} bytes, the archive has {have}"
+            )
 
 
 def _walk(obj: Any, prefix: str, out: list[tuple[str, Any]], skipped: list[str]) -> None:
@@ -280,7 +314,9 @@ def flatten(obj: Any) -> tuple[list[tuple[str, Any]], list[str]]:
     _walk(obj, "", out, skipped)
     if skipped:
         shown = ", ".join(repr(s) for s in skipped[:3])
-        notes.append(f"skipped {len(skipped)} non-tensor items ({shown}{', …' if len(skipped) > 3 else ''})")
+        notes.append(
+            f"skipped {len(skipped)} non-tensor items ({shown}{', …' if len(skipped) > 3 else ''})"
+        )
     return out, notes
 
 
@@ -325,7 +361,8 @@ def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
         span = t.offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride, strict=True)) + 1
         if numel and span > st.numel:
             raise FormatError(
-                spath, f"entry {name!r}: view reaches element {span} of a {st.numel}-element storage"
+                spath,
+                f"entry {name!r}: view reaches element {span} of a {st.numel}-element storage",
             )
         key = (st.key, t.offset, t.shape, t.stride)
         tie = seen.get(key)
@@ -336,12 +373,22 @@ def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
             loc = Location(spath, base + t.offset * itemsize, st.dtype.nbytes(numel), member)
         role = Role.PARAM if t.is_param else infer_role(name, st.dtype, t.shape)
         trainable = t.requires_grad if t.is_param else role is Role.PARAM
-        entries.append(Entry(name, t.shape, st.dtype, role=role, trainable=trainable, tie=tie,
-                             location=None if tie else loc))
+        entries.append(
+            Entry(
+                name,
+                t.shape,
+                st.dtype,
+                role=role,
+                trainable=trainable,
+                tie=tie,
+                location=None if tie else loc,
+            )
+        )
         if tie is None:
             seen[key] = name
-    return Manifest(entries, format=Format.TORCH, source=spath, roles=RoleSource.INFERRED,
-                    notes=notes)
+    return Manifest(
+        entries, format=Format.TORCH, source=spath, roles=RoleSource.INFERRED, notes=notes
+    )
 
 
 def load_torch(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -370,8 +417,13 @@ def load_torch(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor
     seen: dict[tuple[Any, ...], torch.Tensor] = {}
     for name, t in items:
         t = t.detach()
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
-               t.dtype)
+        key = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+        )
         if t.numel() and key in seen:
             yield name, seen[key]
         else:
