@@ -47,13 +47,13 @@ if TYPE_CHECKING:
     from ._units import parse_size as parse_size
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
-    from .count import Count as Count
-    from .count import Group as Group
-    from .count import Inspection as Inspection
-    from .count import Node as Node
-    from .count import count as count
-    from .count import group as group
-    from .count import inspect as inspect
+    from .counting import Count as Count
+    from .counting import Group as Group
+    from .counting import Inspection as Inspection
+    from .counting import Node as Node
+    from .counting import count as count
+    from .counting import group as group
+    from .counting import inspect as inspect
     from .io import detect_format as detect_format
     from .io import load as load
     from .io import read_manifest as read_manifest
@@ -91,13 +91,13 @@ _LAZY: dict[str, str] = {
     "parse_size": "._units",
     "VerifyReport": "._verify",
     "verify": "._verify",
-    "Count": ".count",
-    "Group": ".count",
-    "Inspection": ".count",
-    "Node": ".count",
-    "count": ".count",
-    "group": ".count",
-    "inspect": ".count",
+    "Count": ".counting",
+    "Group": ".counting",
+    "Inspection": ".counting",
+    "Node": ".counting",
+    "count": ".counting",
+    "group": ".counting",
+    "inspect": ".counting",
     "detect_format": ".io",
     "load": ".io",
     "read_manifest": ".io",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._enums import Format
-from ._errors import ParamscopeError
+from ._errors import ParamscopeError, SourceNotFoundError
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -68,7 +68,11 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
         path: any checkpoint source.
 
     Returns:
-        A :class:`VerifyReport`; ``report.ok`` is the verdict.
+        A :class:`VerifyReport`; ``report.ok`` is the verdict. A file that breaks its
+        format's rules (or a refused pickle) is a problem in the report, not an exception.
+
+    Raises:
+        SourceNotFoundError: ``path`` does not exist.
 
     Example:
         >>> # paramscope.verify("model.safetensors").ok
@@ -78,6 +82,8 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     report = VerifyReport(os.fspath(path))
     try:
         m = read_manifest(path)
+    except SourceNotFoundError:
+        raise
     except ParamscopeError as exc:
         report.problems.append(str(exc))
         return report

@@ -39,7 +39,7 @@ PathArg = Annotated[
 @app.command()
 def count(path: PathArg, json: JsonOpt = False) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
-    from ..count import count as count_
+    from ..counting import count as count_
 
     result = count_(path).to_dict(depth=1)
     _output.emit_json(result) if json else _output.print_count(result)
@@ -58,7 +58,7 @@ def inspect(
     json: JsonOpt = False,
 ) -> None:
     """Table of entries grouped by name prefix, with subtotals that add up to the total."""
-    from ..count import inspect as inspect_
+    from ..counting import inspect as inspect_
 
     result = inspect_(path, depth=depth, pattern=filter).to_dict()
     _output.emit_json(result) if json else _output.print_inspect(result)

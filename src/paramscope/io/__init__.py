@@ -110,6 +110,10 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         )
     if head[:6] == b"\x93NUMPY":
         return Format.NUMPY
+    # A safetensors header length whose low byte is 0x80 looks like a pickle's first byte:
+    # a JSON object right after a length that fits the file decides for safetensors.
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
+        return Format.SAFETENSORS
     if head[:1] == b"\x80":
         return Format.TORCH
     if len(head) >= 9 and head[8:9] == b"{":
@@ -117,7 +121,8 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     if len(head) >= 8 and head[8:9] in (b"", b" ") and struct.unpack("<Q", head[:8])[0] <= size:
         return Format.SAFETENSORS
     stripped = head.lstrip()
-    if stripped[:1] == b"{" and spath.endswith(".json"):
+    # An *.index.json goes to the index reader, which says what is wrong with it.
+    if spath.endswith(".index.json") or (stripped[:1] == b"{" and spath.endswith(".json")):
         return Format.SHARDED
     if spath.endswith(".safetensors"):
         return Format.SAFETENSORS  # let the strict parser say what is wrong

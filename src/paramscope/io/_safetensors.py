@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 MAX_HEADER = 100_000_000
+_MAX_NUMEL = 2**63 - 1  # element counts (and dimensions) must fit a signed 64-bit integer
 META_KEY = "paramscope"
 META_VERSION = 1
 HASH_ALGO = "sha256"
@@ -208,6 +209,10 @@ def _check_entry(
     limit = max(data_len, 1) * 8
     for d in shape:
         numel *= d
+        if numel > _MAX_NUMEL or d > _MAX_NUMEL:
+            # As the safetensors package (checked multiplication) and torch (int64 sizes) do,
+            # refuse a running product past 64 bits even when a later dimension is 0.
+            raise HeaderError(spath, f"{where}: shape {shape} overflows a 64-bit element count")
         if numel > limit and 0 not in shape:
             raise HeaderError(
                 spath,

@@ -208,8 +208,8 @@ def write_sharded(
     """Write ``prefix-0000k-of-0000N.safetensors`` shards and ``prefix.safetensors.index.json``.
 
     With one shard only, writes ``prefix.safetensors`` and no index (as Hugging Face does).
-    Every file is written atomically; the index is written last, then shards of an earlier
-    save that the new index does not name are removed.
+    Every file is written atomically; the index is written last, then the files of an earlier
+    save that the new one does not use (shards, index, single file) are removed.
 
     Args:
         folder: destination folder (created).
@@ -231,10 +231,17 @@ def write_sharded(
     by_name = {e.name: e for e in entries}
     sizes = [(e.name, e.tensor.element_size() * e.tensor.numel()) for e in entries]
     plan = plan_shards(sizes, max_size)
-    if len(plan) == 1:
-        path = folder / f"{prefix}.safetensors"
-        st.write_file(path, entries, aliases=aliases, alias_meta=alias_meta, metadata=metadata)
-        return path
+    pattern = re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.safetensors")
+    single = folder / f"{prefix}.safetensors"
+    index = folder / f"{prefix}.safetensors.index.json"
+    if len(plan) <= 1:
+        st.write_file(single, entries, aliases=aliases, alias_meta=alias_meta, metadata=metadata)
+        # An index left by an earlier sharded save would win over the new file when the
+        # folder is read: remove it first, then its shards.
+        if index.is_file():
+            index.unlink()
+        _remove_stale_shards(folder, pattern, keep=set())
+        return single
     weight_map: dict[str, str] = {}
     total = 0
     n = len(plan)
@@ -250,13 +257,16 @@ def write_sharded(
             metadata=metadata,
         )
         weight_map.update(dict.fromkeys(names, fname))
-    index = folder / f"{prefix}.safetensors.index.json"
     body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
     with atomic_write(index) as f:
         f.write(json.dumps(body, indent=2).encode())
-    keep = set(weight_map.values())
-    pattern = re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.safetensors")
+    _remove_stale_shards(folder, pattern, keep=set(weight_map.values()))
+    if single.is_file():  # the single file of an earlier unsharded save
+        single.unlink()
+    return index
+
+
+def _remove_stale_shards(folder: Path, pattern: Any, keep: set[str]) -> None:
     for p in folder.iterdir():
         if pattern.fullmatch(p.name) and p.name not in keep and TEMP_MARK not in p.name:
             p.unlink()
-    return index

@@ -1,0 +1,45 @@
+"""The public contract: one export list, lazily loaded, every name resolvable; style clean."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import paramscope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in paramscope.__all__:
+        assert getattr(paramscope, name) is not None, name
+
+
+def test_function_names_survive_subpackage_imports() -> None:
+    import paramscope.counting  # noqa: F401 - a submodule import must not shadow the function
+    import paramscope.io  # noqa: F401
+
+    assert callable(paramscope.count) and callable(paramscope.inspect)
+    assert paramscope.count.__module__ == "paramscope.counting._count"
+
+
+def test_unknown_attribute_raises() -> None:
+    try:
+        paramscope.does_not_exist  # noqa: B018
+    except AttributeError as exc:
+        assert "does_not_exist" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected AttributeError")
+
+
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    r = subprocess.run([ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_py_typed_marker_ships() -> None:
+    assert (ROOT / "src" / "paramscope" / "py.typed").exists()
