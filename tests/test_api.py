@@ -18,8 +18,8 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_function_names_survive_subpackage_imports() -> None:
-    import paramscope.counting  # noqa: F401 - a submodule import must not shadow the function
-    import paramscope.io  # noqa: F401
+    import paramscope.counting
+    import paramscope.io
 
     assert callable(paramscope.count) and callable(paramscope.inspect)
     assert paramscope.count.__module__ == "paramscope.counting._count"

@@ -34,8 +34,14 @@ TEMP_MARK = ".paramscope-tmp-"
 # --------------------------------------------------------------------------- helpers
 
 
-def write_raw(path: Path, header: object = None, data: bytes = b"", *, raw: bytes | None = None,
-              length: int | None = None) -> Path:
+def write_raw(
+    path: Path,
+    header: object = None,
+    data: bytes = b"",
+    *,
+    raw: bytes | None = None,
+    length: int | None = None,
+) -> Path:
     """A safetensors-like file built by hand: 8-byte LE length, header bytes, data."""
     body = raw if raw is not None else json.dumps(header).encode()
     n = len(body) if length is None else length
@@ -80,7 +86,8 @@ def test_exact_bytes_of_tiny_file(tmp_path):
     digest = hashlib.sha256(data).hexdigest()
     # paramscope's own metadata: JSON with sorted keys and compact separators.
     ps = (
-        '{"aliases":{},"entries":{"w":{"role":"param","sha256":"' + digest
+        '{"aliases":{},"entries":{"w":{"role":"param","sha256":"'
+        + digest
         + '","trainable":true}},"hash":"sha256","version":1}'
     )
     # Embedded as a JSON string inside __metadata__: its quotes are escaped.
@@ -99,10 +106,25 @@ def test_exact_bytes_of_tiny_file(tmp_path):
 # --------------------------------------------------------------------------- round trips
 
 ALL_DTYPES = [
-    torch.float32, torch.float64, torch.float16, torch.bfloat16,
-    torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz,
-    torch.float8_e8m0fnu, torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
-    torch.int64, torch.uint16, torch.uint32, torch.uint64, torch.complex64,
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
+    torch.float8_e4m3fnuz,
+    torch.float8_e5m2fnuz,
+    torch.float8_e8m0fnu,
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.complex64,
     torch.float4_e2m1fn_x2,
 ]
 
@@ -249,9 +271,7 @@ def test_bad_shape(tmp_path, shape):
     expect_header_error(p, "'w'", "shape")
 
 
-@pytest.mark.parametrize(
-    "offsets", [[0], [0, 4, 8], [], "0,4", [0, 4.0], [-4, 0], [True, 4], None]
-)
+@pytest.mark.parametrize("offsets", [[0], [0, 4, 8], [], "0,4", [0, 4.0], [-4, 0], [True, 4], None])
 def test_data_offsets_wrong_form(tmp_path, offsets):
     header = {"w": {"dtype": "U8", "shape": [4], "data_offsets": offsets}}
     p = write_raw(tmp_path / "off.safetensors", header, b"\0" * 4)
@@ -343,8 +363,19 @@ def test_valid_empty_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("dtype", "itemsize"),
-    [("BF16", 2), ("F8_E4M3", 1), ("F8_E5M2", 1), ("BOOL", 1), ("U16", 2), ("U32", 4),
-     ("U64", 8), ("C64", 8), ("F16", 2), ("I64", 8), ("F8_E8M0", 1)],
+    [
+        ("BF16", 2),
+        ("F8_E4M3", 1),
+        ("F8_E5M2", 1),
+        ("BOOL", 1),
+        ("U16", 2),
+        ("U32", 4),
+        ("U64", 8),
+        ("C64", 8),
+        ("F16", 2),
+        ("I64", 8),
+        ("F8_E8M0", 1),
+    ],
 )
 def test_dtypes_in_hand_written_files(tmp_path, dtype, itemsize):
     nbytes = 6 * itemsize
@@ -363,7 +394,8 @@ def test_dtypes_in_hand_written_files(tmp_path, dtype, itemsize):
 
 
 def test_f4_in_hand_written_file(tmp_path):
-    p = write_raw(tmp_path / "f4.safetensors", {"t": entry("F4", [2, 4], 0, 4)}, b"\x12\x34\x56\x78")
+    data = b"\x12\x34\x56\x78"
+    p = write_raw(tmp_path / "f4.safetensors", {"t": entry("F4", [2, 4], 0, 4)}, data)
     e = paramscope.read_manifest(p)["t"]
     assert e.shape == (2, 4) and e.nbytes == 4 and e.numel == 8
     t = paramscope.load(p)["t"]
@@ -597,11 +629,15 @@ def test_stale_temp_of_same_file_is_removed(tmp_path):
 
 def test_save_refuses_bad_metadata(tmp_path):
     with pytest.raises(ParamscopeError, match="str"):
-        paramscope.save(ParamDict({"a": torch.ones(1)}), tmp_path / "m.safetensors",
-                        metadata={"k": 1})
+        paramscope.save(
+            ParamDict({"a": torch.ones(1)}), tmp_path / "m.safetensors", metadata={"k": 1}
+        )
     with pytest.raises(ParamscopeError, match="reserved"):
-        paramscope.save(ParamDict({"a": torch.ones(1)}), tmp_path / "m.safetensors",
-                        metadata={"paramscope": "x"})
+        paramscope.save(
+            ParamDict({"a": torch.ones(1)}),
+            tmp_path / "m.safetensors",
+            metadata={"paramscope": "x"},
+        )
     pd = ParamDict()
     pd.add("a", torch.ones(1), extra={"bad": object()})
     with pytest.raises(ParamscopeError, match="'a'"):
@@ -652,12 +688,23 @@ def test_verify_without_hashes_notes_it(tmp_path):
     assert any("no stored hash" in n for n in r.notes)
 
 
-def test_verify_missing_file(tmp_path):
-    r = paramscope.verify(tmp_path / "nope.safetensors")
-    assert not r.ok
-    assert "no such file" in r.problems[0]
-    with pytest.raises(paramscope.SourceNotFoundError):
-        paramscope.read_manifest(tmp_path / "nope.safetensors")
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    for fn in (paramscope.verify, paramscope.read_manifest, paramscope.load):
+        with pytest.raises(paramscope.SourceNotFoundError, match="no such file"):
+            fn(missing)
+
+
+@pytest.mark.parametrize("header_len", [0x80, 0x180, 0x2080])
+def test_header_length_with_pickle_like_first_byte(tmp_path, header_len):
+    # The low byte of the length is 0x80, a pickle's first byte: still safetensors.
+    raw = json.dumps({"w": entry("F32", [2], 0, 8)}).encode()
+    raw += b" " * (header_len - len(raw))
+    p = write_raw(tmp_path / "w.bin", raw=raw, data=struct.pack("<2f", 1.5, -2.0))
+    assert p.read_bytes()[:1] == b"\x80"
+    assert paramscope.detect_format(p) is Format.SAFETENSORS
+    assert paramscope.read_manifest(p)["w"].shape == (2,)
+    assert paramscope.load(p)["w"].tolist() == [1.5, -2.0]
 
 
 def test_detect_format_ignores_suffix(tmp_path):

@@ -367,19 +367,20 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         kept = set(keep)
         out = ParamDict(metadata=self.metadata)
         rn = rename or {}
+        holder: dict[str, str] = {}  # stored name not kept → the kept alias now holding it
         for name in keep:
             new = rn.get(name, name)
             target = self._alias.get(name)
             if target is not None and target in kept:
                 out._alias[new] = rn.get(target, target)
-            else:
+            elif target is not None and target in holder:
+                out._alias[new] = holder[target]
+            else:  # a stored entry, or the first kept alias of a group whose target is not kept
                 out._values[new] = self[name]
+                if target is not None:
+                    holder[target] = new
             out._meta[new] = self._meta[name]
             out._order[new] = None
-        # An alias kept without its target holds the storage; later aliases point to it.
-        for a, t in list(out._alias.items()):
-            if t not in out._values and t not in out._alias:
-                del out._alias[a]
         return out
 
     def select(self, pattern: Pattern) -> ParamDict:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._enums import Role, RoleSource
+from .._enums import Format, Role, RoleSource
 from .._manifest import Entry, Manifest
 from .._names import Pattern, group_prefix
 
@@ -168,7 +168,9 @@ def to_manifest(source: Any) -> Manifest:
     if isinstance(source, ParamDict):
         return source.manifest()
     if hasattr(source, "named_parameters"):
-        return ParamDict.from_module(source).manifest()
+        m = ParamDict.from_module(source).manifest()
+        m.format = Format.MODULE
+        return m
     if isinstance(source, dict):
         return ParamDict(source).manifest()
     raise TypeError(

@@ -119,7 +119,6 @@ def load_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]
         Names and tensors.
     """
     import numpy as np
-    import torch
 
     spath = os.fspath(path)
     read_npz_manifest(spath)  # validates headers (refuses object arrays) before numpy reads
@@ -127,9 +126,17 @@ def load_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]
     if isinstance(loaded, np.ndarray):
         yield (
             os.path.basename(spath).rsplit(".", 1)[0],
-            torch.from_numpy(np.ascontiguousarray(loaded)),
+            _to_torch(loaded),
         )
         return
     with loaded:
         for name in loaded.files:
-            yield name, torch.from_numpy(np.ascontiguousarray(loaded[name]))
+            yield name, _to_torch(loaded[name])
+
+
+def _to_torch(a: Any) -> torch.Tensor:
+    import numpy as np
+    import torch
+
+    # np.ascontiguousarray returns at least one dimension: keep 0-d arrays 0-d.
+    return torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape))

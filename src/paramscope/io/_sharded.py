@@ -113,7 +113,8 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
     meta, weight_map = read_index(spath)
     shards: dict[str, Path] = {}
     for key, rel in weight_map.items():
-        shards.setdefault(rel, safe_member(folder, rel, spath, key))
+        if not isinstance(rel, str) or rel not in shards:  # check each shard path once
+            shards[rel] = safe_member(folder, rel, spath, key)
     entries: dict[str, Entry] = {}
     where: dict[str, str] = {}
     exact = True
