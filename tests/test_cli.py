@@ -175,7 +175,7 @@ def test_verify_detects_a_flipped_byte(workdir: Path, tmp_path: Path) -> None:
     (tmp_path / "flip.safetensors").write_bytes(bytes(data))
     r = run("verify", "flip.safetensors", cwd=tmp_path)
     assert r.returncode == 2
-    assert "FAILED" in r.stdout and "'0.weight'" in r.stdout and "sha256" in r.stdout
+    assert "FAILED" in r.stdout and "'0.weight'" in r.stdout and "xxh3-128" in r.stdout
     r = run("verify", "flip.safetensors", "--json", cwd=tmp_path)
     d = json.loads(r.stdout)
     assert r.returncode == 2 and d["ok"] is False and len(d["problems"]) == 1

@@ -13,6 +13,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+import xxhash
 from torch import nn
 
 import paramscope
@@ -83,12 +84,12 @@ def test_exact_bytes_of_tiny_file(tmp_path):
     paramscope.save(ParamDict({"w": torch.arange(4, dtype=torch.float32)}), path)
 
     data = struct.pack("<4f", 0.0, 1.0, 2.0, 3.0)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = xxhash.xxh3_128(data).hexdigest()
     # paramscope's own metadata: JSON with sorted keys and compact separators.
     ps = (
-        '{"aliases":{},"entries":{"w":{"role":"param","sha256":"'
+        '{"aliases":{},"entries":{"w":{"digest":"'
         + digest
-        + '","trainable":true}},"hash":"sha256","version":1}'
+        + '","role":"param","trainable":true}},"hash":"xxh3-128","version":1}'
     )
     # Embedded as a JSON string inside __metadata__: its quotes are escaped.
     header = (
@@ -602,11 +603,11 @@ def test_failure_while_writing_data_leaves_previous_file(tmp_path, monkeypatch):
     real = _safetensors.hash_bytes
     calls = []
 
-    def failing(buf):
+    def failing(buf, algo="xxh3-128"):
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full (simulated)")
-        return real(buf)
+        return real(buf, algo)
 
     monkeypatch.setattr(_safetensors, "hash_bytes", failing)
     pd = ParamDict({"x": torch.randn(100), "y": torch.randn(100), "z": torch.randn(100)})
@@ -716,3 +717,50 @@ def test_detect_format_ignores_suffix(tmp_path):
     with pytest.raises(paramscope.UnknownFormatError):
         paramscope.read_manifest(q)
     assert os.path.exists(q)
+
+
+def _hand_written(path: Path, data: bytes, ps: dict) -> None:
+    meta = {"format": "pt", "paramscope": json.dumps(ps)}
+    header = json.dumps(
+        {"__metadata__": meta, "w": {"dtype": "U8", "shape": [len(data)],
+                                     "data_offsets": [0, len(data)]}}
+    ).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def test_verify_understands_sha256_digests(tmp_path):
+    data = bytes(range(32))
+    ps = {"version": 1, "hash": "sha256", "aliases": {},
+          "entries": {"w": {"role": "param", "digest": hashlib.sha256(data).hexdigest()}}}
+    _hand_written(tmp_path / "ok.safetensors", data, ps)
+    r = paramscope.verify(tmp_path / "ok.safetensors")
+    assert r.ok and r.hashed == 1
+    m = paramscope.read_manifest(tmp_path / "ok.safetensors")
+    assert m["w"].hash == "sha256:" + hashlib.sha256(data).hexdigest()
+    _hand_written(tmp_path / "bad.safetensors", data[:-1] + b"\xff", ps)
+    r = paramscope.verify(tmp_path / "bad.safetensors")
+    assert not r.ok and "sha256" in r.problems[0] and "'w'" in r.problems[0]
+
+
+def test_unknown_hash_algorithm_is_a_header_error(tmp_path):
+    ps = {"version": 1, "hash": "md5", "aliases": {}, "entries": {}}
+    _hand_written(tmp_path / "x.safetensors", b"ab", ps)
+    with pytest.raises(paramscope.HeaderError, match="md5"):
+        paramscope.read_manifest(tmp_path / "x.safetensors")
+
+
+def test_saved_digests_are_xxh3_128_of_the_bytes(tmp_path):
+    t = torch.randn(7, 3)
+    paramscope.save(ParamDict({"a.w": t}), tmp_path / "b.safetensors")
+    m = paramscope.read_manifest(tmp_path / "b.safetensors")
+    assert m["a.w"].hash == "xxh3-128:" + xxhash.xxh3_128(t.numpy().tobytes()).hexdigest()
+
+
+def test_fsync_false_still_writes_atomically_and_verifies(tmp_path):
+    pd = ParamDict({"a.w": torch.randn(5, 5), "b.w": torch.randn(3)})
+    out = paramscope.save(pd, tmp_path / "nf.safetensors", fsync=False)
+    assert paramscope.verify(out).ok
+    assert torch.equal(paramscope.load(out)["a.w"], pd["a.w"])
+    assert no_temps(tmp_path)
+    idx = paramscope.save(pd, tmp_path / "sh", max_shard_size=40, fsync=False)
+    assert paramscope.verify(idx).ok and idx.name.endswith(".index.json")

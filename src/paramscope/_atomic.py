@@ -80,13 +80,15 @@ def clean_stale_temps(folder: str | os.PathLike[str], stem: str | None = None) -
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
     """Open a temp file beside ``path``; on success fsync it and rename it onto ``path``.
 
     On any exception the temp file is removed and ``path`` is left as it was.
 
     Args:
         path: the destination file.
+        fsync: flush the file before the rename and the folder after it (durable against
+            power loss); ``False`` keeps the rename atomic but leaves flushing to the OS.
 
     Yields:
         A binary file object open for writing (and seeking).
@@ -108,10 +110,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
         f.close()
         os.replace(tmp, dest)
-        fsync_dir(folder)
+        if fsync:
+            fsync_dir(folder)
     except BaseException:
         f.close()
         with contextlib.suppress(OSError):
@@ -127,7 +131,7 @@ class Flusher:
 
     Args:
         fileobj: the file being written.
-        every: bytes written between two background ``fdatasync`` calls.
+        every: bytes written between two background ``fdatasync`` calls; ``None`` disables.
 
     Example:
         >>> import tempfile
@@ -136,7 +140,7 @@ class Flusher:
         ...     _ = f.write(b"abcdef"); fl.wrote(6); fl.close()
     """
 
-    def __init__(self, fileobj: BinaryIO, every: int = 256 << 20) -> None:
+    def __init__(self, fileobj: BinaryIO, every: int | None = 256 << 20) -> None:
         self._fd = fileobj.fileno()
         self._every = every
         self._pending = 0
@@ -152,6 +156,8 @@ class Flusher:
         Args:
             n: bytes just written.
         """
+        if self._every is None:
+            return
         self._pending += n
         if self._pending >= self._every and (self._thread is None or not self._thread.is_alive()):
             self._pending = 0

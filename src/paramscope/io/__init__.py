@@ -257,8 +257,9 @@ def save(
     *,
     max_shard_size: int | str | None = None,
     metadata: Mapping[str, str] | None = None,
+    fsync: bool = True,
 ) -> Path:
-    """Save parameters as safetensors, atomically, with a SHA-256 per entry.
+    """Save parameters as safetensors, atomically, with a content digest per entry.
 
     Ties are stored once, with an alias map in the metadata; roles, trainable flags, tags and
     extra go under ``__metadata__["paramscope"]`` as JSON. The file opens with
@@ -271,6 +272,10 @@ def save(
         path: destination file, or folder when sharding.
         max_shard_size: shard size limit; ``None`` writes one file.
         metadata: extra free ``str → str`` metadata (merged over ``source.metadata``).
+        fsync: flush every file (and its folder) to disk before returning, so the save
+            survives a power loss. ``False`` is faster (no waiting for the disk); the
+            rename into place is still atomic, so readers and a killed process never see a
+            torn file, but an OS crash soon after may lose the new file.
 
     Returns:
         The path written (the index file when sharded).
@@ -304,13 +309,16 @@ def save(
             aliases=aliases,
             alias_meta=alias_meta,
             metadata=meta,
+            fsync=fsync,
         )
     dest = Path(path)
     if dest.is_dir():
         raise ParamscopeError(
             f"{dest}: is a folder; give a file name, or max_shard_size= to write shards into it"
         )
-    _safetensors.write_file(dest, entries, aliases=aliases, alias_meta=alias_meta, metadata=meta)
+    _safetensors.write_file(
+        dest, entries, aliases=aliases, alias_meta=alias_meta, metadata=meta, fsync=fsync
+    )
     return dest
 
 

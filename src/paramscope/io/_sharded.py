@@ -205,6 +205,7 @@ def write_sharded(
     alias_meta: Mapping[str, dict[str, Any]],
     metadata: Mapping[str, str],
     prefix: str = "model",
+    fsync: bool = True,
 ) -> Path:
     """Write ``prefix-0000k-of-0000N.safetensors`` shards and ``prefix.safetensors.index.json``.
 
@@ -220,6 +221,7 @@ def write_sharded(
         alias_meta: paramscope metadata of the aliases.
         metadata: free str → str metadata, copied into each shard.
         prefix: file name stem.
+        fsync: flush each file to disk before it is renamed into place.
 
     Returns:
         The index path, or the single file's path.
@@ -236,7 +238,14 @@ def write_sharded(
     single = folder / f"{prefix}.safetensors"
     index = folder / f"{prefix}.safetensors.index.json"
     if len(plan) <= 1:
-        st.write_file(single, entries, aliases=aliases, alias_meta=alias_meta, metadata=metadata)
+        st.write_file(
+            single,
+            entries,
+            aliases=aliases,
+            alias_meta=alias_meta,
+            metadata=metadata,
+            fsync=fsync,
+        )
         # An index left by an earlier sharded save would win over the new file when the
         # folder is read: remove it first, then its shards.
         if index.is_file():
@@ -256,10 +265,11 @@ def write_sharded(
             aliases=mine,
             alias_meta={a: dict(alias_meta.get(a, {})) for a in mine},
             metadata=metadata,
+            fsync=fsync,
         )
         weight_map.update(dict.fromkeys(names, fname))
     body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
-    with atomic_write(index) as f:
+    with atomic_write(index, fsync=fsync) as f:
         f.write(json.dumps(body, indent=2).encode())
     _remove_stale_shards(folder, pattern, keep=set(weight_map.values()))
     if single.is_file():  # the single file of an earlier unsharded save
