@@ -212,7 +212,8 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
             if _sharded_is_torch(fpath):
                 from . import _torch
 
-                values.update({k: v for k, v in _torch.load_torch(fpath) if k in set(names)})
+                keep = set(names)
+                values.update({k: v for k, v in _torch.load_torch(fpath) if k in keep})
             else:
                 header = _safetensors.parse_header(fpath)
                 values.update(_safetensors.load_tensors(header, dict.fromkeys(names)))
@@ -245,7 +246,7 @@ def _retie(pd: ParamDict, m: Manifest) -> None:
     """Aliases whose target came later in the file order are tied now."""
     for n in list(pd):
         tie = m[n].tie
-        if tie is not None and tie in pd and pd.alias_of(n) is None and pd[n] is not pd[tie]:
+        if tie is not None and tie in pd and pd.alias_of(n) is None:
             meta = pd.meta(n)
             pd.tie(n, tie)
             pd._meta[n] = meta
