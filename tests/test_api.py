@@ -13,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_exported_name_resolves() -> None:
+    import types
+
     for name in paramscope.__all__:
-        assert getattr(paramscope, name) is not None, name
+        value = getattr(paramscope, name)
+        assert value is not None, name
+        is_module = isinstance(value, types.ModuleType)
+        assert is_module == (name in ("formulas", "zoo")), name
 
 
 def test_function_names_survive_subpackage_imports() -> None:

@@ -187,7 +187,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("inspect", "x", "--depth", "-1", cwd=tmp_path).returncode == 2
 
 
-def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys, workdir: Path) -> None:
     import paramscope.counting
     from paramscope import cli
 
@@ -197,7 +197,7 @@ def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None
     monkeypatch.delenv("PARAMSCOPE_DEBUG", raising=False)
     monkeypatch.setattr(paramscope.counting, "count", boom)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["count", "whatever.safetensors"])
+        cli.main(["count", str(workdir / "example.safetensors")])
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "kaboom" in err

@@ -125,16 +125,20 @@ def test_all_sources_agree(tmp_path):
     for src, c in counts.items():
         assert c.params == params, src
         assert c.trainable == trainable, src
-        assert c.buffers == persistent_buffer_numel(model), src
-        assert c.by_dtype == counts["module"].by_dtype, src
-        assert c.bytes == counts["module"].bytes, src
-        assert c.entries == counts["module"].entries, src
+        # a module's count also holds its non-persistent buffers, reported apart
+        assert c.buffers - c.nonpersistent_buffers == persistent_buffer_numel(model), src
+        if src == "module":
+            assert c.nonpersistent_buffers == 9
+            continue
+        assert c.by_dtype == counts["paramdict"].by_dtype, src
+        assert c.bytes == counts["paramdict"].bytes, src
+        assert c.entries == counts["paramdict"].entries, src
         assert sorted(map(sorted, c.ties)) == [["embed.weight", "head.weight"]], src
         check_totals(c)
     assert counts["path"].source == str(path)
     assert counts["path"].roles is RoleSource.EXACT
     check_tree(counts["path"], m)
-    check_tree(counts["module"], pd.manifest())
+    check_tree(counts["module"], ParamDict.from_module(model, buffers="all").manifest())
     assert counts["module"].frozen == 6 * 6 + 6 + 6 + 6  # blocks.0: linear + bn affine
     assert counts["path"].by_dtype["F16"] == {"elements": 12, "bytes": 24}
     assert counts["path"].by_dtype["I64"] == {"elements": 2, "bytes": 16}  # num_batches_tracked
@@ -252,23 +256,26 @@ def test_random_nets(specs, frozen, share, tie, extra_buffer):
     c = paramscope.count(model)
     assert c.params == params
     assert c.trainable == trainable
-    assert c.buffers == persistent_buffer_numel(model)
+    assert c.buffers - c.nonpersistent_buffers == persistent_buffer_numel(model)
+    assert c.buffers == sum(b.numel() for b in model.buffers())
     check_totals(c)
     pd = ParamDict.from_module(model)
-    check_tree(c, pd.manifest())
+    check_tree(c, ParamDict.from_module(model, buffers="all").manifest())
     if share and any(True for _ in layers[0].parameters()):
         assert c.ties
 
     with tempfile.TemporaryDirectory() as d:
         path = paramscope.save(model, Path(d) / "m.safetensors")
         cp = paramscope.count(path)
+        cs = paramscope.count(pd)  # what a save holds: persistent buffers only
         assert (cp.params, cp.trainable, cp.buffers, cp.bytes, cp.entries) == (
-            c.params,
-            c.trainable,
-            c.buffers,
-            c.bytes,
-            c.entries,
+            cs.params,
+            cs.trainable,
+            cs.buffers,
+            cs.bytes,
+            cs.entries,
         )
-        assert cp.by_dtype == c.by_dtype
+        assert (cs.params, cs.trainable) == (c.params, c.trainable)
+        assert cp.by_dtype == cs.by_dtype
         assert sorted(map(sorted, cp.ties)) == sorted(map(sorted, c.ties))
         check_tree(cp, paramscope.read_manifest(path))

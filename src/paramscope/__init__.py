@@ -44,16 +44,27 @@ if TYPE_CHECKING:
     from ._names import validate_name as validate_name
     from ._paramdict import EntryMeta as EntryMeta
     from ._paramdict import ParamDict as ParamDict
+    from ._targets import resolve_target as resolve_target
     from ._units import parse_size as parse_size
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
+    from .build import zoo as zoo
     from .counting import Count as Count
+    from .counting import Formula as Formula
     from .counting import Group as Group
     from .counting import Inspection as Inspection
+    from .counting import MemoryEstimate as MemoryEstimate
+    from .counting import ModuleNode as ModuleNode
     from .counting import Node as Node
+    from .counting import Summary as Summary
+    from .counting import _formulas as formulas
     from .counting import count as count
+    from .counting import estimate_memory as estimate_memory
+    from .counting import formula_for as formula_for
     from .counting import group as group
     from .counting import inspect as inspect
+    from .counting import register_packed as register_packed
+    from .counting import summary as summary
     from .io import detect_format as detect_format
     from .io import load as load
     from .io import read_manifest as read_manifest
@@ -98,14 +109,33 @@ _LAZY: dict[str, str] = {
     "count": ".counting",
     "group": ".counting",
     "inspect": ".counting",
+    "MemoryEstimate": ".counting",
+    "Formula": ".counting",
+    "formula_for": ".counting",
+    "ModuleNode": ".counting",
+    "Summary": ".counting",
+    "estimate_memory": ".counting",
+    "register_packed": ".counting",
+    "summary": ".counting",
+    "resolve_target": "._targets",
     "detect_format": ".io",
     "load": ".io",
     "read_manifest": ".io",
     "save": ".io",
 }
 
+# Public submodules, loaded on first use too.
+_SUBMODULES: dict[str, str] = {
+    "formulas": ".counting._formulas",
+    "zoo": ".build.zoo",
+}
+
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name], __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'paramscope' has no attribute {name!r}")
@@ -129,6 +159,7 @@ __all__ = [
     "EntryMeta",
     "Format",
     "FormatError",
+    "Formula",
     "Group",
     "HeaderError",
     "Inspection",
@@ -136,7 +167,9 @@ __all__ = [
     "InvalidNameError",
     "Location",
     "Manifest",
+    "MemoryEstimate",
     "MissingNameError",
+    "ModuleNode",
     "Node",
     "ParamDict",
     "ParamscopeError",
@@ -145,6 +178,7 @@ __all__ = [
     "ShapeMismatchError",
     "ShardIndexError",
     "SourceNotFoundError",
+    "Summary",
     "UnknownFormatError",
     "UnsafePickleError",
     "UnsupportedDTypeError",
@@ -155,13 +189,20 @@ __all__ = [
     "count",
     "detect_format",
     "did_you_mean",
+    "estimate_memory",
+    "formula_for",
+    "formulas",
     "group",
     "infer_role",
     "inspect",
     "load",
     "parse_size",
     "read_manifest",
+    "register_packed",
+    "resolve_target",
     "save",
+    "summary",
     "validate_name",
     "verify",
+    "zoo",
 ]

@@ -34,34 +34,142 @@ PathArg = Annotated[
         "*.index.json, torch .pt/.bin, or .npz.",
     ),
 ]
+TargetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="A checkpoint (file or folder), zoo:NAME, package.module:callable, or an HF "
+        "config.json. Models are built on the meta device: no memory, no download.",
+    ),
+]
+ArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arg",
+        "-a",
+        help="key=value for a callable, zoo model or config (value parsed as JSON). Repeatable.",
+    ),
+]
+
+
+def _target(target: str, args: list[str] | None) -> object:
+    from .._targets import parse_args, resolve_target
+
+    return resolve_target(target, parse_args(args or []))
 
 
 @app.command()
-def count(path: PathArg, json: JsonOpt = False) -> None:
+def count(target: TargetArg, arg: ArgOpt = None, json: JsonOpt = False) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
     from ..counting import count as count_
 
-    result = count_(path).to_dict(depth=1)
+    result = count_(_target(target, arg)).to_dict(depth=1)  # type: ignore[arg-type]
+    if result["source"] is None:
+        result["source"] = target
     _output.emit_json(result) if json else _output.print_count(result)
 
 
 @app.command()
 def inspect(
-    path: PathArg,
+    target: TargetArg,
     depth: Annotated[
-        int, typer.Option("--depth", "-d", min=0, help="Group names by this many leading segments.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--depth",
+            "-d",
+            min=0,
+            help="Checkpoints: group names by this many "
+            "leading segments (default 1). Models: tree depth (default 2).",
+        ),
+    ] = None,
     filter: Annotated[
         str | None,
-        typer.Option("--filter", "-f", help="Only names matching this glob (or re:REGEX)."),
+        typer.Option(
+            "--filter",
+            "-f",
+            help="Only names (models: module paths) matching this glob (or re:REGEX).",
+        ),
     ] = None,
+    arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Table of entries grouped by name prefix, with subtotals that add up to the total."""
+    """Checkpoints: entries grouped by prefix with subtotals. Models: the module tree, the
+    by-type table, ties and shared modules, and each layer's formula."""
     from ..counting import inspect as inspect_
+    from ..counting import summary
 
-    result = inspect_(path, depth=depth, pattern=filter).to_dict()
-    _output.emit_json(result) if json else _output.print_inspect(result)
+    obj = _target(target, arg)
+    if isinstance(obj, str):
+        result = inspect_(obj, depth=1 if depth is None else depth, pattern=filter).to_dict()
+        _output.emit_json(result) if json else _output.print_inspect(result)
+        return
+    s = summary(obj, depth=2 if depth is None else depth)  # type: ignore[arg-type]
+    result = s.to_dict()
+    result["total"]["source"] = target
+    if filter is not None:
+        result["filter"] = filter
+        result["tree"] = _output.filter_tree(result["tree"], filter)
+    _output.emit_json(result) if json else _output.print_summary(result)
+
+
+@app.command()
+def memory(
+    target: TargetArg,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Run dtype: bf16, fp16, fp32, fp8, int8, fp4 (default: as stored)."),
+    ] = None,
+    train: Annotated[
+        bool, typer.Option("--train", help="Training: gradients and optimizer states.")
+    ] = False,
+    optimizer: Annotated[
+        str, typer.Option(help="adamw, adam, sgd, sgd-momentum, adafactor.")
+    ] = "adamw",
+    mixed_precision: Annotated[
+        bool,
+        typer.Option("--mixed-precision", help="16-bit weights and grads, fp32 master and states."),
+    ] = False,
+    zero: Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage 0-3.")] = 0,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs to shard over.")] = 1,
+    arg: ArgOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Memory for weights, gradients, optimizer states and master weights, per GPU."""
+    from ..counting import estimate_memory
+
+    est = estimate_memory(
+        _target(target, arg),
+        dtype=dtype,
+        training=train,
+        optimizer=optimizer,
+        mixed_precision=mixed_precision,
+        zero_stage=zero,
+        num_gpus=gpus,
+    )
+    result = est.to_dict()
+    result["source"] = target
+    _output.emit_json(result) if json else _output.print_memory(result)
+
+
+@app.command()
+def zoo(json: JsonOpt = False) -> None:
+    """List the built-in models with their parameter counts (built on the meta device)."""
+    from ..build import zoo as zoo_
+    from ..counting import count as count_
+
+    rows = []
+    for name in zoo_.names():
+        c = count_(_target(f"zoo:{name}", None))  # type: ignore[arg-type]
+        rows.append(
+            {
+                "name": f"zoo:{name}",
+                "params": c.params,
+                "buffers": c.buffers,
+                "ties": len(c.ties),
+                "description": zoo_.describe(name),
+            }
+        )
+    _output.emit_json(rows) if json else _output.print_zoo(rows)
 
 
 @app.command()

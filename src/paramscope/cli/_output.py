@@ -142,3 +142,157 @@ def print_inspect(d: dict[str, Any]) -> None:
         console.print("note: roles inferred from names and dtypes (no paramscope metadata)")
     for note in d.get("notes", []):
         console.print(escape(f"note: {note}"))
+
+
+def filter_tree(tree: dict[str, Any], pattern: str) -> dict[str, Any]:
+    """Keep the tree nodes whose path matches ``pattern``, with their ancestors.
+
+    Args:
+        tree: a ``ModuleNode.to_dict`` tree.
+        pattern: glob or ``re:`` regex on module paths.
+
+    Returns:
+        The pruned tree (the root is always kept).
+    """
+    from .._names import compile_pattern
+
+    match = compile_pattern(pattern)
+
+    def keep(node: dict[str, Any]) -> dict[str, Any] | None:
+        kids = [k for k in (keep(c) for c in node.get("children", [])) if k is not None]
+        if kids or (node["path"] and match(node["path"])):
+            return {**node, "children": kids}
+        return None
+
+    return keep(tree) or {**tree, "children": []}
+
+
+def print_summary(d: dict[str, Any]) -> None:
+    """Print a module summary (``Summary.to_dict``): tree, by-type table, ties, notes.
+
+    Args:
+        d: the summary dict.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=False)
+    t = d["total"]
+    title = f"{t['source']}  [module, depth {d['depth']}]"
+    if d.get("filter"):
+        title += f"  filter {d['filter']!r}"
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table.add_column("module", overflow="fold")
+    table.add_column("type")
+    table.add_column("params", justify="right")
+    table.add_column("own", justify="right")
+    table.add_column("buffers", justify="right")
+    table.add_column("formula / note", overflow="fold")
+
+    def walk(node: dict[str, Any], level: int) -> None:
+        name = node["path"].rsplit(".", 1)[-1] if node["path"] else "(root)"
+        note = ""
+        if node["shared_with"]:
+            note = f"shared with {node['shared_with']}"
+        elif node["formula"]:
+            note = node["formula"]["expression"]
+        frozen = node["params"] and node["trainable"] == 0
+        table.add_row(
+            escape("  " * level + name),
+            escape(node["kind"]),
+            format_count(node["params"]) + (" ❄" if frozen else ""),
+            format_count(node["own_params"]) if node["own_params"] else "",
+            format_count(node["buffers"]) if node["buffers"] else "",
+            escape(note),
+        )
+        for c in node.get("children", []):
+            walk(c, level + 1)
+
+    walk(d["tree"], 0)
+    console.print(table)
+    console.print(
+        f"params {format_count(t['params'])} (trainable {format_count(t['trainable'])}, "
+        f"frozen {format_count(t['frozen'])}), buffers {format_count(t['buffers'])}"
+        + (
+            f" ({format_count(t['nonpersistent_buffers'])} non-persistent)"
+            if t["nonpersistent_buffers"]
+            else ""
+        )
+        + f", {format_bytes(t['bytes'])}"
+    )
+    types = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="by layer type", title_justify="left")
+    types.add_column("type")
+    types.add_column("modules", justify="right")
+    types.add_column("params", justify="right")
+    types.add_column("share", justify="right")
+    for kind, row in d["by_type"].items():
+        if not row["params"]:
+            continue
+        share = 100 * row["params"] / t["params"] if t["params"] else 0.0
+        types.add_row(
+            escape(kind), format_count(row["modules"]), format_count(row["params"]), f"{share:.1f}%"
+        )
+    console.print(types)
+    for group in d["ties"]:
+        console.print(escape(f"tied: {' = '.join(group)}"))
+    for path, first in d["shared"].items():
+        console.print(escape(f"shared module: {path} is {first}"))
+    for name, p in t["pruned"].items():
+        nz = "unknown (meta)" if p["nonzero"] is None else format_count(p["nonzero"])
+        console.print(escape(f"pruned: {name} {format_count(p['params'])} params, nonzero {nz}"))
+    for note in t["notes"]:
+        console.print(escape(f"note: {note}"))
+
+
+def print_memory(d: dict[str, Any]) -> None:
+    """Print a memory estimate (``MemoryEstimate.to_dict``).
+
+    Args:
+        d: the estimate dict.
+    """
+    s = d["settings"]
+    mode = "training" if s["training"] else "inference"
+    opts = [mode, f"dtype {s['dtype'] or 'as stored'}"]
+    if s["training"]:
+        opts.append(f"optimizer {s['optimizer']}")
+        if s["mixed_precision"]:
+            opts.append("mixed precision")
+    if s["zero_stage"] or s["num_gpus"] > 1:
+        opts.append(f"ZeRO-{s['zero_stage']} over {s['num_gpus']} GPUs")
+    lines = [
+        f"{d['source']}  [{', '.join(opts)}]",
+        f"  params {format_count(d['params'])}, trainable {format_count(d['trainable'])}",
+        f"  {'part':<18} {'whole model':>14} {'per GPU':>14}",
+    ]
+    for key, label in (
+        ("weights", "weights"),
+        ("buffers", "buffers"),
+        ("gradients", "gradients"),
+        ("optimizer_states", "optimizer states"),
+        ("master_weights", "fp32 master"),
+    ):
+        lines.append(
+            f"  {label:<18} {format_bytes(d['breakdown'][key]):>14} "
+            f"{format_bytes(d['per_gpu'][key]):>14}"
+        )
+    lines.append(f"  {'total per GPU':<18} {'':>14} {format_bytes(d['per_gpu_bytes']):>14}")
+    lines.append(f"  {'total, all GPUs':<18} {format_bytes(d['total_bytes']):>14}")
+    lines += [f"  note: {n}" for n in d["notes"]]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def print_zoo(rows: list[dict[str, Any]]) -> None:
+    """Print the zoo listing.
+
+    Args:
+        rows: ``{"name", "params", "buffers", "ties", "description"}`` per model.
+    """
+    width = max(len(r["name"]) for r in rows)
+    lines = [
+        f"{r['name']:<{width}}  {format_count(r['params']):>15}  {_short(r['params']):>7}  "
+        f"{r['description']}"
+        for r in rows
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")

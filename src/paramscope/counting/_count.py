@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._enums import Format, Role, RoleSource
+from .._enums import Role, RoleSource
 from .._manifest import Entry, Manifest
 from .._names import Pattern, group_prefix
 
@@ -100,6 +100,11 @@ class Count:
         format: where the counts came from.
         source: the path, when there is one.
         notes: what the reader or counter wants said.
+        nonpersistent_buffers: buffer elements left out of ``state_dict`` (modules only);
+            included in ``buffers``.
+        uninitialized: lazy tensors not counted (modules only).
+        pruned: pruned parameter → ``{"params", "nonzero"}`` (modules only).
+        shared: module path → first path of the same instance (modules only).
     """
 
     params: int
@@ -115,6 +120,10 @@ class Count:
     format: str
     source: str | None = None
     notes: list[str] = field(default_factory=list)
+    nonpersistent_buffers: int = 0
+    uninitialized: list[str] = field(default_factory=list)
+    pruned: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    shared: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -143,6 +152,10 @@ class Count:
             "by_dtype": self.by_dtype,
             "roles": self.roles.value,
             "ties": self.ties,
+            "nonpersistent_buffers": self.nonpersistent_buffers,
+            "uninitialized": self.uninitialized,
+            "pruned": self.pruned,
+            "shared": self.shared,
             "notes": self.notes,
             "tree": self.tree.to_dict(depth),
         }
@@ -168,9 +181,9 @@ def to_manifest(source: Any) -> Manifest:
     if isinstance(source, ParamDict):
         return source.manifest()
     if hasattr(source, "named_parameters"):
-        m = ParamDict.from_module(source).manifest()
-        m.format = Format.MODULE
-        return m
+        from ._module import scan_module
+
+        return scan_module(source).manifest()
     if isinstance(source, dict):
         return ParamDict(source).manifest()
     raise TypeError(
@@ -196,8 +209,36 @@ def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Modul
         >>> c.params, c.trainable, c.buffers
         (7850, 7850, 0)
     """
-    m = to_manifest(source)
+    if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, dict)):
+        from ._module import scan_module
+
+        scan = scan_module(source)  # type: ignore[arg-type]
+        c = count_manifest(scan.manifest())
+        c.uninitialized = scan.uninitialized
+        c.pruned = scan.pruned
+        c.shared = scan.shared
+        _set_kinds(c.tree, scan.kinds)
+        return c
+    return count_manifest(to_manifest(source))
+
+
+def _set_kinds(node: Node, kinds: dict[str, str]) -> None:
+    node.kind = kinds.get(node.path)
+    for child in node.children.values():
+        _set_kinds(child, kinds)
+
+
+def count_manifest(m: Manifest) -> Count:
+    """:func:`count` of a manifest.
+
+    Args:
+        m: the manifest.
+
+    Returns:
+        A :class:`Count`.
+    """
     root = Node()
+    nonpersistent = 0
     by_dtype: dict[str, dict[str, int]] = {}
     for e in m.values():
         if e.tie is not None:
@@ -205,6 +246,8 @@ def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Modul
         d = by_dtype.setdefault(e.dtype.value, {"elements": 0, "bytes": 0})
         d["elements"] += e.numel
         d["bytes"] += e.nbytes
+        if e.extra.get("persistent") is False:
+            nonpersistent += e.numel
         node = root
         node._add(e)
         parts = e.name.split(".")[:-1]
@@ -228,6 +271,7 @@ def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Modul
         format=m.format.value,
         source=m.source,
         notes=list(m.notes),
+        nonpersistent_buffers=nonpersistent,
     )
 
 

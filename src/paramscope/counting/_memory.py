@@ -1,0 +1,286 @@
+"""Memory estimates for inference and training, per GPU under ZeRO stages 0–3.
+
+Model-state memory only (what the parameters cost): weights, gradients, optimizer states and
+fp32 master weights, **summed** per GPU. Activations, temporary buffers, the framework's
+workspace and the CUDA context are not included: they depend on batch, sequence and kernels.
+
+Rules (bytes per trainable parameter, Ψ parameters, N GPUs):
+
+* inference: weights only, in ``dtype`` (integer tensors keep their own type);
+* training without mixed precision: weights, gradients and optimizer states all in ``dtype``;
+* mixed precision (``mixed_precision=True``): 16-bit weights and gradients, fp32 master
+  weights and fp32 optimizer states — for Adam 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO paper);
+* optimizer states: Adam/AdamW 2 per parameter (m, v), SGD 0, SGD with momentum 1,
+  Adafactor factored: a row and a column vector per matrix (r + c instead of r·c), the full
+  size for vectors, no first moment;
+* ZeRO stage 1 shards optimizer states (with the master weights) over N, stage 2 also
+  gradients, stage 3 also weights; buffers are replicated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._dtypes import DType
+from .._enums import Role, StrEnum
+from .._errors import ParamscopeError
+from .._manifest import Manifest
+
+__all__ = ["MemoryEstimate", "Optimizer", "estimate_memory", "parse_dtype"]
+
+
+class Optimizer(StrEnum):
+    """Optimizers whose state size is known."""
+
+    ADAMW = "adamw"
+    ADAM = "adam"
+    SGD = "sgd"
+    SGD_MOMENTUM = "sgd-momentum"
+    ADAFACTOR = "adafactor"
+
+
+_DTYPE_ALIASES = {
+    "fp32": DType.F32,
+    "float32": DType.F32,
+    "float": DType.F32,
+    "f32": DType.F32,
+    "fp16": DType.F16,
+    "float16": DType.F16,
+    "half": DType.F16,
+    "f16": DType.F16,
+    "bf16": DType.BF16,
+    "bfloat16": DType.BF16,
+    "fp64": DType.F64,
+    "float64": DType.F64,
+    "double": DType.F64,
+    "f64": DType.F64,
+    "fp8": DType.F8_E4M3,
+    "float8": DType.F8_E4M3,
+    "f8": DType.F8_E4M3,
+    "float8_e4m3fn": DType.F8_E4M3,
+    "float8_e5m2": DType.F8_E5M2,
+    "int8": DType.I8,
+    "i8": DType.I8,
+    "fp4": DType.F4,
+    "int4": DType.F4,
+    "nf4": DType.F4,
+}
+
+
+def parse_dtype(value: str | DType) -> DType:
+    """Read a dtype written the usual ways (``bf16``, ``float16``, ``BF16``, ``fp32`` …).
+
+    Args:
+        value: the spelling.
+
+    Returns:
+        The :class:`DType`.
+
+    Raises:
+        ParamscopeError: an unknown spelling.
+
+    Example:
+        >>> parse_dtype("bf16"), parse_dtype("F32")
+        (<DType.BF16: 'BF16'>, <DType.F32: 'F32'>)
+    """
+    if isinstance(value, DType):
+        return value
+    key = str(value).strip().removeprefix("torch.")
+    if key.lower() in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[key.lower()]
+    try:
+        return DType(key.upper())
+    except ValueError:
+        raise ParamscopeError(
+            f"dtype {value!r}: expected one of bf16, fp16, fp32, fp64, fp8, int8, fp4 "
+            "(or a safetensors name such as F32)"
+        ) from None
+
+
+@dataclass
+class MemoryEstimate:
+    """The result of :func:`estimate_memory`. Byte counts are per the whole model unless
+    named ``per_gpu``.
+
+    Attributes:
+        params: parameters counted.
+        trainable: trainable parameters (those that get gradients and optimizer states when
+            training).
+        weights: bytes of the parameters.
+        buffers: bytes of buffers (replicated on every GPU).
+        gradients: bytes of gradients.
+        optimizer_states: bytes of optimizer states (master weights apart).
+        master_weights: bytes of fp32 master weights (mixed precision).
+        per_gpu: the same parts as held by one GPU after ZeRO sharding.
+        per_gpu_bytes: their sum.
+        total_bytes: ``per_gpu_bytes × num_gpus``: the whole job.
+        settings: the options used.
+        notes: what is and is not included.
+    """
+
+    params: int
+    trainable: int
+    weights: int
+    buffers: int
+    gradients: int
+    optimizer_states: int
+    master_weights: int
+    per_gpu: dict[str, int]
+    per_gpu_bytes: int
+    total_bytes: int
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form used by ``paramscope memory --json``.
+
+        Returns:
+            ``total_bytes, per_gpu_bytes, breakdown, per_gpu, params, trainable, settings,
+            notes``.
+        """
+        return {
+            "total_bytes": self.total_bytes,
+            "per_gpu_bytes": self.per_gpu_bytes,
+            "breakdown": {
+                "weights": self.weights,
+                "buffers": self.buffers,
+                "gradients": self.gradients,
+                "optimizer_states": self.optimizer_states,
+                "master_weights": self.master_weights,
+            },
+            "per_gpu": self.per_gpu,
+            "params": self.params,
+            "trainable": self.trainable,
+            "settings": self.settings,
+            "notes": self.notes,
+        }
+
+
+def _state_elements(opt: Optimizer, shape: tuple[int, ...], numel: int) -> int:
+    if opt in (Optimizer.ADAM, Optimizer.ADAMW):
+        return 2 * numel
+    if opt is Optimizer.SGD:
+        return 0
+    if opt is Optimizer.SGD_MOMENTUM:
+        return numel
+    if len(shape) >= 2:  # Adafactor: factored second moment
+        return math.prod(shape[:-2]) * (shape[-2] + shape[-1])
+    return numel
+
+
+def estimate_memory(
+    source: Any,
+    *,
+    dtype: str | DType | None = None,
+    training: bool = False,
+    optimizer: str | Optimizer = Optimizer.ADAMW,
+    mixed_precision: bool = False,
+    zero_stage: int = 0,
+    num_gpus: int = 1,
+) -> MemoryEstimate:
+    """Estimate the memory a model's parameters need, summed per GPU.
+
+    Args:
+        source: anything :func:`paramscope.count` takes (path, Manifest, ParamDict, module).
+        dtype: the floating dtype the model runs in (``None``: as stored; with mixed
+            precision the default is ``bf16``).
+        training: add gradients and optimizer states.
+        optimizer: ``adamw``, ``adam``, ``sgd``, ``sgd-momentum`` or ``adafactor``.
+        mixed_precision: 16-bit weights/gradients with fp32 master weights and states.
+        zero_stage: 0 (none), 1 (optimizer states), 2 (+ gradients), 3 (+ weights).
+        num_gpus: data-parallel GPUs the states are sharded over.
+
+    Returns:
+        A :class:`MemoryEstimate`.
+
+    Raises:
+        ParamscopeError: invalid options (stage outside 0–3, fewer than one GPU, fp32 with
+            mixed precision, unknown optimizer or dtype).
+
+    Example:
+        >>> from paramscope import Manifest, Entry, DType
+        >>> m = Manifest([Entry("w", (1000, 1000), DType.F32)])
+        >>> e = estimate_memory(m, dtype="bf16", training=True, mixed_precision=True)
+        >>> e.per_gpu_bytes // 1_000_000  # 2 + 2 + 12 bytes per parameter
+        16
+    """
+    from ._count import to_manifest
+
+    if zero_stage not in (0, 1, 2, 3):
+        raise ParamscopeError(f"zero_stage {zero_stage!r}: expected 0, 1, 2 or 3")
+    if not isinstance(num_gpus, int) or num_gpus < 1:
+        raise ParamscopeError(f"num_gpus {num_gpus!r}: expected a positive integer")
+    try:
+        opt = Optimizer(str(optimizer).lower())
+    except ValueError:
+        raise ParamscopeError(
+            f"optimizer {optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}"
+        ) from None
+    run_dtype = parse_dtype(dtype) if dtype is not None else None
+    if mixed_precision:
+        run_dtype = run_dtype or DType.BF16
+        if run_dtype.bits != 16:
+            raise ParamscopeError(
+                f"dtype {run_dtype.value}: mixed precision runs in a 16-bit dtype (bf16 or fp16)"
+            )
+    m: Manifest = to_manifest(source)
+    params = trainable = weights = buffers = grads = states = master = 0
+    for e in m.values():
+        if e.tie is not None:
+            continue
+        dt = run_dtype if (run_dtype is not None and e.dtype.is_float) else e.dtype
+        nbytes = dt.nbytes(e.numel)
+        if e.role is Role.BUFFER:
+            buffers += nbytes
+            continue
+        params += e.numel
+        weights += nbytes
+        trainable += e.numel if e.trainable else 0
+        if not (training and e.trainable):
+            continue
+        grads += nbytes
+        state_bytes = 4 if mixed_precision else max(dt.bits // 8, 1)
+        states += _state_elements(opt, e.shape, e.numel) * state_bytes
+        if mixed_precision:
+            master += 4 * e.numel
+
+    def shard(n: int, stage: int) -> int:
+        return -(-n // num_gpus) if zero_stage >= stage else n
+
+    per_gpu = {
+        "weights": shard(weights, 3),
+        "buffers": buffers,
+        "gradients": shard(grads, 2),
+        "optimizer_states": shard(states, 1),
+        "master_weights": shard(master, 1),
+    }
+    per = sum(per_gpu.values())
+    notes = [
+        "model states only: activations, temporary buffers, framework workspace and the "
+        "CUDA context are not included (they depend on batch, sequence and kernels)"
+    ]
+    if m.roles.value == "inferred" and training:
+        notes.append("trainable flags inferred: every parameter assumed trainable")
+    return MemoryEstimate(
+        params=params,
+        trainable=trainable,
+        weights=weights,
+        buffers=buffers,
+        gradients=grads,
+        optimizer_states=states,
+        master_weights=master,
+        per_gpu=per_gpu,
+        per_gpu_bytes=per,
+        total_bytes=per * num_gpus,
+        settings={
+            "dtype": run_dtype.value if run_dtype else None,
+            "training": training,
+            "optimizer": opt.value if training else None,
+            "mixed_precision": mixed_precision,
+            "zero_stage": zero_stage,
+            "num_gpus": num_gpus,
+        },
+        notes=notes,
+    )
