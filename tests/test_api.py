@@ -48,3 +48,11 @@ def test_ruff_is_clean() -> None:
 
 def test_py_typed_marker_ships() -> None:
     assert (ROOT / "src" / "paramscope" / "py.typed").exists()
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert readme[0] == "```bash" and readme[3] == "```"
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == readme[2]
+    assert "paramscope inspect zoo:" in readme[1] and readme[1].startswith("python3 -m venv")

@@ -191,13 +191,15 @@ def print_summary(d: dict[str, Any]) -> None:
     table.add_column("buffers", justify="right")
     table.add_column("formula / note", overflow="fold")
 
-    def walk(node: dict[str, Any], level: int) -> None:
-        name = node["path"].rsplit(".", 1)[-1] if node["path"] else "(root)"
-        note = ""
+    def row(node: dict[str, Any], level: int, name: str) -> None:
         if node["shared_with"]:
             note = f"shared with {node['shared_with']}"
+        elif node["tied"]:
+            note = "tied: " + ", ".join(f"{k} = {v}" for k, v in node["tied"].items())
         elif node["formula"]:
             note = node["formula"]["expression"]
+        else:
+            note = ""
         frozen = node["params"] and node["trainable"] == 0
         table.add_row(
             escape("  " * level + name),
@@ -207,8 +209,22 @@ def print_summary(d: dict[str, Any]) -> None:
             format_count(node["buffers"]) if node["buffers"] else "",
             escape(note),
         )
-        for c in node.get("children", []):
-            walk(c, level + 1)
+
+    def walk(node: dict[str, Any], level: int) -> None:
+        row(node, level, node["path"].rsplit(".", 1)[-1] if node["path"] else "(root)")
+        kids = node.get("children", [])
+        i = 0
+        while i < len(kids):
+            j = i
+            while j + 1 < len(kids) and _same(kids[i], kids[j + 1]):
+                j += 1
+            if j - i >= 2:  # a run of 3+ identical leaves at this depth: one row, "×N"
+                first, last = (k["path"].rsplit(".", 1)[-1] for k in (kids[i], kids[j]))
+                row(kids[i], level + 1, f"{first}–{last} (×{j - i + 1}, each)")
+                i = j + 1
+                continue
+            walk(kids[i], level + 1)
+            i += 1
 
     walk(d["tree"], 0)
     console.print(table)
@@ -296,3 +312,12 @@ def print_zoo(rows: list[dict[str, Any]]) -> None:
         for r in rows
     ]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two sibling rows that can be shown as one: same type and counts, nothing below shown."""
+    keys = ("kind", "params", "own_params", "trainable", "buffers", "formula", "tied")
+    return (
+        not a.get("children") and not b.get("children") and not a["shared_with"]
+        and not b["shared_with"] and all(a[k] == b[k] for k in keys)
+    )

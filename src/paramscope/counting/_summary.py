@@ -30,6 +30,8 @@ class ModuleNode:
         shared_with: for a later path to an instance seen before, the first path; its
             counts are 0 here (they are counted there).
         formula: the analytic formula of a leaf layer, when one exists.
+        tied: this module's own tensors that alias a tensor counted elsewhere, as
+            ``local name → the name it is counted under``.
         children: child nodes in registration order.
     """
 
@@ -42,6 +44,7 @@ class ModuleNode:
     bytes: int = 0
     shared_with: str | None = None
     formula: dict[str, Any] | None = None
+    tied: dict[str, str] = field(default_factory=dict)
     children: list[ModuleNode] = field(default_factory=list)
 
     @property
@@ -57,7 +60,7 @@ class ModuleNode:
 
         Returns:
             ``path, kind, own_params, params, trainable, buffers, bytes, shared_with, formula,
-            children``.
+            tied, children``.
         """
         out: dict[str, Any] = {
             "path": self.path,
@@ -69,6 +72,7 @@ class ModuleNode:
             "bytes": self.bytes,
             "shared_with": self.shared_with,
             "formula": self.formula,
+            "tied": self.tied,
         }
         if depth is None or depth > 0:
             out["children"] = [
@@ -181,9 +185,11 @@ def _build_tree(scan: ModuleScan) -> dict[str, ModuleNode]:
             parent = path.rsplit(".", 1)[0] if "." in path else ""
             nodes[parent].children.append(node)
     for e in scan.entries:
-        if e.tie is not None:
-            continue
         owner = e.name.rsplit(".", 1)[0] if "." in e.name else ""
+        if e.tie is not None:
+            if owner in nodes and owner not in scan.shared:
+                nodes[owner].tied[e.name.rsplit(".", 1)[-1]] = e.tie
+            continue
         if owner in nodes and e.role is Role.PARAM:
             nodes[owner].own_params += e.numel
         parts = e.name.split(".")[:-1]

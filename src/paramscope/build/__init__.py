@@ -1,0 +1,1 @@
+"""Building models: the built-in model zoo (:mod:`paramscope.build.zoo`)."""

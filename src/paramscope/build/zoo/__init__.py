@@ -1,0 +1,222 @@
+"""The built-in model zoo: reference architectures in plain torch, by name.
+
+Every zoo model has the exact ``state_dict`` names and shapes of its reference implementation
+(torchvision, HF transformers, or the tutorial it comes from), so real checkpoints load into
+it, and builds under ``with torch.device("meta"):`` without allocating, so even a 70B model
+costs nothing to build. ``names``, ``describe``, ``REFERENCE`` and ``REFERENCE_PARAMS`` work
+without importing torch; only :func:`build` imports it.
+
+Example:
+    >>> from paramscope.build import zoo
+    >>> zoo.REFERENCE_PARAMS["gpt2"]
+    124439808
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..._errors import ParamscopeError
+from ..._names import missing
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["REFERENCE", "REFERENCE_PARAMS", "build", "describe", "names"]
+
+
+class _Spec(NamedTuple):
+    """One zoo entry: where it is built, what it is, and its reference."""
+
+    module: str  # family module in this package, e.g. "_gpt2"
+    description: str
+    reference: str
+    params: int  # unique parameters of the reference implementation
+
+
+_TV = "torchvision 0.29.1"
+_HF = "transformers 5.24.0"
+
+_ZOO: dict[str, _Spec] = {
+    "mlp": _Spec(
+        "_mlp",
+        "MLP 784-256-128-10 with ReLU (MNIST), nn.Sequential layout",
+        "nn.Sequential(Linear(784, 256), ReLU(), Linear(256, 128), ReLU(), Linear(128, 10))",
+        235_146,
+    ),
+    "mlp-3-5-2": _Spec(
+        "_mlp",
+        "SimpleNN 3-5-2 with ReLU: modules hidden, relu, output",
+        "SimpleNN(3, 5, 2) of the seed article: hidden=Linear(3, 5), relu, output=Linear(5, 2)",
+        32,
+    ),
+    "lenet5": _Spec(
+        "_lenet",
+        "LeNet-5 for 32x32x1 input, ReLU and max-pool (PyTorch tutorial Net layout)",
+        "PyTorch 'Neural Networks' tutorial Net: conv1(1,6,5), conv2(6,16,5), fc1/fc2/fc3",
+        61_706,
+    ),
+    "resnet18": _Spec(
+        "_resnet",
+        "ResNet-18 (11.7M), BasicBlock [2,2,2,2], torchvision layout",
+        f"{_TV} torchvision.models.resnet18()",
+        11_689_512,
+    ),
+    "resnet50": _Spec(
+        "_resnet",
+        "ResNet-50 (25.6M), Bottleneck v1.5 [3,4,6,3], torchvision layout",
+        f"{_TV} torchvision.models.resnet50()",
+        25_557_032,
+    ),
+    "vgg16": _Spec(
+        "_vgg",
+        "VGG-16 (138M), configuration D without batch norm, torchvision layout",
+        f"{_TV} torchvision.models.vgg16()",
+        138_357_544,
+    ),
+    "gpt2": _Spec(
+        "_gpt2",
+        "GPT-2 small (124M), tied LM head, HF GPT2LMHeadModel layout",
+        f"{_HF} GPT2LMHeadModel(GPT2Config())",
+        124_439_808,
+    ),
+    "gpt2-medium": _Spec(
+        "_gpt2",
+        "GPT-2 medium (355M), tied LM head, HF GPT2LMHeadModel layout",
+        f"{_HF} GPT2LMHeadModel(GPT2Config(n_embd=1024, n_layer=24, n_head=16))",
+        354_823_168,
+    ),
+    "gpt2-large": _Spec(
+        "_gpt2",
+        "GPT-2 large (774M), tied LM head, HF GPT2LMHeadModel layout",
+        f"{_HF} GPT2LMHeadModel(GPT2Config(n_embd=1280, n_layer=36, n_head=20))",
+        774_030_080,
+    ),
+    "gpt2-xl": _Spec(
+        "_gpt2",
+        "GPT-2 XL (1.5B), tied LM head, HF GPT2LMHeadModel layout",
+        f"{_HF} GPT2LMHeadModel(GPT2Config(n_embd=1600, n_layer=48, n_head=25))",
+        1_557_611_200,
+    ),
+    "bert-base": _Spec(
+        "_bert",
+        "BERT base uncased (110M) encoder with pooler, HF BertModel layout",
+        f"{_HF} BertModel(BertConfig())",
+        109_482_240,
+    ),
+    "llama-2-7b": _Spec(
+        "_llama",
+        "Llama 2 7B (6.7B), MHA, RMSNorm, SwiGLU, untied LM head, HF LlamaForCausalLM layout",
+        f"{_HF} LlamaForCausalLM(LlamaConfig(hidden_size=4096, num_hidden_layers=32, "
+        "num_attention_heads=32, num_key_value_heads=32, intermediate_size=11008, "
+        "vocab_size=32000))",
+        6_738_415_616,
+    ),
+    "llama-3-8b": _Spec(
+        "_llama",
+        "Llama 3 8B (8.0B), GQA 32/8 heads, 128k vocab, untied LM head, HF LlamaForCausalLM layout",
+        f"{_HF} LlamaForCausalLM(LlamaConfig(hidden_size=4096, num_hidden_layers=32, "
+        "num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, "
+        "vocab_size=128256))",
+        8_030_261_248,
+    ),
+    "vit-b-16": _Spec(
+        "_vit",
+        "ViT-B/16 (86.6M) for 224x224 input, torchvision layout",
+        f"{_TV} torchvision.models.vit_b_16()",
+        86_567_656,
+    ),
+}
+
+REFERENCE_PARAMS: dict[str, int] = {name: spec.params for name, spec in _ZOO.items()}
+"""Unique parameter count of each reference implementation (a tied weight counts once)."""
+
+REFERENCE: dict[str, str] = {name: spec.reference for name, spec in _ZOO.items()}
+"""What each zoo model reproduces: library version and constructor call."""
+
+
+def names() -> list[str]:
+    """The names of the zoo models, small to large within each family.
+
+    Returns:
+        A new list of names.
+
+    Example:
+        >>> names()[:3]
+        ['mlp', 'mlp-3-5-2', 'lenet5']
+    """
+    return list(_ZOO)
+
+
+def _spec(name: str) -> _Spec:
+    spec = _ZOO.get(name)
+    if spec is None:
+        raise missing(name, _ZOO, what="zoo model")
+    return spec
+
+
+def describe(name: str) -> str:
+    """One line saying what the zoo model ``name`` is.
+
+    Args:
+        name: a zoo name (see :func:`names`).
+
+    Returns:
+        The description.
+
+    Raises:
+        MissingNameError: ``name`` is not in the zoo; the message suggests close names.
+
+    Example:
+        >>> describe("gpt2")
+        'GPT-2 small (124M), tied LM head, HF GPT2LMHeadModel layout'
+    """
+    return _spec(name).description
+
+
+def build(name: str, **overrides: Any) -> torch.nn.Module:
+    """Build the zoo model ``name`` with its reference config, some fields replaced.
+
+    Only module constructors run: wrap the call in ``with torch.device("meta"):`` to get the
+    full structure (names, shapes, ties) without allocating any memory.
+
+    Args:
+        name: a zoo name (see :func:`names`).
+        **overrides: config fields to replace, e.g. ``n_layer=2, n_embd=64`` for GPT-2.
+
+    Returns:
+        The model, freshly initialised like its reference (a no-op on the meta device).
+
+    Raises:
+        MissingNameError: ``name`` is not in the zoo; the message suggests close names.
+        ParamscopeError: an override names no config field, or makes the config invalid.
+
+    Example:
+        >>> import torch
+        >>> with torch.device("meta"):
+        ...     model = build("llama-3-8b")
+        >>> sum(p.numel() for p in model.parameters())
+        8030261248
+    """
+    spec = _spec(name)
+    family = importlib.import_module(f".{spec.module}", __name__)
+    config = family.PRESETS[name]
+    valid = [f.name for f in dataclasses.fields(config)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ParamscopeError(
+            f"zoo model {name!r}: unknown config field(s) {', '.join(map(repr, unknown))}; "
+            f"valid fields are {', '.join(valid)}"
+        )
+    if overrides:
+        try:
+            config = dataclasses.replace(config, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise ParamscopeError(f"zoo model {name!r}: invalid override: {exc}") from None
+    from ._meta import SkipNormalOnMeta
+
+    with SkipNormalOnMeta():
+        model: torch.nn.Module = family.build(config)
+    return model
