@@ -126,7 +126,9 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
 def _on_meta(build: Any) -> Any:
     import torch
 
-    with torch.device("meta"):
+    from .build.zoo._meta import SkipNormalOnMeta  # random init of meta tensors is a no-op
+
+    with torch.device("meta"), SkipNormalOnMeta():
         return build()
 
 
