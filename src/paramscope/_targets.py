@@ -106,7 +106,7 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
     if spec.startswith("zoo:"):
         from .build import zoo
 
-        return _on_meta(lambda: zoo.build(spec[4:], **args))
+        return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False)  # zoo skips it
     p = Path(spec)
     if p.exists():
         config = p if is_hf_config(p) else _config_in_folder(p)
@@ -123,12 +123,14 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
     raise SourceNotFoundError(spec)
 
 
-def _on_meta(build: Any) -> Any:
+def _on_meta(build: Any, skip_init: bool = True) -> Any:
+    import contextlib
+
     import torch
 
     from .build.zoo._meta import SkipNormalOnMeta  # random init of meta tensors is a no-op
 
-    with torch.device("meta"), SkipNormalOnMeta():
+    with torch.device("meta"), SkipNormalOnMeta() if skip_init else contextlib.nullcontext():
         return build()
 
 

@@ -1,25 +1,68 @@
-"""Counting: totals, trees, module summaries, formulas and memory estimates."""
+"""Counting: totals, trees, module summaries, formulas and memory estimates.
 
-from ._count import Count as Count
-from ._count import Group as Group
-from ._count import Inspection as Inspection
-from ._count import Node as Node
-from ._count import count as count
-from ._count import count_manifest as count_manifest
-from ._count import group as group
-from ._count import inspect as inspect
-from ._count import to_manifest as to_manifest
-from ._formulas import Formula as Formula
-from ._formulas import formula_for as formula_for
-from ._memory import MemoryEstimate as MemoryEstimate
-from ._memory import Optimizer as Optimizer
-from ._memory import estimate_memory as estimate_memory
-from ._memory import parse_dtype as parse_dtype
-from ._module import register_packed as register_packed
-from ._module import scan_module as scan_module
-from ._summary import ModuleNode as ModuleNode
-from ._summary import Summary as Summary
-from ._summary import summary as summary
+Names load on first use (PEP 562), so the header-only ``count`` path imports only
+:mod:`._count`, not the module walker, formulas or memory code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._count import Count as Count
+    from ._count import Group as Group
+    from ._count import Inspection as Inspection
+    from ._count import Node as Node
+    from ._count import count as count
+    from ._count import count_manifest as count_manifest
+    from ._count import group as group
+    from ._count import inspect as inspect
+    from ._count import to_manifest as to_manifest
+    from ._formulas import Formula as Formula
+    from ._formulas import formula_for as formula_for
+    from ._memory import MemoryEstimate as MemoryEstimate
+    from ._memory import Optimizer as Optimizer
+    from ._memory import estimate_memory as estimate_memory
+    from ._memory import parse_dtype as parse_dtype
+    from ._module import register_packed as register_packed
+    from ._module import scan_module as scan_module
+    from ._summary import ModuleNode as ModuleNode
+    from ._summary import Summary as Summary
+    from ._summary import summary as summary
+
+_LAZY: dict[str, str] = {
+    "Count": "._count",
+    "Group": "._count",
+    "Inspection": "._count",
+    "Node": "._count",
+    "count": "._count",
+    "count_manifest": "._count",
+    "group": "._count",
+    "inspect": "._count",
+    "to_manifest": "._count",
+    "Formula": "._formulas",
+    "formula_for": "._formulas",
+    "MemoryEstimate": "._memory",
+    "Optimizer": "._memory",
+    "estimate_memory": "._memory",
+    "parse_dtype": "._memory",
+    "register_packed": "._module",
+    "scan_module": "._module",
+    "ModuleNode": "._summary",
+    "Summary": "._summary",
+    "summary": "._summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paramscope.counting' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Count",
