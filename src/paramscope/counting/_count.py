@@ -170,14 +170,14 @@ def to_manifest(source: Any) -> Manifest:
     Returns:
         The manifest (read from headers for paths).
     """
-    from .._paramdict import ParamDict
-
     if isinstance(source, Manifest):
         return source
     if isinstance(source, (str, os.PathLike)):
         from ..io import read_manifest
 
         return read_manifest(source)
+    from .._paramdict import ParamDict  # not needed on the header-only path above
+
     if isinstance(source, ParamDict):
         return source.manifest()
     if hasattr(source, "named_parameters"):
