@@ -120,3 +120,16 @@ def test_hf_config_target(tmp_path: Path) -> None:
     # q,o: 64×64; k,v: 64×(2 heads × 16); mlp 3×64×128; two RMSNorms per layer
     layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
     assert d["params"] == emb + 2 * layer + 64 + 100 * 64
+
+
+def test_inspect_module_filter_keeps_matches_and_their_ancestors() -> None:
+    d = ok_json("inspect", "zoo:llama-2-7b", "--depth", "4", "--filter", "model.layers.1.*")
+
+    def paths(node: dict) -> list[str]:
+        return [node["path"]] + [p for c in node.get("children", []) for p in paths(c)]
+
+    got = paths(d["tree"])
+    assert got[:4] == ["", "model", "model.layers", "model.layers.1"]
+    assert "model.layers.1.self_attn" in got and "model.layers.1.mlp" in got
+    assert not any(p.startswith(("model.layers.0", "model.layers.2", "lm_head")) for p in got)
+    assert d["filter"] == "model.layers.1.*"
