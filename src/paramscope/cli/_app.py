@@ -152,6 +152,46 @@ def memory(
 
 
 @app.command()
+def match(
+    target: TargetArg,
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="The checkpoint to "
+                                              "check (read from its headers only).")],
+    remap: Annotated[list[str] | None, typer.Option("--remap", help="REGEX=REPLACEMENT rename "
+                                                    "rule for checkpoint names. Repeatable.")]
+    = None,
+    fix_prefix: Annotated[bool, typer.Option("--fix-prefix", help="Consider an unambiguous "
+                                             "module./model. prefix fix.")] = False,
+    arg: ArgOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Will CHECKPOINT load into TARGET? Missing, unexpected (with suggestions), shape
+    mismatches and casts, changing nothing. Exit 0 when it would load cleanly, 1 if not."""
+    from ..lifecycle import match as match_
+
+    model = _target(target, arg)
+    if isinstance(model, str):
+        from .._errors import ParamscopeError
+
+        raise ParamscopeError(f"{target}: match needs a model TARGET (zoo:, module:callable or "
+                              "config.json), found a checkpoint")
+    rules = []
+    for rule in remap or []:
+        pattern, sep, repl = rule.partition("=")
+        if not sep:
+            from .._errors import ParamscopeError
+
+            raise ParamscopeError(f"--remap {rule!r}: expected REGEX=REPLACEMENT")
+        rules.append((pattern, repl))
+    report = match_(model, checkpoint, remap=rules or None, fix_prefix=fix_prefix)
+    if json:
+        _output.emit_json(report.to_dict())
+    else:
+        print(report.format())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def zoo(json: JsonOpt = False) -> None:
     """List the built-in models with their parameter counts (built on the meta device)."""
     from ..build import zoo as zoo_
