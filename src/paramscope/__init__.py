@@ -70,6 +70,13 @@ if TYPE_CHECKING:
     from .io import load as load
     from .io import read_manifest as read_manifest
     from .io import save as save
+    from .lifecycle import LoadReport as LoadReport
+    from .lifecycle import bind as bind
+    from .lifecycle import find_ties as find_ties
+    from .lifecycle import load_into as load_into
+    from .lifecycle import match as match
+    from .lifecycle import tie as tie
+    from .lifecycle import untie as untie
 
 _LAZY: dict[str, str] = {
     "DType": "._dtypes",
@@ -123,6 +130,13 @@ _LAZY: dict[str, str] = {
     "load": ".io",
     "read_manifest": ".io",
     "save": ".io",
+    "LoadReport": ".lifecycle",
+    "bind": ".lifecycle",
+    "find_ties": ".lifecycle",
+    "load_into": ".lifecycle",
+    "match": ".lifecycle",
+    "tie": ".lifecycle",
+    "untie": ".lifecycle",
 }
 
 # Public submodules, loaded on first use too.
@@ -156,6 +170,7 @@ __all__ = [
     "Inspection",
     "IntegrityError",
     "InvalidNameError",
+    "LoadReport",
     "Location",
     "Manifest",
     "MemoryEstimate",
@@ -176,23 +191,29 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "apply_renames",
+    "bind",
     "compile_pattern",
     "count",
     "detect_format",
     "did_you_mean",
     "estimate_memory",
+    "find_ties",
     "formula_for",
     "formulas",
     "group",
     "infer_role",
     "inspect",
     "load",
+    "load_into",
+    "match",
     "parse_size",
     "read_manifest",
     "register_packed",
     "resolve_target",
     "save",
     "summary",
+    "tie",
+    "untie",
     "validate_name",
     "verify",
     "zoo",
