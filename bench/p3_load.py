@@ -33,7 +33,7 @@ CHILD = r'''
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from paramscope.build import zoo
+from paramscope.building import zoo
 variant, path, name, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 if variant == "ours":
     import paramscope
@@ -73,7 +73,7 @@ def main() -> None:
     import torch
 
     import paramscope
-    from paramscope.build import zoo
+    from paramscope.building import zoo
 
     name = "gpt2-medium"
     kw = {"n_layer": 4} if args.quick else {}

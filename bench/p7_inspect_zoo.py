@@ -28,7 +28,7 @@ EXPECTED = 6_738_415_616
 
 PEER = (
     "import torch, torchinfo\n"
-    "from paramscope.build import zoo\n"
+    "from paramscope.building import zoo\n"
     "with torch.device('meta'):\n"
     "    m = zoo.build('llama-2-7b')\n"
     "s = torchinfo.summary(m, depth=3, verbose=1)\n"

@@ -77,7 +77,7 @@ def test_memory_golden(golden) -> None:
 
 
 def test_zoo_listing_matches_references(golden) -> None:
-    from paramscope.build import zoo
+    from paramscope.building import zoo
 
     rows = ok_json("zoo")
     assert [r["name"] for r in rows] == [f"zoo:{n}" for n in zoo.names()]

@@ -14,7 +14,7 @@ from torch import nn
 
 import paramscope
 from paramscope import ParamDict, ParamscopeError
-from paramscope.build import zoo
+from paramscope.building import zoo
 from paramscope.lifecycle import bind, find_ties, load_into, match, tie, untie
 from paramscope.lifecycle._load import collapse
 

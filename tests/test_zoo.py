@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from paramscope import MissingNameError, ParamscopeError
-from paramscope.build import zoo
+from paramscope.building import zoo
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "zoo_reference_keys.json").read_text())
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -95,7 +95,7 @@ def test_names_in_order():
 def test_registry_works_without_torch():
     code = (
         "import json, sys\n"
-        "from paramscope.build import zoo\n"
+        "from paramscope.building import zoo\n"
         "out = [zoo.names(), zoo.describe('bert-base'), zoo.REFERENCE_PARAMS['gpt2-xl']]\n"
         "print(json.dumps({'out': out, 'torch': 'torch' in sys.modules}))\n"
     )

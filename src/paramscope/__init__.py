@@ -49,7 +49,13 @@ if TYPE_CHECKING:
     from ._units import parse_size as parse_size
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
-    from .build import zoo as zoo
+    from .building import BuildResult as BuildResult
+    from .building import InferError as InferError
+    from .building import SpecError as SpecError
+    from .building import build as build
+    from .building import build_with_report as build_with_report
+    from .building import infer_model as infer_model
+    from .building import zoo as zoo
     from .counting import Count as Count
     from .counting import Formula as Formula
     from .counting import Group as Group
@@ -70,12 +76,19 @@ if TYPE_CHECKING:
     from .io import load as load
     from .io import read_manifest as read_manifest
     from .io import save as save
+    from .lifecycle import FreezeCounts as FreezeCounts
+    from .lifecycle import InitReport as InitReport
     from .lifecycle import LoadReport as LoadReport
     from .lifecycle import bind as bind
     from .lifecycle import find_ties as find_ties
+    from .lifecycle import freeze as freeze
+    from .lifecycle import init as init
     from .lifecycle import load_into as load_into
     from .lifecycle import match as match
+    from .lifecycle import register_scheme as register_scheme
     from .lifecycle import tie as tie
+    from .lifecycle import trainable_only as trainable_only
+    from .lifecycle import unfreeze as unfreeze
     from .lifecycle import untie as untie
 
 _LAZY: dict[str, str] = {
@@ -131,6 +144,19 @@ _LAZY: dict[str, str] = {
     "read_manifest": ".io",
     "save": ".io",
     "LoadReport": ".lifecycle",
+    "FreezeCounts": ".lifecycle",
+    "InitReport": ".lifecycle",
+    "freeze": ".lifecycle",
+    "init": ".lifecycle",
+    "register_scheme": ".lifecycle",
+    "trainable_only": ".lifecycle",
+    "unfreeze": ".lifecycle",
+    "BuildResult": ".building",
+    "InferError": ".building",
+    "SpecError": ".building",
+    "build": ".building",
+    "build_with_report": ".building",
+    "infer_model": ".building",
     "bind": ".lifecycle",
     "find_ties": ".lifecycle",
     "load_into": ".lifecycle",
@@ -142,7 +168,7 @@ _LAZY: dict[str, str] = {
 # Public submodules, loaded on first use too.
 _SUBMODULES: dict[str, str] = {
     "formulas": ".counting._formulas",
-    "zoo": ".build.zoo",
+    "zoo": ".building.zoo",
 }
 
 
@@ -156,6 +182,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BuildResult",
     "Count",
     "DType",
     "DTypeMismatchError",
@@ -165,8 +192,11 @@ __all__ = [
     "Format",
     "FormatError",
     "Formula",
+    "FreezeCounts",
     "Group",
     "HeaderError",
+    "InferError",
+    "InitReport",
     "Inspection",
     "IntegrityError",
     "InvalidNameError",
@@ -184,6 +214,7 @@ __all__ = [
     "ShapeMismatchError",
     "ShardIndexError",
     "SourceNotFoundError",
+    "SpecError",
     "Summary",
     "UnknownFormatError",
     "UnsafePickleError",
@@ -192,6 +223,8 @@ __all__ = [
     "__version__",
     "apply_renames",
     "bind",
+    "build",
+    "build_with_report",
     "compile_pattern",
     "count",
     "detect_format",
@@ -200,8 +233,11 @@ __all__ = [
     "find_ties",
     "formula_for",
     "formulas",
+    "freeze",
     "group",
+    "infer_model",
     "infer_role",
+    "init",
     "inspect",
     "load",
     "load_into",
@@ -209,10 +245,13 @@ __all__ = [
     "parse_size",
     "read_manifest",
     "register_packed",
+    "register_scheme",
     "resolve_target",
     "save",
     "summary",
     "tie",
+    "trainable_only",
+    "unfreeze",
     "untie",
     "validate_name",
     "verify",

@@ -104,7 +104,7 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
     spec = os.fspath(target)
     args = dict(args or {})
     if spec.startswith("zoo:"):
-        from .build import zoo
+        from .building import zoo
 
         return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False)  # zoo skips it
     p = Path(spec)
@@ -128,7 +128,7 @@ def _on_meta(build: Any, skip_init: bool = True) -> Any:
 
     import torch
 
-    from .build.zoo._meta import SkipNormalOnMeta  # random init of meta tensors is a no-op
+    from .building.zoo._meta import SkipNormalOnMeta  # random init of meta tensors is a no-op
 
     with torch.device("meta"), SkipNormalOnMeta() if skip_init else contextlib.nullcontext():
         return build()

@@ -194,7 +194,7 @@ def match(
 @app.command()
 def zoo(json: JsonOpt = False) -> None:
     """List the built-in models with their parameter counts (built on the meta device)."""
-    from ..build import zoo as zoo_
+    from ..building import zoo as zoo_
     from ..counting import count as count_
 
     rows = []

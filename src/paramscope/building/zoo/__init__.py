@@ -7,7 +7,7 @@ costs nothing to build. ``names``, ``describe``, ``REFERENCE`` and ``REFERENCE_P
 without importing torch; only :func:`build` imports it.
 
 Example:
-    >>> from paramscope.build import zoo
+    >>> from paramscope.building import zoo
     >>> zoo.REFERENCE_PARAMS["gpt2"]
     124439808
 """

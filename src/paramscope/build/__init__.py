@@ -1,1 +1,0 @@
-"""Building models: the built-in model zoo (:mod:`paramscope.build.zoo`)."""

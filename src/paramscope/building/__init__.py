@@ -1,0 +1,47 @@
+"""Building models: from a spec (:func:`build`), from a bare state dict (:func:`infer_model`),
+and the built-in model zoo (:mod:`paramscope.building.zoo`).
+
+Names load on first use (PEP 562): importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from . import zoo as zoo
+    from ._infer import InferError as InferError
+    from ._infer import infer_model as infer_model
+    from ._spec import BuildResult as BuildResult
+    from ._spec import SpecError as SpecError
+    from ._spec import SpecModule as SpecModule
+    from ._spec import build as build
+    from ._spec import build_with_report as build_with_report
+    from ._spec import read_spec as read_spec
+
+_LAZY: dict[str, str] = {
+    "InferError": "._infer",
+    "infer_model": "._infer",
+    "BuildResult": "._spec",
+    "SpecError": "._spec",
+    "SpecModule": "._spec",
+    "build": "._spec",
+    "build_with_report": "._spec",
+    "read_spec": "._spec",
+}
+
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY, {"zoo": ".zoo"})
+
+__all__ = [
+    "BuildResult",
+    "InferError",
+    "SpecError",
+    "SpecModule",
+    "build",
+    "build_with_report",
+    "infer_model",
+    "read_spec",
+    "zoo",
+]
