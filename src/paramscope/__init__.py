@@ -80,9 +80,11 @@ if TYPE_CHECKING:
     from .lifecycle import InitReport as InitReport
     from .lifecycle import LoadReport as LoadReport
     from .lifecycle import bind as bind
+    from .lifecycle import eval_frozen_bn as eval_frozen_bn
     from .lifecycle import find_ties as find_ties
     from .lifecycle import freeze as freeze
     from .lifecycle import init as init
+    from .lifecycle import init_schemes as init_schemes
     from .lifecycle import load_into as load_into
     from .lifecycle import match as match
     from .lifecycle import register_scheme as register_scheme
@@ -147,6 +149,8 @@ _LAZY: dict[str, str] = {
     "FreezeCounts": ".lifecycle",
     "InitReport": ".lifecycle",
     "freeze": ".lifecycle",
+    "eval_frozen_bn": ".lifecycle",
+    "init_schemes": ".lifecycle",
     "init": ".lifecycle",
     "register_scheme": ".lifecycle",
     "trainable_only": ".lifecycle",
@@ -230,6 +234,7 @@ __all__ = [
     "detect_format",
     "did_you_mean",
     "estimate_memory",
+    "eval_frozen_bn",
     "find_ties",
     "formula_for",
     "formulas",
@@ -238,6 +243,7 @@ __all__ = [
     "infer_model",
     "infer_role",
     "init",
+    "init_schemes",
     "inspect",
     "load",
     "load_into",
