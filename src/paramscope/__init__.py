@@ -56,6 +56,11 @@ if TYPE_CHECKING:
     from .building import build_with_report as build_with_report
     from .building import infer_model as infer_model
     from .building import zoo as zoo
+    from .compress import QuantReport as QuantReport
+    from .compress import SparsityReport as SparsityReport
+    from .compress import dequantize as dequantize
+    from .compress import prune as prune
+    from .compress import quantize as quantize
     from .counting import Count as Count
     from .counting import Formula as Formula
     from .counting import Group as Group
@@ -142,6 +147,11 @@ _LAZY: dict[str, str] = {
     "summary": ".counting",
     "resolve_target": "._targets",
     "detect_format": ".io",
+    "QuantReport": ".compress",
+    "SparsityReport": ".compress",
+    "dequantize": ".compress",
+    "prune": ".compress",
+    "quantize": ".compress",
     "load": ".io",
     "read_manifest": ".io",
     "save": ".io",
@@ -213,11 +223,13 @@ __all__ = [
     "Node",
     "ParamDict",
     "ParamscopeError",
+    "QuantReport",
     "Role",
     "RoleSource",
     "ShapeMismatchError",
     "ShardIndexError",
     "SourceNotFoundError",
+    "SparsityReport",
     "SpecError",
     "Summary",
     "UnknownFormatError",
@@ -231,6 +243,7 @@ __all__ = [
     "build_with_report",
     "compile_pattern",
     "count",
+    "dequantize",
     "detect_format",
     "did_you_mean",
     "estimate_memory",
@@ -249,6 +262,8 @@ __all__ = [
     "load_into",
     "match",
     "parse_size",
+    "prune",
+    "quantize",
     "read_manifest",
     "register_packed",
     "register_scheme",

@@ -123,6 +123,15 @@ class Entry:
         """Bytes of the values (sub-byte types packed)."""
         return self.dtype.nbytes(self.numel)
 
+    @property
+    def logical_numel(self) -> int:
+        """Elements the entry stands for: the original shape of a quantised (packed) entry,
+        else :attr:`numel`."""
+        quant = self.extra.get("quant") if isinstance(self.extra, Mapping) else None
+        if isinstance(quant, Mapping) and isinstance(quant.get("shape"), list):
+            return math.prod(int(d) for d in quant["shape"])
+        return self.numel
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of this entry.
 
@@ -137,7 +146,7 @@ class Entry:
             "name": self.name,
             "shape": list(self.shape),
             "dtype": self.dtype.value,
-            "params": self.numel,
+            "params": self.logical_numel,
             "bytes": self.nbytes,
             "role": self.role.value,
             "trainable": self.trainable,

@@ -154,13 +154,22 @@ def memory(
 @app.command()
 def match(
     target: TargetArg,
-    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="The checkpoint to "
-                                              "check (read from its headers only).")],
-    remap: Annotated[list[str] | None, typer.Option("--remap", help="REGEX=REPLACEMENT rename "
-                                                    "rule for checkpoint names. Repeatable.")]
-    = None,
-    fix_prefix: Annotated[bool, typer.Option("--fix-prefix", help="Consider an unambiguous "
-                                             "module./model. prefix fix.")] = False,
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT", help="The checkpoint to check (read from its headers only)."
+        ),
+    ],
+    remap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--remap", help="REGEX=REPLACEMENT rename rule for checkpoint names. Repeatable."
+        ),
+    ] = None,
+    fix_prefix: Annotated[
+        bool,
+        typer.Option("--fix-prefix", help="Consider an unambiguous module./model. prefix fix."),
+    ] = False,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -172,8 +181,10 @@ def match(
     if isinstance(model, str):
         from .._errors import ParamscopeError
 
-        raise ParamscopeError(f"{target}: match needs a model TARGET (zoo:, module:callable or "
-                              "config.json), found a checkpoint")
+        raise ParamscopeError(
+            f"{target}: match needs a model TARGET (zoo:, module:callable or "
+            "config.json), found a checkpoint"
+        )
     rules = []
     for rule in remap or []:
         pattern, sep, repl = rule.partition("=")
@@ -189,6 +200,96 @@ def match(
         print(report.format())
     if not report.ok:
         raise typer.Exit(1)
+
+
+SrcArg = Annotated[str, typer.Argument(metavar="SRC", help="The checkpoint to read.")]
+DstArg = Annotated[str, typer.Argument(metavar="DST", help="The safetensors file to write.")]
+SelectOpt = Annotated[
+    list[str] | None,
+    typer.Option("--select", help="Only entries matching this glob (or re:REGEX). Repeatable."),
+]
+SkipOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--skip", help="Leave entries matching this glob (or re:REGEX) alone. Repeatable."
+    ),
+]
+
+
+@app.command()
+def prune(
+    src: SrcArg,
+    dst: DstArg,
+    amount: Annotated[
+        float | None,
+        typer.Option(help="Fraction of the selected weights to zero (not with --structure n:m)."),
+    ] = None,
+    scope: Annotated[str, typer.Option(help="global (one threshold) or layer.")] = "global",
+    method: Annotated[str, typer.Option(help="l1 (smallest |w|) or random.")] = "l1",
+    structure: Annotated[str | None, typer.Option(help="rows, channels or n:m.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Kept per group for n:m.")] = 2,
+    m: Annotated[int, typer.Option("--m", help="Group size for n:m.")] = 4,
+    select: SelectOpt = None,
+    skip: SkipOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for --method random.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Prune SRC into DST (streaming) and report per-tensor and total sparsity."""
+    from ..compress import prune_file
+
+    if amount is None and structure != "n:m":
+        from .._errors import ParamscopeError
+
+        raise ParamscopeError("prune: give --amount (e.g. --amount 0.5), or --structure n:m")
+    report = prune_file(
+        src,
+        dst,
+        amount,
+        scope=scope,
+        method=method,
+        structure=structure,
+        n=n,
+        m=m,
+        select=select or None,
+        skip=skip or None,
+        seed=seed,
+        show_progress=False if json else None,
+    )
+    result = {"source": src, "output": dst, **report.to_dict()}
+    _output.emit_json(result) if json else _output.print_sparsity(result)
+
+
+@app.command()
+def quantize(
+    src: SrcArg,
+    dst: DstArg,
+    bits: Annotated[int, typer.Option(help="8 or 4 (4-bit values are packed two per byte).")] = 8,
+    scheme: Annotated[str, typer.Option(help="symmetric or asymmetric.")] = "symmetric",
+    granularity: Annotated[str, typer.Option(help="tensor or channel.")] = "channel",
+    group_size: Annotated[
+        int | None,
+        typer.Option(help="Groups of this size along the last dim (overrides --granularity)."),
+    ] = None,
+    select: SelectOpt = None,
+    skip: SkipOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Quantise SRC into a self-describing DST (streaming) with SQNR and error per tensor."""
+    from ..compress import quantize_file
+
+    report = quantize_file(
+        src,
+        dst,
+        bits=bits,
+        scheme=scheme,
+        granularity=granularity,
+        group_size=group_size,
+        select=select or None,
+        skip=skip or None,
+        show_progress=False if json else None,
+    )
+    result = {"source": src, "output": dst, **report.to_dict()}
+    _output.emit_json(result) if json else _output.print_quant(result)
 
 
 @app.command()

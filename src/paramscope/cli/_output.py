@@ -11,13 +11,25 @@ from .._units import format_bytes, format_count
 __all__ = ["emit_json", "print_count", "print_inspect", "print_verify"]
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return "nan"
+    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` as indented JSON on stdout.
+    """Print ``obj`` as indented, strictly valid JSON on stdout (inf/nan become strings).
 
     Args:
         obj: a JSON-able object.
     """
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _short(n: int) -> str:
@@ -50,6 +62,18 @@ def print_count(d: dict[str, Any]) -> None:
         )
     for group in d["ties"]:
         lines.append(f"  tied       {' = '.join(group)}")
+    if d.get("pruned"):
+        total = sum(p["params"] for p in d["pruned"].values())
+        known = [p["nonzero"] for p in d["pruned"].values() if p["nonzero"] is not None]
+        if known:
+            nnz = sum(known)
+            lines.append(
+                f"  nonzero    {format_count(nnz):>18}  of {format_count(total)} in "
+                f"{len(d['pruned'])} pruned tensors ({100 * (1 - nnz / total):.1f}% "
+                "zeros)"
+                if total
+                else ""
+            )
     if d["roles"] == "inferred":
         lines.append("  note: roles inferred from names and dtypes (no paramscope metadata)")
     for note in d["notes"]:
@@ -113,6 +137,12 @@ def print_inspect(d: dict[str, Any]) -> None:
                 params, size = f"= {e['tie']}", "0 B"
             else:
                 params, size = format_count(e["params"]), format_bytes(e["bytes"])
+                nnz = e.get("extra", {}).get("nonzero")
+                if isinstance(nnz, int):
+                    params += f" (nnz {format_count(nnz)})"
+                quant = e.get("extra", {}).get("quant")
+                if isinstance(quant, dict):
+                    role = f"{role}, int{quant.get('bits')}"
             table.add_row(
                 f"  {escape(name)}",
                 "×".join(map(str, e["shape"])) or "()",
@@ -318,6 +348,73 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two sibling rows that can be shown as one: same type and counts, nothing below shown."""
     keys = ("kind", "params", "own_params", "trainable", "buffers", "formula", "tied")
     return (
-        not a.get("children") and not b.get("children") and not a["shared_with"]
-        and not b["shared_with"] and all(a[k] == b[k] for k in keys)
+        not a.get("children")
+        and not b.get("children")
+        and not a["shared_with"]
+        and not b["shared_with"]
+        and all(a[k] == b[k] for k in keys)
     )
+
+
+def _rows_text(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
+
+
+def print_sparsity(d: dict[str, Any], limit: int = 40) -> None:
+    """Print a SparsityReport dict (per tensor, then the total).
+
+    Args:
+        d: ``{"source", "output", "tensors", "total"}``.
+        limit: at most this many tensor rows (the rest are summarised).
+    """
+    rows = [
+        [
+            t["name"],
+            format_count(t["elements"]),
+            format_count(t["zeros"]),
+            f"{100 * t['sparsity']:.1f}%",
+        ]
+        for t in d["tensors"][:limit]
+    ]
+    t = d["total"]
+    lines = [f"{d['source']} -> {d['output']}"]
+    lines += _rows_text(["tensor", "elements", "zeros", "sparsity"], rows) if rows else []
+    if len(d["tensors"]) > limit:
+        lines.append(f"… {len(d['tensors']) - limit} more tensors")
+    lines.append(
+        f"total: {format_count(t['elements'])} elements, {format_count(t['zeros'])} "
+        f"zeros ({100 * t['sparsity']:.1f}%), {format_count(t['kept'])} kept"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def print_quant(d: dict[str, Any], limit: int = 40) -> None:
+    """Print a QuantReport dict (per tensor, then the total).
+
+    Args:
+        d: ``{"source", "output", "tensors", "total"}``.
+        limit: at most this many tensor rows.
+    """
+
+    def row(t: dict[str, Any]) -> list[str]:
+        return [
+            t["name"],
+            f"{t['sqnr_db']:.1f}",
+            f"{t['max_abs_error']:.3g}",
+            f"{t['rel_l2']:.3g}",
+            f"{t['cosine']:.6f}",
+            format_bytes(t["bytes_before"]),
+            format_bytes(t["bytes_after"]),
+        ]
+
+    lines = [f"{d['source']} -> {d['output']}"]
+    header = ["tensor", "SQNR dB", "max |err|", "rel L2", "cosine", "before", "after"]
+    rows = [row(t) for t in d["tensors"][:limit]]
+    lines += _rows_text(header, [*rows, row(d["total"])]) if d["tensors"] else []
+    if len(d["tensors"]) > limit:
+        lines.append(f"… {len(d['tensors']) - limit} more tensors (total is over all)")
+    if not d["tensors"]:
+        lines.append("no tensor was selected for quantisation")
+    sys.stdout.write("\n".join(lines) + "\n")

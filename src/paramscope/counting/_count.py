@@ -48,8 +48,9 @@ class Node:
 
     def _add(self, e: Entry) -> None:
         if e.role is Role.PARAM:
-            self.params += e.numel
-            self.trainable += e.numel if e.trainable else 0
+            n = e.logical_numel  # quantised entries count what they stand for
+            self.params += n
+            self.trainable += n if e.trainable else 0
         else:
             self.buffers += e.numel
         self.bytes += e.nbytes
@@ -239,10 +240,17 @@ def count_manifest(m: Manifest) -> Count:
     """
     root = Node()
     nonpersistent = 0
+    quantized = 0
+    sparse: dict[str, dict[str, int | None]] = {}
     by_dtype: dict[str, dict[str, int]] = {}
     for e in m.values():
         if e.tie is not None:
             continue
+        if "quant" in e.extra:
+            quantized += 1
+        nnz = e.extra.get("nonzero")
+        if isinstance(nnz, int) and not isinstance(nnz, bool):  # recorded by prune
+            sparse[e.name] = {"params": e.logical_numel, "nonzero": nnz}
         d = by_dtype.setdefault(e.dtype.value, {"elements": 0, "bytes": 0})
         d["elements"] += e.numel
         d["bytes"] += e.nbytes
@@ -257,6 +265,12 @@ def count_manifest(m: Manifest) -> Count:
                 child = node.children[seg] = Node(".".join(parts[: i + 1]))
             child._add(e)
             node = child
+    notes = list(m.notes)
+    if quantized:
+        notes.append(
+            f"{quantized} quantised entries counted at their logical size (not packed "
+            "elements); their scales and zero points are buffers"
+        )
     return Count(
         params=root.params,
         trainable=root.trainable,
@@ -270,8 +284,9 @@ def count_manifest(m: Manifest) -> Count:
         tree=root,
         format=m.format.value,
         source=m.source,
-        notes=list(m.notes),
+        notes=notes,
         nonpersistent_buffers=nonpersistent,
+        pruned=sparse,
     )
 
 
@@ -339,7 +354,7 @@ def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group
         g.entries.append(e)
         if e.tie is None:
             if e.role is Role.PARAM:
-                g.params += e.numel
+                g.params += e.logical_numel
             else:
                 g.buffers += e.numel
             g.bytes += e.nbytes

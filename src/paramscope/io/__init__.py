@@ -172,7 +172,9 @@ def _meta_of(m: Manifest, name: str) -> EntryMeta:
     return EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
 
 
-def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> ParamDict:
+def load(
+    path: str | os.PathLike[str], *, select: Pattern | None = None, dequantize: bool = False
+) -> ParamDict:
     """Load a checkpoint as a :class:`ParamDict`, lazily, only the selected entries.
 
     safetensors files (single or sharded) are memory-mapped copy-on-write: nothing is read
@@ -182,6 +184,9 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
     Args:
         path: any source :func:`read_manifest` accepts.
         select: a glob / ``re:`` pattern (or list) of names to load; ``None`` loads all.
+        dequantize: restore float tensors from entries quantised by
+            :func:`paramscope.quantize` (their scales and zero points are read along with
+            them and dropped from the result).
 
     Returns:
         The ParamDict (``.metadata`` holds the file's free metadata).
@@ -192,6 +197,15 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
     Example:
         >>> # pd = paramscope.load("model.safetensors", select="encoder.*")
     """
+    pd = _load(path, select)
+    if dequantize:
+        from ..compress._quantize import dequantize as dequantize_
+
+        pd = dequantize_(pd)
+    return pd
+
+
+def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
     from .._paramdict import ParamDict
 
     file, fmt = resolve(path)
@@ -199,6 +213,14 @@ def load(path: str | os.PathLike[str], *, select: Pattern | None = None) -> Para
     if fmt in (Format.SAFETENSORS, Format.SHARDED):
         m = read_manifest(file)
         wanted = [n for n in m if match(n)]
+        for n in list(wanted):  # a quantised entry comes with its scales and zero points
+            quant = m[n].extra.get("quant")
+            if isinstance(quant, dict):
+                wanted += [
+                    a
+                    for a in (quant.get("scale"), quant.get("zero"))
+                    if isinstance(a, str) and a in m and a not in wanted
+                ]
         by_file: dict[str, list[str]] = {}
         for n in wanted:
             e = m[n]

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HEADER",
     "META_KEY",
     "Header",
+    "Planned",
     "StoredEntry",
     "hash_bytes",
     "load_tensors",
@@ -42,6 +43,7 @@ __all__ = [
     "read_manifest",
     "verify_hashes",
     "write_file",
+    "write_stream",
 ]
 
 MAX_HEADER = 100_000_000
@@ -592,6 +594,25 @@ def _as_bytes(name: str, t: torch.Tensor) -> tuple[DType, list[int], Any]:
     return dtype, shape, memoryview(flat.numpy())
 
 
+@dataclass
+class Planned:
+    """One entry of a streamed write: what the header says before the bytes exist.
+
+    Attributes:
+        name: the entry name.
+        dtype: its safetensors dtype.
+        shape: its (logical) shape.
+        nbytes: its byte count.
+        meta: its paramscope metadata (role, trainable, tags, extra).
+    """
+
+    name: str
+    dtype: DType
+    shape: list[int]
+    nbytes: int
+    meta: dict[str, Any]
+
+
 def write_file(
     path: str | os.PathLike[str],
     entries: Sequence[StoredEntry],
@@ -601,12 +622,10 @@ def write_file(
     metadata: Mapping[str, str] | None = None,
     fsync: bool = True,
 ) -> int:
-    """Write one safetensors file atomically, with a hash per entry in its metadata.
+    """Write one safetensors file atomically, with a digest per entry in its metadata.
 
-    The data section is written straight from the tensors' memory, hashed (XXH3-128) in a
-    second thread while it is written, and flushed to disk in the background as it grows; the
-    header (which holds the digests, of fixed length) is written last over a placeholder of
-    the same size.
+    The data is laid out by item size (larger first) so every tensor is aligned; the header
+    keeps the callers' order. See :func:`write_stream` for how the bytes are written.
 
     Args:
         path: destination file.
@@ -624,34 +643,93 @@ def write_file(
     Raises:
         UnsupportedDTypeError: a tensor's dtype or layout cannot be stored.
     """
+    prepared = [(e, *_as_bytes(e.name, e.tensor)) for e in entries]
+    plan = [
+        Planned(e.name, dtype, shape, len(buf) if isinstance(buf, bytes) else buf.nbytes, e.meta)
+        for e, dtype, shape, buf in prepared
+    ]
+    order = sorted(range(len(plan)), key=lambda i: -plan[i].dtype.bits)
+    return write_stream(
+        path,
+        plan,
+        ((plan[i].name, prepared[i][3]) for i in order),
+        data_order=[plan[i].name for i in order],
+        aliases=aliases,
+        alias_meta=alias_meta,
+        metadata=metadata,
+        fsync=fsync,
+    )
+
+
+def write_stream(
+    path: str | os.PathLike[str],
+    plan: Sequence[Planned],
+    chunks: Iterable[tuple[str, Any]],
+    *,
+    data_order: Sequence[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    alias_meta: Mapping[str, dict[str, Any]] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    fsync: bool = True,
+    late_meta: Mapping[str, Mapping[str, Any]] | None = None,
+    reserve: int = 0,
+) -> int:
+    """Write a safetensors file whose tensors are produced one at a time (bounded memory).
+
+    The header is computed from ``plan`` (with fixed-length placeholder digests) and written
+    first; ``chunks`` then yields ``(name, bytes-like)`` in data order, each written straight
+    to the file and hashed (XXH3-128) in a second thread while the next one is produced; at
+    most two buffers are alive at once. The real header is written last over the placeholder
+    and the file is renamed into place atomically (fsync'd unless ``fsync=False``).
+
+    Args:
+        path: destination file.
+        plan: every entry, in header order.
+        chunks: ``(name, buffer)`` pairs in data order.
+        data_order: the names in data order (default: plan order).
+        aliases: alias name → stored name.
+        alias_meta: paramscope metadata of the aliases.
+        metadata: free str → str metadata.
+        fsync: as for :func:`write_file`.
+        late_meta: name → metadata fields known only once the bytes are produced (e.g. a
+            nonzero count); read after the last chunk and merged into the entries' metadata.
+        reserve: header bytes kept free for ``late_meta`` (the final header is padded with
+            spaces, which JSON and every safetensors reader allow, to the reserved length).
+
+    Returns:
+        Bytes of tensor data written.
+
+    Raises:
+        ParamscopeError: a produced buffer does not match the plan (name or size), or the
+            late metadata does not fit the reserved header space.
+    """
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from .._atomic import Flusher, atomic_write
 
     algo = DEFAULT_HASH
-    prepared = [(e, *_as_bytes(e.name, e.tensor)) for e in entries]
-    # Larger items first keeps every entry aligned to its item size (as the safetensors package).
-    order = sorted(range(len(prepared)), key=lambda i: -prepared[i][1].bits)
-    offsets: dict[int, list[int]] = {}
+    by_name = {p.name: p for p in plan}
+    order = list(data_order) if data_order is not None else [p.name for p in plan]
+    offsets: dict[str, list[int]] = {}
     pos = 0
-    for i in order:
-        buf = prepared[i][3]
-        n = len(buf) if isinstance(buf, bytes) else buf.nbytes
-        offsets[i] = [pos, pos + n]
-        pos += n
-    # The header lists entries in the caller's order; only the data is ordered by item size.
+    for name in order:
+        offsets[name] = [pos, pos + by_name[name].nbytes]
+        pos += by_name[name].nbytes
     header: dict[str, Any] = {}
     placeholder = "0" * len(hash_bytes(b"", algo))
     ps_entries: dict[str, Any] = {}
-    for i, (e, dtype, shape, _) in enumerate(prepared):
-        header[e.name] = {"dtype": dtype.value, "shape": shape, "data_offsets": offsets[i]}
-        ps_entries[e.name] = {**e.meta, DIGEST_KEY: placeholder}
+    for p in plan:
+        header[p.name] = {"dtype": p.dtype.value, "shape": p.shape, "data_offsets": offsets[p.name]}
+        ps_entries[p.name] = {**p.meta, DIGEST_KEY: placeholder}
     for alias in aliases or {}:
         ps_entries[alias] = dict((alias_meta or {}).get(alias, {}))
 
-    def header_bytes(hashes: Mapping[str, str]) -> bytes:
+    def header_bytes(
+        hashes: Mapping[str, str], late: Mapping[str, Mapping[str, Any]], pad_to: int = 0
+    ) -> bytes:
         ents = {
-            k: ({**v, DIGEST_KEY: hashes[k]} if k in hashes else v) for k, v in ps_entries.items()
+            k: ({**v, **late.get(k, {}), DIGEST_KEY: hashes[k]} if k in hashes else v)
+            for k, v in ps_entries.items()
         }
         ps = {
             "version": META_VERSION,
@@ -666,25 +744,51 @@ def write_file(
         }
         obj = {"__metadata__": meta, **header}
         raw = json.dumps(obj, separators=(",", ":")).encode()
+        raw += b" " * max(0, pad_to - len(raw))
         raw += b" " * (-(8 + len(raw)) % 8)  # data section starts 8-byte aligned
         return struct.pack("<Q", len(raw)) + raw
 
-    first = header_bytes({})
+    first = header_bytes({}, {})
+    if reserve:
+        first = header_bytes({}, {}, pad_to=len(first) - 8 + reserve)
+    digests: dict[str, str] = {}
     with atomic_write(path, fsync=fsync) as f, ThreadPoolExecutor(1) as pool:
         _preallocate(f, len(first) + pos)
         f.write(first)
         flusher = Flusher(f, every=(256 << 20) if fsync else None)
-        futures: dict[str, Future[str]] = {}
-        for i in order:
-            e, _, _, buf = prepared[i]
-            futures[e.name] = pool.submit(hash_bytes, buf, algo)
-            mv = memoryview(buf)
+        pending: tuple[str, Future[str]] | None = None
+        expected = iter(order)
+        for name, buf in chunks:
+            want = next(expected, None)
+            mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
+            if name != want or len(mv) != by_name[name].nbytes:
+                from .._errors import ParamscopeError
+
+                raise ParamscopeError(
+                    f"{path}: produced {name!r} ({len(mv)} bytes), the plan expects {want!r} "
+                    f"({by_name[want].nbytes if want in by_name else '?'} bytes)"
+                )
+            if pending is not None:  # bound memory: at most one buffer waits for its digest
+                digests[pending[0]] = pending[1].result()
+            pending = (name, pool.submit(hash_bytes, buf, algo))
             for start in range(0, len(mv), _CHUNK):
                 f.write(mv[start : start + _CHUNK])
                 flusher.wrote(min(_CHUNK, len(mv) - start))
-        final = header_bytes({k: fut.result() for k, fut in futures.items()})
-        if len(final) != len(first):  # pragma: no cover - hashes have a fixed length
-            raise AssertionError("header length changed while writing")
+        if pending is not None:
+            digests[pending[0]] = pending[1].result()
+        missing = [n for n in order if n not in digests]
+        if missing:
+            from .._errors import ParamscopeError
+
+            raise ParamscopeError(f"{path}: the producer stopped before {missing[0]!r}")
+        final = header_bytes(digests, late_meta or {}, pad_to=len(first) - 8)
+        if len(final) != len(first):
+            from .._errors import ParamscopeError
+
+            raise ParamscopeError(
+                f"{path}: late metadata needs {len(final) - len(first)} more header bytes "
+                f"than the {reserve} reserved"
+            )
         f.seek(0)
         f.write(final)
         flusher.close()

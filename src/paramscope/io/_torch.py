@@ -327,6 +327,15 @@ def _member_offset(f: Any, info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + name_len + extra_len
 
 
+def _contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expect = 1
+    for d, s in zip(reversed(shape), reversed(stride), strict=True):
+        if d != 1 and s != expect:
+            return False
+        expect *= d
+    return True
+
+
 def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
     """The manifest of a torch checkpoint without importing torch or reading tensor bytes.
 
@@ -367,7 +376,7 @@ def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
         key = (st.key, t.offset, t.shape, t.stride)
         tie = seen.get(key)
         loc = None
-        if st.key in offsets:
+        if st.key in offsets and _contiguous(t.shape, t.stride):  # bytes are one run
             base, _size, member = offsets[st.key]
             itemsize = st.dtype.bits // 8 or 1
             loc = Location(spath, base + t.offset * itemsize, st.dtype.nbytes(numel), member)

@@ -1,0 +1,58 @@
+"""Shrinking parameters: magnitude pruning and weight quantisation with numeric reports.
+
+In-memory functions work on a model or a ParamDict; the ``*_file`` functions stream a
+checkpoint of any size tensor by tensor into a new file. Names load on first use (PEP 562):
+importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from ._api import prune as prune
+    from ._api import quantize as quantize
+    from ._prune import SparsityReport as SparsityReport
+    from ._prune import keep_mask as keep_mask
+    from ._quantize import QuantConfig as QuantConfig
+    from ._quantize import QuantizedTensor as QuantizedTensor
+    from ._quantize import QuantReport as QuantReport
+    from ._quantize import dequantize as dequantize
+    from ._quantize import dequantize_tensor as dequantize_tensor
+    from ._quantize import quantize_tensor as quantize_tensor
+    from ._stream import prune_file as prune_file
+    from ._stream import quantize_file as quantize_file
+
+_LAZY: dict[str, str] = {
+    "SparsityReport": "._prune",
+    "keep_mask": "._prune",
+    "prune": "._api",
+    "QuantConfig": "._quantize",
+    "QuantReport": "._quantize",
+    "QuantizedTensor": "._quantize",
+    "dequantize": "._quantize",
+    "dequantize_tensor": "._quantize",
+    "quantize": "._api",
+    "quantize_tensor": "._quantize",
+    "prune_file": "._stream",
+    "quantize_file": "._stream",
+}
+
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
+
+__all__ = [
+    "QuantConfig",
+    "QuantReport",
+    "QuantizedTensor",
+    "SparsityReport",
+    "dequantize",
+    "dequantize_tensor",
+    "keep_mask",
+    "prune",
+    "prune_file",
+    "quantize",
+    "quantize_file",
+    "quantize_tensor",
+]
