@@ -173,3 +173,18 @@ def test_header_only_count_of_compressed_files_stays_torch_free(gpt, tmp_path: P
     n, params, torch_loaded = r.stdout.split()
     assert int(n) > 0 and int(params) == paramscope.count(src).params
     assert torch_loaded == "False"
+
+
+def test_count_nonzero_reads_values_on_request(tmp_path: Path) -> None:
+    m = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
+    with torch.no_grad():
+        m[0].weight[:3] = 0
+    assert paramscope.count(m).pruned == {}  # header-only / cheap by default
+    expect = {"0.weight": {"params": 100, "nonzero": 70}}
+    assert paramscope.count(m, nonzero=True).pruned == expect
+    path = paramscope.save(m, tmp_path / "z.safetensors")
+    assert paramscope.count(path).pruned == {}
+    assert paramscope.count(path, nonzero=True).pruned == expect
+    assert paramscope.count(ParamDict.from_module(m), nonzero=True).pruned == expect
+    r = run_cli("count", str(path), "--nonzero", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["pruned"] == expect

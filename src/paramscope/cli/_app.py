@@ -58,12 +58,23 @@ def _target(target: str, args: list[str] | None) -> object:
     return resolve_target(target, parse_args(args or []))
 
 
+NonzeroOpt = Annotated[
+    bool,
+    typer.Option(
+        "--nonzero",
+        help="Also read the values and count the nonzeros of every parameter with zeros.",
+    ),
+]
+
+
 @app.command()
-def count(target: TargetArg, arg: ArgOpt = None, json: JsonOpt = False) -> None:
+def count(
+    target: TargetArg, arg: ArgOpt = None, nonzero: NonzeroOpt = False, json: JsonOpt = False
+) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
     from ..counting import count as count_
 
-    result = count_(_target(target, arg)).to_dict(depth=1)  # type: ignore[arg-type]
+    result = count_(_target(target, arg), nonzero=nonzero).to_dict(depth=1)  # type: ignore[arg-type]
     if result["source"] is None:
         result["source"] = target
     _output.emit_json(result) if json else _output.print_count(result)

@@ -192,14 +192,23 @@ def to_manifest(source: Any) -> Manifest:
     )
 
 
-def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Module) -> Count:
+def count(
+    source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Module,
+    *,
+    nonzero: bool = False,
+) -> Count:
     """Count parameters exactly: totals, trainable/frozen, buffers, bytes by dtype, a tree.
 
-    Ties (aliases of one storage) are counted once, under the stored name.
+    Ties (aliases of one storage) are counted once, under the stored name. Nonzero counts of
+    sparse tensors come for free where they are recorded (pruned modules with masks, files
+    written by :func:`paramscope.prune`); ``nonzero=True`` also reads the values (a model's
+    tensors, or a checkpoint streamed tensor by tensor) and reports every parameter that has
+    zeros in :attr:`Count.pruned`.
 
     Args:
         source: a checkpoint path (file, sharded folder, index), a Manifest, a ParamDict or a
             module.
+        nonzero: read values to count the nonzeros of every parameter with zeros.
 
     Returns:
         A :class:`Count`.
@@ -219,8 +228,59 @@ def count(source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Modul
         c.pruned = scan.pruned
         c.shared = scan.shared
         _set_kinds(c.tree, scan.kinds)
+        if nonzero:
+            _nonzero(
+                c,
+                (
+                    (e, _module_tensor(source, e.name))
+                    for e in scan.entries
+                    if e.tie is None and e.role is Role.PARAM and "packed" not in e.tags
+                ),
+            )
         return c
-    return count_manifest(to_manifest(source))
+    c = count_manifest(to_manifest(source))
+    if nonzero:
+        _nonzero_of(source, c)
+    return c
+
+
+def _module_tensor(model: Any, name: str) -> Any:
+    from ..lifecycle._ties import owner
+
+    mod, local = owner(model, name)
+    return mod._parameters.get(local, mod._buffers.get(local))
+
+
+def _nonzero(c: Count, pairs: Any) -> None:
+    import torch
+
+    for e, t in pairs:
+        if e.name in c.pruned or t is None or t.is_meta or "quant" in e.extra:
+            continue
+        nnz = int(torch.count_nonzero(t))
+        if nnz < t.numel():
+            c.pruned[e.name] = {"params": t.numel(), "nonzero": nnz}
+
+
+def _nonzero_of(source: Any, c: Count) -> None:
+    from .._paramdict import ParamDict
+
+    if isinstance(source, (str, os.PathLike)):
+        from ..compress._stream import SourceReader
+
+        with SourceReader(source) as reader:
+            _nonzero(
+                c,
+                (
+                    (e, reader.read(e))
+                    for e in reader.entries
+                    if e.role is Role.PARAM and e.name not in c.pruned
+                ),
+            )
+    elif isinstance(source, (ParamDict, dict)):
+        pd = source if isinstance(source, ParamDict) else ParamDict(source)
+        m = pd.manifest()
+        _nonzero(c, ((m[n], pd[n]) for n in pd.stored() if m[n].role is Role.PARAM))
 
 
 def _set_kinds(node: Node, kinds: dict[str, str]) -> None:
