@@ -191,7 +191,7 @@ def test_internal_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys, workdir
     import paramscope.counting
     from paramscope import cli
 
-    def boom(_source: object) -> object:
+    def boom(_source: object, **_options: object) -> object:
         raise RuntimeError("kaboom")
 
     monkeypatch.delenv("PARAMSCOPE_DEBUG", raising=False)
