@@ -39,5 +39,6 @@ class Format(StrEnum):
     SHARDED = "sharded"
     TORCH = "torch"
     NUMPY = "npz"
+    DCP = "dcp"
     PARAMDICT = "paramdict"
     MODULE = "module"

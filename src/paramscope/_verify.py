@@ -33,6 +33,7 @@ class VerifyReport:
     hashed: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    values: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -54,10 +55,11 @@ class VerifyReport:
             "hashed": self.hashed,
             "problems": self.problems,
             "notes": self.notes,
+            "values": self.values,
         }
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyReport:
+def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyReport:
     """Check a checkpoint's structure and, where paramscope stored them, its hashes.
 
     Structure: every header rule of the format, and for sharded checkpoints that the index
@@ -66,6 +68,8 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
 
     Args:
         path: any checkpoint source.
+        values: also read every floating tensor (streaming, one at a time) and count NaN and
+            Inf values; any found is a problem (``values`` lists the counts per tensor).
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is the verdict. A file that breaks its
@@ -90,6 +94,8 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     report.format = m.format.value
     report.entries = len(m)
     report.notes.extend(m.notes)
+    if values:
+        _check_values(path, report)
     report.files = len([f for f in m.files if not f.endswith(".json")]) or 1
     if m.format not in (Format.SAFETENSORS, Format.SHARDED):
         report.notes.append(f"{m.format.value} files carry no hashes: structure checked only")
@@ -113,3 +119,23 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             "structure checked only"
         )
     return report
+
+
+def _check_values(path: str | os.PathLike[str], report: VerifyReport) -> None:
+    import torch
+
+    from .compress._stream import SourceReader
+
+    with SourceReader(path) as reader:
+        for e in reader.entries:
+            if not e.dtype.is_float or e.dtype.value.startswith(("F4", "F6", "F8_E8M0")):
+                continue
+            t = reader.read(e)
+            nan = int(torch.isnan(t).sum())
+            inf = int(torch.isinf(t).sum())
+            if nan or inf:
+                report.values.append({"name": e.name, "nan": nan, "inf": inf})
+                report.problems.append(
+                    f"{e.location.file if e.location else path}: entry {e.name!r}: "
+                    f"{nan} NaN and {inf} Inf values in {e.numel} elements"
+                )

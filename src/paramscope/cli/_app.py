@@ -304,6 +304,51 @@ def quantize(
 
 
 @app.command()
+def convert(
+    src: SrcArg,
+    dst: DstArg,
+    dtype: Annotated[
+        str | None, typer.Option(help="Cast floating entries: bf16, fp16, fp32…")
+    ] = None,
+    select: SelectOpt = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option("--rename", help="REGEX=REPLACEMENT rename rule. Repeatable, in order."),
+    ] = None,
+    shard_size: Annotated[
+        str | None,
+        typer.Option("--shard-size", help="Write HF shards of at most this size (e.g. 5GB)."),
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="safetensors or dcp.")] = "safetensors",
+    json: JsonOpt = False,
+) -> None:
+    """Convert SRC (safetensors, shards, .pt/.bin, .npz, DCP) into DST, streaming, atomically."""
+    from .._convert import convert as convert_
+
+    report = convert_(
+        src,
+        dst,
+        dtype=dtype,
+        select=select or None,
+        rename=rename or None,
+        max_shard_size=shard_size,
+        format=format,
+        show_progress=False if json else None,
+    )
+    result = report.to_dict()
+    if json:
+        _output.emit_json(result)
+    else:
+        print(
+            f"{result['source']} -> {result['output']} [{result['format']}]: "
+            f"{result['entries']} entries, {result['aliases']} aliases, "
+            f"{result['bytes']:,} bytes, {result['casts']} cast, {result['shards']} file(s)"
+        )
+        for note in result["notes"]:
+            print(f"  note: {note}")
+
+
+@app.command()
 def zoo(json: JsonOpt = False) -> None:
     """List the built-in models with their parameter counts (built on the meta device)."""
     from ..building import zoo as zoo_
@@ -325,11 +370,20 @@ def zoo(json: JsonOpt = False) -> None:
 
 
 @app.command()
-def verify(path: PathArg, json: JsonOpt = False) -> None:
+def verify(
+    path: PathArg,
+    values: Annotated[
+        bool,
+        typer.Option(
+            "--values", help="Also read every tensor and count NaN/Inf values (streaming)."
+        ),
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
     """Check header rules, index/shard agreement and stored hashes; exit 0 when sound, 2 if not."""
     from .._verify import verify as verify_
 
-    report = verify_(path)
+    report = verify_(path, values=values)
     result = report.to_dict()
     _output.emit_json(result) if json else _output.print_verify(result)
     if not report.ok:

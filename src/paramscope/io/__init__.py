@@ -281,6 +281,7 @@ def save(
     max_shard_size: int | str | None = None,
     metadata: Mapping[str, str] | None = None,
     fsync: bool = True,
+    format: str = "safetensors",
 ) -> Path:
     """Save parameters as safetensors, atomically, with a content digest per entry.
 
@@ -299,6 +300,8 @@ def save(
             survives a power loss. ``False`` is faster (no waiting for the disk); the
             rename into place is still atomic, so readers and a killed process never see a
             torn file, but an OS crash soon after may lose the new file.
+        format: ``"safetensors"`` (default) or ``"dcp"`` (a torch.distributed.checkpoint
+            folder, written in this one process; see :mod:`paramscope.io._dcp`).
 
     Returns:
         The path written (the index file when sharded).
@@ -314,6 +317,12 @@ def save(
     from . import _sharded
 
     pd = _as_paramdict(source)
+    if format == "dcp":
+        from . import _dcp
+
+        return _dcp.save_dcp(pd, path)
+    if format != "safetensors":
+        raise ParamscopeError(f"save: format {format!r}: expected 'safetensors' or 'dcp'")
     meta = {**pd.metadata, **dict(metadata or {})}
     bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:

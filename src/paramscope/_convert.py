@@ -1,0 +1,328 @@
+"""convert: any readable checkpoint → safetensors (one file or HF shards) or DCP, streaming.
+
+Tensors are read one at a time (see :class:`paramscope.compress._stream.SourceReader`), cast
+when a dtype is asked for (floating entries only; everything else is copied bitwise), renamed,
+and written progressively, so peak memory is about twice the largest tensor plus a constant.
+Ties are stored once and recorded as aliases. The output appears atomically: a file through a
+temp file and a rename; a sharded folder is built under a temp name beside the destination and
+renamed into place (an existing destination folder is swapped out and then removed).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._atomic import TEMP_MARK, fsync_dir
+from ._errors import ParamscopeError
+from ._names import Pattern, apply_renames, compile_pattern
+
+__all__ = ["ConvertReport", "convert"]
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`convert` wrote.
+
+    Attributes:
+        source: the source path.
+        output: the file or folder written.
+        format: ``safetensors``, ``sharded`` or ``dcp``.
+        entries: stored entries written.
+        aliases: ties recorded as aliases.
+        bytes: tensor bytes written.
+        casts: entries whose dtype was converted.
+        renamed: old name → new name for renamed entries.
+        shards: files written (1 for a single file).
+        notes: what the reader or writer wants said.
+    """
+
+    source: str
+    output: str
+    format: str
+    entries: int = 0
+    aliases: int = 0
+    bytes: int = 0
+    casts: int = 0
+    renamed: dict[str, str] = field(default_factory=dict)
+    shards: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (keys = attribute names).
+
+        Returns:
+            The dict.
+        """
+        return dict(self.__dict__)
+
+
+def _parse_rules(rename: Sequence[tuple[str, str]] | Sequence[str] | None) -> list[tuple[str, str]]:
+    rules: list[tuple[str, str]] = []
+    for r in rename or []:
+        if isinstance(r, str):
+            pattern, sep, repl = r.partition("=")
+            if not sep:
+                raise ParamscopeError(f"rename rule {r!r}: expected REGEX=REPLACEMENT")
+            rules.append((pattern, repl))
+        else:
+            rules.append((r[0], r[1]))
+    return rules
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    dtype: Any = None,
+    select: Pattern | None = None,
+    rename: Sequence[tuple[str, str]] | Sequence[str] | None = None,
+    max_shard_size: int | str | None = None,
+    format: str | None = None,
+    fsync: bool = True,
+    show_progress: bool | None = None,
+) -> ConvertReport:
+    """Convert a checkpoint, streaming, with optional cast, selection, renames and sharding.
+
+    Args:
+        src: safetensors file, sharded folder or index, torch ``.pt``/``.bin``, ``.npz``, DCP.
+        dst: a ``.safetensors`` file, or a folder (with ``max_shard_size``, or for DCP).
+        dtype: cast floating entries to this dtype (``"bf16"``, ``torch.float16``…); others
+            are copied bitwise.
+        select: only entries matching this glob / ``re:`` pattern (or list).
+        rename: ``(regex, replacement)`` rules or ``"REGEX=REPLACEMENT"`` strings, applied in
+            order to every name; collisions are refused.
+        max_shard_size: write HF shards of at most this size (``"5GB"``) and an index.
+        format: ``"safetensors"`` (default) or ``"dcp"``.
+        fsync: flush to disk before returning.
+        show_progress: progress bar on stderr (default: only on a terminal).
+
+    Returns:
+        A :class:`ConvertReport`.
+
+    Raises:
+        ParamscopeError: bad options, a rename collision, or an unreadable source.
+
+    Example:
+        >>> # convert("pytorch_model.bin", "model.safetensors", dtype="bf16")
+    """
+    from ._units import parse_size
+    from .compress._stream import SourceReader, _bytes_of, _meta_of, progress
+    from .counting._memory import parse_dtype
+
+    fmt = (format or "safetensors").lower()
+    if fmt not in ("safetensors", "dcp"):
+        raise ParamscopeError(f"format {format!r}: expected 'safetensors' or 'dcp'")
+    cast = parse_dtype(dtype) if dtype is not None else None
+    rules = _parse_rules(rename)
+    match = compile_pattern(select) if select is not None else (lambda _n: True)
+    report = ConvertReport(os.fspath(src), os.fspath(dst), fmt)
+    with SourceReader(src) as reader:
+        report.notes += reader.notes
+        m = reader.manifest
+        keep_alias = {a: t for a, t in reader.aliases.items() if match(a) and match(t)}
+        stored = [e for e in reader.entries if match(e.name)]
+        # An alias selected without its target is written as a stored entry of its own.
+        orphans = [a for a, t in reader.aliases.items() if match(a) and not match(t)]
+        names = [e.name for e in stored] + orphans + list(keep_alias)
+        mapping = apply_renames(names, rules) if rules else {n: n for n in names}
+        report.renamed = {k: v for k, v in mapping.items() if k != v}
+        if fmt == "dcp":
+            return _to_dcp(reader, stored, orphans, keep_alias, mapping, cast, dst, report)
+
+        def target_dtype(e: Any) -> Any:
+            return cast if (cast is not None and e.dtype.is_float) else e.dtype
+
+        items = [(e.name, e) for e in stored] + [(a, m[reader.aliases[a]]) for a in orphans]
+        from .io._safetensors import Planned
+
+        plan = []
+        for name, e in items:
+            dt = target_dtype(e)
+            meta = _meta_of(m.get(name, e))
+            plan.append(Planned(mapping[name], dt, list(e.shape), dt.nbytes(e.numel), meta))
+            report.casts += dt is not e.dtype
+        aliases = {mapping[a]: mapping[t] for a, t in keep_alias.items()}
+        alias_meta = {mapping[a]: _meta_of(m[a]) for a in keep_alias}
+        report.entries, report.aliases = len(plan), len(aliases)
+        report.bytes = sum(p.nbytes for p in plan)
+
+        def tensor_of(name: str, e: Any) -> Any:
+            t = reader.read(e)
+            dt = target_dtype(e)
+            return t if dt is e.dtype else t.to(dt.to_torch())
+
+        if max_shard_size is None:
+            with progress(report.bytes, "convert", enabled=show_progress) as advance:
+                _write_file(
+                    dst,
+                    plan,
+                    items,
+                    tensor_of,
+                    _bytes_of,
+                    aliases,
+                    alias_meta,
+                    m.metadata,
+                    fsync,
+                    advance,
+                )
+            return report
+        limit = parse_size(max_shard_size)
+        with progress(report.bytes, "convert", enabled=show_progress) as advance:
+            report.shards = _write_sharded(
+                Path(dst),
+                plan,
+                items,
+                tensor_of,
+                _bytes_of,
+                aliases,
+                alias_meta,
+                m.metadata,
+                fsync,
+                limit,
+                advance,
+            )
+        report.format = "sharded" if report.shards > 1 else "safetensors"
+        return report
+
+
+def _write_file(
+    dst: Any,
+    plan: list[Any],
+    items: list[tuple[str, Any]],
+    tensor_of: Any,
+    bytes_of: Any,
+    aliases: dict[str, str],
+    alias_meta: dict[str, Any],
+    metadata: dict[str, str],
+    fsync: bool,
+    advance: Any,
+) -> None:
+    from .io._safetensors import write_stream
+
+    def chunks() -> Iterator[tuple[str, Any]]:
+        for (name, e), p in zip(items, plan, strict=True):
+            yield p.name, bytes_of(tensor_of(name, e))
+            advance(p.nbytes)
+
+    if Path(dst).is_dir():
+        raise ParamscopeError(
+            f"{dst}: is a folder; give a .safetensors file name, or max_shard_size= to write shards"
+        )
+    write_stream(
+        dst, plan, chunks(), aliases=aliases, alias_meta=alias_meta, metadata=metadata, fsync=fsync
+    )
+
+
+def _write_sharded(
+    dst: Path,
+    plan: list[Any],
+    items: list[tuple[str, Any]],
+    tensor_of: Any,
+    bytes_of: Any,
+    aliases: dict[str, str],
+    alias_meta: dict[str, Any],
+    metadata: dict[str, str],
+    fsync: bool,
+    limit: int,
+    advance: Any,
+) -> int:
+    import json
+
+    from ._atomic import atomic_write
+    from .io._safetensors import write_stream
+    from .io._sharded import plan_shards
+
+    groups = plan_shards([(p.name, p.nbytes) for p in plan], limit)
+    by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
+    parent = dst.parent if str(dst.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{dst.name}{TEMP_MARK}{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        n = len(groups)
+        weight_map: dict[str, str] = {}
+        total = 0
+        for k, names in enumerate(groups, 1):
+            fname = "model.safetensors" if n == 1 else f"model-{k:05d}-of-{n:05d}.safetensors"
+            held = set(names)
+            mine = {a: t for a, t in aliases.items() if t in held}
+
+            def chunks(names: list[str] = names) -> Iterator[tuple[str, Any]]:
+                for name in names:
+                    p, (old, e) = by_new[name]
+                    yield name, bytes_of(tensor_of(old, e))
+                    advance(p.nbytes)
+
+            total += write_stream(
+                tmp / fname,
+                [by_new[x][0] for x in names],
+                chunks(),
+                aliases=mine,
+                alias_meta={a: alias_meta[a] for a in mine},
+                metadata=metadata,
+                fsync=fsync,
+            )
+            weight_map.update(dict.fromkeys(names, fname))
+        if n > 1:
+            body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
+            with atomic_write(tmp / "model.safetensors.index.json", fsync=fsync) as f:
+                f.write(json.dumps(body, indent=2).encode())
+        _swap_into_place(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(groups)
+
+
+def _swap_into_place(tmp: Path, dst: Path) -> None:
+    """Rename a finished folder onto ``dst``; an existing ``dst`` is swapped out, then removed."""
+    old = None
+    if dst.exists():
+        if not dst.is_dir():
+            raise ParamscopeError(f"{dst}: exists and is not a folder")
+        old = dst.parent / f".{dst.name}{TEMP_MARK}old-{secrets.token_hex(4)}"
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent if str(dst.parent) else ".")
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _to_dcp(
+    reader: Any,
+    stored: list[Any],
+    orphans: list[str],
+    keep_alias: dict[str, str],
+    mapping: dict[str, str],
+    cast: Any,
+    dst: Any,
+    report: ConvertReport,
+) -> ConvertReport:
+    """DCP output: DCP writes whole state dicts, so values are gathered (not streamed)."""
+    from ._paramdict import EntryMeta, ParamDict
+    from .io import save
+
+    pd = ParamDict(metadata=reader.manifest.metadata)
+    m = reader.manifest
+    for e in stored:
+        t = reader.read(e)
+        if cast is not None and e.dtype.is_float and e.dtype is not cast:
+            t = t.to(cast.to_torch())
+            report.casts += 1
+        pd.add(mapping[e.name], t)
+        pd._meta[mapping[e.name]] = EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
+    for a in orphans:
+        pd.add(mapping[a], reader.read(m[reader.aliases[a]]))
+    for a, t in keep_alias.items():
+        pd.tie(mapping[a], mapping[t])
+    report.entries, report.aliases = len(pd.stored()), len(keep_alias)
+    report.bytes = sum(pd[n].numel() * pd[n].element_size() for n in pd.stored())
+    report.notes.append("DCP output holds the whole state dict in memory while writing")
+    save(pd, dst, format="dcp")
+    return report

@@ -1,0 +1,133 @@
+"""convert (streaming, atomic, ties, casts, renames, shards) and verify --values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import paramscope
+from paramscope import ParamscopeError
+from paramscope._convert import convert
+from paramscope.building import zoo
+
+KW = {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 60, "n_positions": 16}
+
+
+@pytest.fixture
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return zoo.build("gpt2", **KW)
+
+
+def no_temps(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if ".paramscope-tmp-" in p.name]
+
+
+@pytest.mark.parametrize("kind", ["pt", "safetensors", "sharded", "npz"])
+def test_every_source_converts_bitwise_with_ties(model, tmp_path: Path, kind: str) -> None:
+    sd = model.state_dict()
+    if kind == "pt":
+        src = tmp_path / "m.pt"
+        torch.save(sd, src)
+    elif kind == "safetensors":
+        src = paramscope.save(model, tmp_path / "m.safetensors")
+    elif kind == "sharded":
+        src = paramscope.save(model, tmp_path / "shards", max_shard_size="50KB").parent
+    else:
+        src = tmp_path / "m.npz"
+        np.savez(src, **{k: v.numpy() for k, v in sd.items()})
+    dst = tmp_path / "out.safetensors"
+    report = convert(src, dst)
+    assert report.entries + report.aliases == len(sd)
+    out = paramscope.load(dst)
+    for k, v in sd.items():
+        assert torch.equal(out[k], v), k
+    if kind != "npz":  # npz cannot hold a tie
+        assert out["lm_head.weight"] is out["transformer.wte.weight"]
+    assert paramscope.verify(dst).ok and no_temps(tmp_path)
+
+
+def test_cast_select_rename_and_shards(model, tmp_path: Path) -> None:
+    src = paramscope.save(model, tmp_path / "m.safetensors")
+    dst = tmp_path / "out"
+    r = convert(src, dst, dtype="bf16", select="transformer.h.0.*",
+                rename=[r"^transformer\.h\.0\.=block."], max_shard_size="10KB")
+    assert r.format == "sharded" and r.shards > 1 and r.casts == r.entries
+    out = paramscope.load(dst)
+    assert all(k.startswith("block.") for k in out)
+    w = out["block.attn.c_attn.weight"]
+    assert w.dtype == torch.bfloat16
+    assert torch.equal(w, model.transformer.h[0].attn.c_attn.weight.detach().bfloat16())
+    idx = json.loads((dst / "model.safetensors.index.json").read_text())
+    assert set(idx["weight_map"]) == set(out)
+    with pytest.raises(paramscope.DuplicateNameError):
+        convert(src, tmp_path / "x.safetensors", rename=[(r"\.weight$", ".w"), (r"\.bias$", ".w")])
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_existing_folder_is_replaced_whole(model, tmp_path: Path) -> None:
+    src = paramscope.save(model, tmp_path / "m.safetensors")
+    dst = tmp_path / "out"
+    convert(src, dst, max_shard_size="20KB")
+    first = sorted(p.name for p in dst.iterdir())
+    convert(src, dst, max_shard_size="1MB")  # fits one file: no index, no stale shards
+    assert sorted(p.name for p in dst.iterdir()) == ["model.safetensors"] != first
+    assert no_temps(tmp_path)
+
+
+def test_int_entries_are_not_cast(tmp_path: Path) -> None:
+    sd = {"w": torch.randn(4, 4), "steps": torch.tensor([3], dtype=torch.int64)}
+    src = paramscope.save(sd, tmp_path / "m.safetensors")
+    convert(src, tmp_path / "o.safetensors", dtype="fp16")
+    out = paramscope.load(tmp_path / "o.safetensors")
+    assert out["steps"].dtype == torch.int64 and out["w"].dtype == torch.float16
+
+
+def test_bad_options(model, tmp_path: Path) -> None:
+    src = paramscope.save(model, tmp_path / "m.safetensors")
+    with pytest.raises(ParamscopeError, match="REGEX=REPLACEMENT"):
+        convert(src, tmp_path / "o.safetensors", rename=["nope"])
+    with pytest.raises(ParamscopeError, match="format"):
+        convert(src, tmp_path / "o.onnx", format="onnx")
+    with pytest.raises(ParamscopeError, match="dtype"):
+        convert(src, tmp_path / "o.safetensors", dtype="float7")
+
+
+def test_verify_values_counts_nan_and_inf(tmp_path: Path) -> None:
+    w = torch.randn(10, 10)
+    w[0, 0] = float("nan")
+    w[1, :3] = float("inf")
+    p = paramscope.save({"w": w, "ok": torch.ones(3)}, tmp_path / "m.safetensors")
+    assert paramscope.verify(p).ok  # structure and digests are fine
+    r = paramscope.verify(p, values=True)
+    assert not r.ok and r.values == [{"name": "w", "nan": 1, "inf": 3}]
+    assert "'w'" in r.problems[0] and "1 NaN and 3 Inf" in r.problems[0]
+
+
+def test_cli_convert_and_verify_values(model, tmp_path: Path) -> None:
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    env = {**os.environ}
+    env.pop("PARAMSCOPE_DEBUG", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "paramscope", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=180)
+
+    r = run("convert", "m.pt", "out", "--shard-size", "30KB", "--dtype", "fp16", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["format"] == "sharded" and d["aliases"] == 1 and r.stderr == ""
+    assert run("verify", "out", "--values").returncode == 0
+    bad = {"w": torch.tensor([1.0, float("nan")])}
+    paramscope.save(bad, tmp_path / "bad.safetensors")
+    r = run("verify", "bad.safetensors", "--values", "--json")
+    assert r.returncode == 2 and json.loads(r.stdout)["values"][0]["nan"] == 1
+    r = run("convert", "missing.pt", "x.safetensors")
+    assert r.returncode == 2 and "missing.pt" in r.stderr
