@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from ._convert import ConvertReport as ConvertReport
+    from ._convert import convert as convert
+    from ._diff import DiffReport as DiffReport
+    from ._diff import diff as diff
     from ._dtypes import DType as DType
     from ._enums import Format as Format
     from ._enums import Role as Role
@@ -129,6 +133,10 @@ _LAZY: dict[str, str] = {
     "ParamDict": "._paramdict",
     "parse_size": "._units",
     "VerifyReport": "._verify",
+    "ConvertReport": "._convert",
+    "convert": "._convert",
+    "DiffReport": "._diff",
+    "diff": "._diff",
     "verify": "._verify",
     "Count": ".counting",
     "Group": ".counting",
@@ -197,9 +205,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BuildResult",
+    "ConvertReport",
     "Count",
     "DType",
     "DTypeMismatchError",
+    "DiffReport",
     "DuplicateNameError",
     "Entry",
     "EntryMeta",
@@ -242,10 +252,12 @@ __all__ = [
     "build",
     "build_with_report",
     "compile_pattern",
+    "convert",
     "count",
     "dequantize",
     "detect_format",
     "did_you_mean",
+    "diff",
     "estimate_memory",
     "eval_frozen_bn",
     "find_ties",

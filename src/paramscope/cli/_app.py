@@ -405,3 +405,34 @@ def example(
         _output.emit_json({"path": str(written)})
     else:
         print(f"wrote {written}")
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(metavar="A", help="The first checkpoint (file or folder).")],
+    b: Annotated[str, typer.Argument(metavar="B", help="The second checkpoint (file or folder).")],
+    values: Annotated[
+        bool,
+        typer.Option(
+            "--values/--no-values",
+            help="Compare values tensor by tensor (default), or the headers' structure only.",
+        ),
+    ] = True,
+    atol: Annotated[
+        float, typer.Option(min=0.0, help="Absolute tolerance: within it an entry is 'close'.")
+    ] = 0.0,
+    rtol: Annotated[
+        float, typer.Option(min=0.0, help="Relative tolerance (to B): |a-b| <= atol + rtol*|b|.")
+    ] = 0.0,
+    json: JsonOpt = False,
+) -> None:
+    """Compare two checkpoints: added, removed, renamed, shape/dtype/tie changes, and value
+    differences (max |a-b|, relative L2, changed elements). Exit 0 when they are the same
+    (entries within --atol/--rtol count as the same), 1 when they differ, 2 on bad input."""
+    from .._diff import diff as diff_
+
+    report = diff_(a, b, values=values, atol=atol, rtol=rtol)
+    result = {"a": a, "b": b, **report.to_dict()}
+    _output.emit_json(result) if json else _output.print_diff(result)
+    if not report.same:
+        raise typer.Exit(1)

@@ -418,3 +418,16 @@ def print_quant(d: dict[str, Any], limit: int = 40) -> None:
     if not d["tensors"]:
         lines.append("no tensor was selected for quantisation")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def print_diff(d: dict[str, Any], limit: int = 20) -> None:
+    """Print a diff report (``DiffReport.to_dict``, plus ``a`` and ``b``) as text.
+
+    Args:
+        d: the report dict; ``a`` / ``b`` name the two sources when present.
+        limit: at most this many rows per category (the rest are counted).
+    """
+    from .._diff import format_lines
+
+    title = f"{d['a']} vs {d['b']}" if "a" in d and "b" in d else ""
+    sys.stdout.write("\n".join(format_lines(d, limit, title)) + "\n")
