@@ -131,3 +131,24 @@ def test_cli_convert_and_verify_values(model, tmp_path: Path) -> None:
     assert r.returncode == 2 and json.loads(r.stdout)["values"][0]["nan"] == 1
     r = run("convert", "missing.pt", "x.safetensors")
     assert r.returncode == 2 and "missing.pt" in r.stderr
+
+
+def test_dcp_wired_into_read_load_save_convert_and_cli(model, tmp_path: Path) -> None:
+    sd = model.state_dict()
+    dcp_dir = paramscope.save(paramscope.ParamDict.from_module(model), tmp_path / "dcp",
+                              format="dcp")
+    assert paramscope.read_manifest(dcp_dir).format.value == "dcp"
+    assert paramscope.count(dcp_dir).params == paramscope.count(model).params
+    back = paramscope.load(dcp_dir)
+    assert back["lm_head.weight"] is back["transformer.wte.weight"]
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    convert(dcp_dir, tmp_path / "from_dcp.safetensors")
+    st = paramscope.load(tmp_path / "from_dcp.safetensors")
+    assert all(torch.equal(st[k], v) for k, v in sd.items())
+    assert st["lm_head.weight"] is st["transformer.wte.weight"]
+    convert(tmp_path / "from_dcp.safetensors", tmp_path / "dcp2", format="dcp")
+    again = paramscope.load(tmp_path / "dcp2")
+    assert all(torch.equal(again[k], v) for k, v in sd.items())
+    r = subprocess.run([sys.executable, "-m", "paramscope", "inspect", str(dcp_dir), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["format"] == "dcp"

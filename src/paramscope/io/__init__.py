@@ -51,6 +51,8 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
     if not p.exists():
         raise SourceNotFoundError(p)
     if p.is_dir():
+        if (p / ".metadata").is_file():  # torch.distributed.checkpoint
+            return p, Format.DCP
         for name in INDEX_NAMES:
             if (p / name).is_file():
                 return p / name, Format.SHARDED
@@ -160,6 +162,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         from . import _torch
 
         return _torch.read_torch_manifest(file)
+    if fmt is Format.DCP:
+        from . import _dcp
+
+        return _dcp.read_dcp_manifest(file)
     from . import _numpy
 
     return _numpy.read_npz_manifest(file)
@@ -249,6 +255,10 @@ def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
             pd._meta[n] = _meta_of(m, n)
         _retie(pd, m)
         return pd
+    if fmt is Format.DCP:
+        from . import _dcp
+
+        return _dcp.load_dcp(file, select=select)
     from . import _numpy, _torch
 
     m = read_manifest(file)
@@ -320,7 +330,10 @@ def save(
     if format == "dcp":
         from . import _dcp
 
-        return _dcp.save_dcp(pd, path)
+        if max_shard_size is not None:
+            raise ParamscopeError("save: max_shard_size does not apply to format='dcp'")
+        pd.metadata.update(dict(metadata or {}))
+        return Path(_dcp.save_dcp(pd, path))
     if format != "safetensors":
         raise ParamscopeError(f"save: format {format!r}: expected 'safetensors' or 'dcp'")
     meta = {**pd.metadata, **dict(metadata or {})}
