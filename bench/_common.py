@@ -155,3 +155,46 @@ def header(title: str, args: argparse.Namespace) -> None:
         f"   python {sys.version.split()[0]}, {os.cpu_count()} cpus, runs={args.runs}"
         f"{' (quick)' if args.quick else ''}, data in {args.data_dir}"
     )
+
+
+# Runs a command as a child and prints its wall time and peak RSS (ru_maxrss of the child,
+# KiB) as JSON; the probe itself is small, so the child's RSS is not inflated by a fork.
+PROBE = (
+    "import json, resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "dt = time.perf_counter() - t\n"
+    "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(json.dumps({'s': dt, 'kib': rss, 'rc': r.returncode, 'out': r.stdout,\n"
+    "                  'err': r.stderr[-3000:]}))\n"
+)
+
+
+def probe(cmd: Sequence[str]) -> dict:
+    """Run ``cmd`` under :data:`PROBE`; ``{"s", "kib", "rc", "out", "err"}``."""
+    p = subprocess.run([sys.executable, "-c", PROBE, *cmd], capture_output=True, text=True,
+                       check=True)
+    out = json.loads(p.stdout)
+    if out["rc"] != 0:
+        raise SystemExit(out["err"])
+    return out
+
+
+def big_checkpoint(quick: bool, seed: int = 0) -> tuple[object, int, int, int, int]:
+    """The P5 data: 32 x 4096² + 4 x 8192² fp32 (3 GiB), or a small version for --quick.
+
+    Returns:
+        ``(ParamDict, small side, big side, number of small, number of big)``.
+    """
+    import torch
+
+    import paramscope
+
+    small, big, n_small, n_big = (1024, 4096, 8, 2) if quick else (4096, 8192, 32, 4)
+    g = torch.Generator().manual_seed(seed)
+    pd = paramscope.ParamDict()
+    for i in range(n_small):
+        pd.add(f"layers.{i}.weight", torch.randn(small, small, generator=g))
+    for i in range(n_big):
+        pd.add(f"big.{i}.weight", torch.randn(big, big, generator=g))
+    return pd, small, big, n_small, n_big

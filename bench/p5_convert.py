@@ -16,21 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
-from _common import header, human, parse_args, scratch, table
-
-PROBE = (
-    "import json, resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "dt = time.perf_counter() - t\n"
-    "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "print(json.dumps({'s': dt, 'kib': rss, 'rc': r.returncode, 'out': r.stdout,\n"
-    "                  'err': r.stderr[-3000:]}))\n"
-)
+from _common import big_checkpoint, header, human, parse_args, probe, scratch, table
 
 
 def main() -> None:
@@ -40,14 +29,8 @@ def main() -> None:
 
     import paramscope
 
-    small, big, n_small, n_big = (1024, 4096, 8, 2) if args.quick else (4096, 8192, 32, 4)
     with scratch(args, "p5-") as d:
-        g = torch.Generator().manual_seed(0)
-        pd = paramscope.ParamDict()
-        for i in range(n_small):
-            pd.add(f"layers.{i}.weight", torch.randn(small, small, generator=g))
-        for i in range(n_big):
-            pd.add(f"big.{i}.weight", torch.randn(big, big, generator=g))
+        pd, small, big, n_small, _n_big = big_checkpoint(args.quick)
         src = d / "src.pt"
         torch.save(pd.state_dict(), src)
         largest = big * big * 4
@@ -60,12 +43,7 @@ def main() -> None:
         results = []
         copies = []
         for _ in range(args.runs):
-            p = subprocess.run([sys.executable, "-c", PROBE, *cmd], capture_output=True,
-                               text=True, check=True)
-            out = json.loads(p.stdout)
-            if out["rc"] != 0:
-                raise SystemExit(out["err"])
-            results.append(out)
+            results.append(probe(cmd))
             t0 = time.perf_counter()
             shutil.copyfile(src, d / "copy.pt")
             copies.append(time.perf_counter() - t0)

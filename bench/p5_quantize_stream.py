@@ -16,38 +16,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
-from _common import header, human, parse_args, scratch, table
-
-PROBE = (
-    "import json, resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "dt = time.perf_counter() - t\n"
-    "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "print(json.dumps({'s': dt, 'kib': rss, 'rc': r.returncode, 'out': r.stdout,\n"
-    "                  'err': r.stderr[-3000:]}))\n"
-)
+from _common import big_checkpoint, header, human, parse_args, probe, scratch, table
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], default_runs=1, quick_runs=1)
     header("P5: streaming quantisation of a >= 2 GiB checkpoint", args)
-    import torch
 
     import paramscope
 
-    small, big, n_small, n_big = (1024, 4096, 8, 2) if args.quick else (4096, 8192, 32, 4)
     with scratch(args, "p5-") as d:
-        g = torch.Generator().manual_seed(0)
-        pd = paramscope.ParamDict()
-        for i in range(n_small):
-            pd.add(f"layers.{i}.weight", torch.randn(small, small, generator=g))
-        for i in range(n_big):
-            pd.add(f"big.{i}.weight", torch.randn(big, big, generator=g))
+        pd, _small, big, _n_small, _n_big = big_checkpoint(args.quick)
         src = paramscope.save(pd, d / "src.safetensors", fsync=False)
         largest = big * big * 4
         total = src.stat().st_size
@@ -59,12 +41,7 @@ def main() -> None:
         results = []
         copies = []
         for _ in range(args.runs):
-            p = subprocess.run([sys.executable, "-c", PROBE, *cmd], capture_output=True,
-                               text=True, check=True)
-            out = json.loads(p.stdout)
-            if out["rc"] != 0:
-                raise SystemExit(out["err"])
-            results.append(out)
+            results.append(probe(cmd))
             t0 = time.perf_counter()
             shutil.copyfile(src, d / "copy.safetensors")
             copies.append(time.perf_counter() - t0)
