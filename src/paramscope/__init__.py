@@ -101,6 +101,8 @@ if TYPE_CHECKING:
     from .lifecycle import trainable_only as trainable_only
     from .lifecycle import unfreeze as unfreeze
     from .lifecycle import untie as untie
+    from .reporting import diagram as diagram
+    from .reporting import report as report
 
 _LAZY: dict[str, str] = {
     "DType": "._dtypes",
@@ -133,6 +135,8 @@ _LAZY: dict[str, str] = {
     "ParamDict": "._paramdict",
     "parse_size": "._units",
     "VerifyReport": "._verify",
+    "diagram": ".reporting",
+    "report": ".reporting",
     "ConvertReport": "._convert",
     "convert": "._convert",
     "DiffReport": "._diff",
@@ -256,6 +260,7 @@ __all__ = [
     "count",
     "dequantize",
     "detect_format",
+    "diagram",
     "did_you_mean",
     "diff",
     "estimate_memory",
@@ -279,6 +284,7 @@ __all__ = [
     "read_manifest",
     "register_packed",
     "register_scheme",
+    "report",
     "resolve_target",
     "save",
     "summary",

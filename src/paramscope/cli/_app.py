@@ -436,3 +436,61 @@ def diff(
     _output.emit_json(result) if json else _output.print_diff(result)
     if not report.same:
         raise typer.Exit(1)
+
+
+@app.command()
+def diagram(
+    target: TargetArg,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="mermaid (stateDiagram-v2) or dot (Graphviz)."),
+    ] = "mermaid",
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            "--depth", "-d", min=0, help="Module levels drawn nested; deeper ones as one state."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the diagram to FILE (atomically)."),
+    ] = None,
+    arg: ArgOpt = None,
+) -> None:
+    """Draw the parameter structure as a Mermaid or Graphviz diagram: modules nested, tensors
+    with shape and count, ties and shared modules as edges, repeated blocks drawn once."""
+    from .._atomic import atomic_write
+    from ..reporting._diagram import diagram as diagram_
+
+    text = diagram_(_target(target, arg), format=format, depth=depth)  # type: ignore[arg-type]
+    if output is None:
+        print(text, end="")
+        return
+    with atomic_write(output) as f:
+        f.write(text.encode("utf-8"))
+    print(f"wrote {output}")
+
+
+@app.command()
+def report(
+    target: TargetArg,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The HTML file to write (atomically)."),
+    ],
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", "-d", min=1, help="Treemap levels shown at once (default 2)."),
+    ] = None,
+    no_values: Annotated[
+        bool,
+        typer.Option("--no-values", help="Do not read values (no histograms or zero counts)."),
+    ] = False,
+    arg: ArgOpt = None,
+) -> None:
+    """Write a self-contained offline HTML report: counts, memory, a zoomable treemap, ties,
+    and a sortable tensor table with value histograms. Prints the path written."""
+    from ..reporting._html import report as report_
+
+    written = report_(_target(target, arg), output, depth=depth, values=not no_values, title=target)
+    print(written)

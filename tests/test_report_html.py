@@ -1,0 +1,331 @@
+"""The offline HTML report: static checks of the file, and a real browser with the network off.
+
+The browser test drives Debian's Chromium (``/usr/bin/chromium``) through Playwright for Python
+(``pip install playwright``; ``playwright install`` is not needed and not used), with every
+non-``file:`` request blocked and recorded. Run locally::
+
+    pip install playwright && sudo apt-get install chromium
+    pytest tests/test_report_html.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import paramscope
+from paramscope.cli import main
+from paramscope.reporting._html import SAMPLE_LIMIT, report
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _blob(text: str) -> dict[str, Any]:
+    m = re.search(
+        r'<script type="application/json" id="paramscope-data">(.*?)</script>', text, re.S
+    )
+    assert m is not None, "the JSON blob is missing"
+    assert "</" not in m.group(1)
+    return json.loads(m.group(1))
+
+
+def _assert_offline(text: str) -> None:
+    assert "http://" not in text and "https://" not in text
+    for bad in ("<link", "@import", "url(", "fetch(", "XMLHttpRequest", " src=", "<iframe"):
+        assert bad not in text, bad
+
+
+def _frontier(node: Any, depth: int) -> tuple[set[str], set[str]]:
+    """What a treemap view of ``node`` shows: cells (data-path) and own-parameter cells."""
+    cells: set[str] = set()
+    own: set[str] = set()
+
+    def walk(n: Any, level: int) -> None:
+        kids = [c for c in n.children if c.params > 0]
+        if level >= depth or not kids:
+            cells.add(n.path)
+            return
+        if n.own_params > 0:
+            own.add(n.path)
+        for c in kids:
+            walk(c, level + 1)
+
+    walk(node, 0)
+    return cells, own
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.body = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32))
+        self.head = torch.nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight  # a tie
+        self.scale = torch.nn.Parameter(torch.ones(3))
+
+
+def _net() -> _Net:
+    torch.manual_seed(0)
+    net = _Net()
+    net.body[0].weight.requires_grad_(False)
+    with torch.no_grad():
+        net.body[0].bias.zero_()
+    return net
+
+
+def test_llama_meta_is_small_offline_and_counts_match(tmp_path: Path) -> None:
+    out = report("zoo:llama-2-7b", tmp_path / "llama.html")
+    text = out.read_text("utf-8")
+    assert out.stat().st_size < 2_000_000
+    _assert_offline(text)
+    data = _blob(text)
+    c = paramscope.count(paramscope.resolve_target("zoo:llama-2-7b"))
+    for k in ("params", "trainable", "frozen", "buffers", "bytes", "entries"):
+        assert data["counts"][k] == getattr(c, k), k
+    assert data["counts"]["ties"] == len(c.ties)
+    assert data["tree"]["v"] == c.params
+    assert not data["values"]["available"]
+    assert "meta" in data["values"]["note"]
+    assert not any("hist" in t or "zeros" in t for t in data["tensors"])
+    assert sum(t["params"] for t in data["tensors"] if t["role"] == "param") == c.params
+    assert (
+        data["memory"][0]["weights"]
+        == paramscope.estimate_memory(
+            paramscope.resolve_target("zoo:llama-2-7b"), dtype="fp32"
+        ).weights
+    )
+
+
+def test_real_model_histograms_zeros_ties(tmp_path: Path) -> None:
+    net = _net()
+    data = _blob(report(net, tmp_path / "net.html", depth=1).read_text("utf-8"))
+    c = paramscope.count(net)
+    assert (data["counts"]["params"], data["counts"]["trainable"]) == (c.params, c.trainable)
+    assert data["counts"]["frozen"] == 16 * 32
+    assert data["ties"] == c.ties and data["counts"]["ties"] == 1
+    rows = {t["name"]: t for t in data["tensors"]}
+    assert rows["head.weight"]["tie"] == "emb.weight" and "hist" not in rows["head.weight"]
+    assert rows["body.0.bias"]["zeros"] == 32
+    w = net.emb.weight.detach()
+    h = rows["emb.weight"]["hist"]
+    assert sum(h["counts"]) == w.numel() == h["sampled"]
+    expect = torch.histc(w, bins=len(h["counts"]), min=h["min"], max=h["max"])
+    assert h["counts"] == expect.to(torch.int64).tolist()
+    assert (h["min"], h["max"]) == (float(w.min()), float(w.max()))
+    assert data["values"]["available"] and data["values"]["note"] is None
+    assert data["tree"]["o"] == 3  # the root's own "scale"
+
+
+def test_large_tensor_is_sampled() -> None:
+    from paramscope.reporting._html import _value_stats
+
+    t = torch.zeros(SAMPLE_LIMIT + 10)
+    t[:5] = 1.0
+    stats = _value_stats(t)
+    assert stats["zeros"] == SAMPLE_LIMIT + 5  # zeros over the whole tensor
+    assert stats["hist"]["sampled"] == SAMPLE_LIMIT == sum(stats["hist"]["counts"])
+
+
+def test_checkpoint_values_and_quantised(tmp_path: Path) -> None:
+    from paramscope.compress import quantize_file
+
+    src = tmp_path / "m.safetensors"
+    paramscope.save(paramscope.ParamDict.from_module(_net()), src)
+    data = _blob(report(src, tmp_path / "ck.html").read_text("utf-8"))
+    assert data["kind"] == "checkpoint" and data["values"]["available"]
+    assert data["counts"]["params"] == paramscope.count(src).params
+    assert "hist" in {t["name"]: t for t in data["tensors"]}["body.0.weight"]
+    dst = tmp_path / "q.safetensors"
+    quantize_file(src, dst, bits=8, show_progress=False)
+    q = _blob(report(dst, tmp_path / "q.html").read_text("utf-8"))
+    quant = [t for t in q["tensors"] if "quant" in t]
+    assert quant and all(t["quant"]["bits"] == 8 for t in quant)
+    assert all("scheme" in t["quant"] and "granularity" in t["quant"] for t in quant)
+    assert q["counts"]["params"] == paramscope.count(dst).params
+    nov = _blob(report(src, tmp_path / "nv.html", values=False).read_text("utf-8"))
+    assert not any("hist" in t for t in nov["tensors"]) and "values=False" in nov["values"]["note"]
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_bad_input_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(paramscope.ParamscopeError):
+        report(torch.nn.Linear(2, 2), tmp_path / "x.html", depth=0)
+    with pytest.raises(paramscope.ParamscopeError):
+        report(42, tmp_path / "x.html")
+    out = tmp_path / "cli.html"
+    assert _run(["report", "zoo:mlp-3-5-2", "-o", str(out), "--depth", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert _blob(out.read_text("utf-8"))["depth"] == 1
+    for argv in (
+        ["report", "zoo:nope", "-o", str(out)],
+        ["report", "zoo:mlp", "-o", str(out), "--depth", "0"],
+    ):
+        assert _run(argv) == 2
+    assert not list(tmp_path.glob(".*paramscope-tmp-*"))
+
+
+def _png_colours(png: bytes) -> int:
+    """Distinct RGB(A) pixel values of an 8-bit RGB/RGBA, non-interlaced PNG (stdlib only)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", b""
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        ihdr = body if kind == b"IHDR" else ihdr
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    w, h, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    assert bit_depth == 8 and colour_type in (2, 6) and interlace == 0
+    bpp = 3 if colour_type == 2 else 4
+    raw, stride = zlib.decompress(idat), w * bpp
+    prev, colours = bytearray(stride), set()
+    for y in range(h):
+        f, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[i] = (line[i] + pred) & 255
+        colours.update(bytes(line[i : i + bpp]) for i in range(0, stride, bpp * 7))
+        prev = line
+    return len(colours)
+
+
+def test_browser_offline(tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), (
+        "the browser test needs Chromium at /usr/bin/chromium: CI must install the Debian "
+        "`chromium` package (apt-get install chromium)"
+    )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - a missing test dependency must fail, not skip
+        pytest.fail("the browser test needs Playwright for Python: pip install playwright")
+    from paramscope.building import zoo
+    from paramscope.counting import summary
+
+    torch.manual_seed(0)
+    model = zoo.build("resnet18")  # real (CPU) tensors: histograms present
+    out = report(model, tmp_path / "resnet18.html", title="zoo:resnet18")
+    tree = summary(model).root
+    cells, own = _frontier(tree, 2)
+    at_depth = {n.path for lvl, n in summary(model).rows(2) if lvl == 2 and n.params > 0}
+    assert at_depth <= cells
+
+    errors: list[str] = []
+    blocked: list[str] = []
+
+    def route(r: Any) -> None:
+        if r.request.url.startswith("file:"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.route("**/*", route)
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(out.as_uri())
+            page.wait_for_selector("#treemap [data-path]")
+
+            def shown() -> list[str]:
+                return page.eval_on_selector_all(
+                    "#treemap [data-path]", "els => els.map(e => e.dataset.path)"
+                )
+
+            paths = shown()
+            assert len(paths) == len(set(paths)) and set(paths) == cells
+            depths = page.eval_on_selector_all(
+                "#treemap [data-path]", "els => els.map(e => +e.dataset.depth)"
+            )
+            assert sum(d == 2 for d in depths) == len(at_depth)
+            owns = page.eval_on_selector_all("#treemap [data-own]", "e => e.length")
+            assert owns == len(own)
+            headline = page.inner_text('[data-count="params"] b').replace(",", "")
+            assert int(headline) == paramscope.count(model).params
+
+            shot = tmp_path / "treemap.png"
+            page.locator("#treemap").screenshot(path=str(shot))
+            assert _png_colours(shot.read_bytes()) > 3
+
+            def colours() -> list[str]:
+                return page.eval_on_selector_all(
+                    "#treemap [data-path]", "els => els.map(e => e.style.background)"
+                )
+
+            before = colours()
+            page.select_option("#color-mode", "kind")
+            after = colours()
+            assert before != after and len(set(after)) > 1
+
+            page.click('#treemap [data-path="layer1.0"]', force=True)
+            layer1 = next(c for c in tree.children if c.path == "layer1")
+            node = layer1.children[0]
+            assert set(shown()) == {c.path for c in node.children if c.params > 0}
+            page.click("#up")  # one level up: layer1, two levels of it shown
+            assert set(shown()) == _frontier(layer1, 2)[0]
+            page.click('#crumbs [data-zoom=""]')  # the breadcrumb back to the root
+            assert set(shown()) == cells
+
+            names = page.eval_on_selector_all("#tensors tbody tr", "r => r.length")
+            assert names == len(paramscope.inspect(model, depth=0).groups[0].entries)
+            page.click('#tensors th[data-key="params"]')
+            page.click('#tensors th[data-key="params"]')  # descending
+            col = page.eval_on_selector_all(
+                "#tensors tbody tr td:nth-child(4)",
+                "tds => tds.map(t => +t.textContent.replace(/,/g, ''))",
+            )
+            assert col == sorted(col, reverse=True) and col[0] > col[-1]
+            page.fill("#filter", "layer3.1")
+            rows = page.eval_on_selector_all(
+                "#tensors tbody tr", "rs => rs.map(r => r.dataset.name)"
+            )
+            expect = [n for n, _ in model.state_dict().items() if "layer3.1" in n]
+            assert rows and sorted(rows) == sorted(expect)
+            page.click("#tensors tbody tr button.hist")
+            assert page.eval_on_selector_all("#tensors svg.hist rect", "r => r.length") > 1
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert not blocked, blocked
