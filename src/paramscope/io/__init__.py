@@ -56,13 +56,13 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
         for name in INDEX_NAMES:
             if (p / name).is_file():
                 return p / name, Format.SHARDED
-        indexes = sorted(p.glob("*.index.json"))
+        indexes = sorted(x for x in p.glob("*.index.json") if x.is_file())
         if len(indexes) == 1:
             return indexes[0], Format.SHARDED
         for name in SINGLE_NAMES:
             if (p / name).is_file():
                 return p / name, detect_format(p / name)
-        singles = sorted(p.glob("*.safetensors"))
+        singles = sorted(x for x in p.glob("*.safetensors") if x.is_file())
         if len(singles) == 1:
             return singles[0], Format.SAFETENSORS
         raise UnknownFormatError(

@@ -248,15 +248,27 @@ def read_dcp_manifest(path: str | os.PathLike[str]) -> Manifest:
     md = read_dcp_metadata(file)
     notes: list[str] = []
     tensors: dict[str, tuple[tuple[int, ...], DType]] = {}
+    spath = os.fspath(file)
     for fqn, item in md.state_dict_metadata.items():
         if isinstance(item, _md.TensorStorageMetadata):
-            shape = tuple(int(s) for s in item.size)
-            tensors[str(fqn)] = (shape, DType.from_torch(item.properties.dtype))
+            try:  # the pickle set these attributes: check them
+                shape = tuple(int(s) for s in item.size)
+                dtype = item.properties.dtype
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise FormatError(spath, f"entry {fqn!r}: malformed metadata: {exc}") from None
+            if any(s < 0 for s in shape):
+                raise FormatError(spath, f"entry {fqn!r}: negative size {shape}")
+            tensors[str(fqn)] = (shape, DType.from_torch(dtype))
         else:
             notes.append(f"skipped {fqn!r}: not a tensor ({type(item).__name__})")
-    files = [os.fspath(file)]
-    for info in (md.storage_data or {}).values():
+    files = [spath]
+    storage_data = md.storage_data or {}
+    if not isinstance(storage_data, Mapping):
+        raise FormatError(spath, f"storage_data: expected a mapping, found {storage_data!r:.80}")
+    for info in storage_data.values():
         rel = getattr(info, "relative_path", None)
+        if isinstance(rel, str) and (os.path.isabs(rel) or ".." in Path(rel).parts):
+            raise FormatError(spath, f"chunk file {rel!r} is outside the checkpoint folder")
         if isinstance(rel, str) and os.fspath(folder / rel) not in files:
             files.append(os.fspath(folder / rel))
     side = _read_sidecar(folder)

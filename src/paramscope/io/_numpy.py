@@ -8,6 +8,7 @@ refused, since loading them would unpickle.
 from __future__ import annotations
 
 import ast
+import math
 import os
 import struct
 import zipfile
@@ -53,8 +54,9 @@ def read_npy_header(f: IO[bytes], where: str) -> tuple[DType, tuple[int, ...], b
         raise FormatError(where, f".npy header of {hlen} bytes is too large")
     try:
         d = ast.literal_eval(f.read(hlen).decode("latin1"))
-    except (ValueError, SyntaxError) as exc:
-        raise FormatError(where, f".npy header is not a dict literal: {exc}") from None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        # TypeError: an unhashable key; MemoryError / RecursionError: nesting too deep
+        raise FormatError(where, f".npy header is not a dict literal: {exc!r:.200}") from None
     if not isinstance(d, dict) or not {"descr", "shape", "fortran_order"} <= d.keys():
         raise FormatError(where, ".npy header: expected keys descr, shape, fortran_order")
     if not isinstance(d["descr"], str):
@@ -90,6 +92,7 @@ def read_npz_manifest(path: str | os.PathLike[str]) -> Manifest:
     if not zipfile.is_zipfile(spath):
         with open(spath, "rb") as f:
             dtype, shape, _ = read_npy_header(f, spath)
+            _check_size(spath, dtype, shape, os.fstat(f.fileno()).st_size - f.tell())
         name = os.path.basename(spath).rsplit(".", 1)[0]
         entries.append(_entry(name, dtype, shape))
     else:
@@ -97,11 +100,22 @@ def read_npz_manifest(path: str | os.PathLike[str]) -> Manifest:
             with zipfile.ZipFile(spath) as z:
                 for info in _members(z):
                     with z.open(info) as f:
-                        dtype, shape, _ = read_npy_header(f, f"{spath}[{info.filename}]")
+                        where = f"{spath}[{info.filename}]"
+                        dtype, shape, _ = read_npy_header(f, where)
+                        _check_size(where, dtype, shape, info.file_size - f.tell())
                     entries.append(_entry(info.filename[:-4], dtype, shape))
         except zipfile.BadZipFile as exc:
             raise FormatError(spath, f"not a readable .npz archive: {exc}") from None
     return Manifest(entries, format=Format.NUMPY, source=spath, roles=RoleSource.INFERRED)
+
+
+def _check_size(where: str, dtype: DType, shape: tuple[int, ...], have: int) -> None:
+    """Refuse a header claiming more bytes than follow it (before numpy allocates them)."""
+    need = dtype.nbytes(math.prod(shape))
+    if need > have:
+        raise FormatError(
+            where, f".npy header: shape {shape} of {dtype.value} needs {need} bytes, {have} follow"
+        )
 
 
 def _entry(name: str, dtype: DType, shape: tuple[int, ...]) -> Entry:

@@ -152,7 +152,7 @@ def _parse_json(spath: str, raw: bytes, n: int, size: int) -> Header:
         obj = json.loads(text, object_pairs_hook=_no_duplicates(spath))
     except HeaderError:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise HeaderError(spath, f"header is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise HeaderError(spath, f"header: expected a JSON object, found {type(obj).__name__}")
@@ -271,7 +271,7 @@ def _check_tiling(
 def _parse_ps_meta(spath: str, raw: str) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also too deep, or ints over 4300 digits
         raise HeaderError(spath, f"__metadata__['paramscope'] is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or not _is_int(meta.get("version")):
         raise HeaderError(spath, "__metadata__['paramscope']: expected an object with 'version'")

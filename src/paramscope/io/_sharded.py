@@ -46,7 +46,7 @@ def safe_member(folder: Path, rel: object, index: str, key: str) -> Path:
     Raises:
         ShardIndexError: for a non-string, absolute, ``..`` or escaping-symlink path.
     """
-    if not isinstance(rel, str) or not rel:
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
         raise ShardIndexError(index, f"weight_map[{key!r}]: expected a file name, found {rel!r}")
     parts = Path(rel).parts
     if os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in parts or "\\" in rel:
@@ -62,6 +62,18 @@ def safe_member(folder: Path, rel: object, index: str, key: str) -> Path:
             index, f"weight_map[{key!r}]: shard {rel!r} is a link leading out of {folder}"
         )
     return path
+
+
+def _no_duplicates(path: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise ShardIndexError(path, f"duplicate key {k!r} in the index JSON")
+            out[k] = v
+        return out
+
+    return hook
 
 
 def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -82,8 +94,10 @@ def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         raise ShardIndexError(spath, f"index is {size} bytes, over the 100 MB limit")
     try:
         with open(spath, "rb") as f:
-            obj = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            obj = json.loads(f.read().decode("utf-8"), object_pairs_hook=_no_duplicates(spath))
+    except ShardIndexError:
+        raise
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, too deep, huge ints
         raise ShardIndexError(spath, f"index is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict):
         raise ShardIndexError(spath, "index: expected an object with a 'weight_map' object")
@@ -106,7 +120,8 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
         ShardIndexError: unsafe paths, names missing on either side, duplicates.
         HeaderError: a shard's header is malformed.
     """
-    from . import read_manifest  # shards may be any format (e.g. pytorch_model-0000x.bin)
+    # shards may be any format (e.g. pytorch_model-0000x.bin)
+    from . import detect_format, read_manifest
 
     spath = os.fspath(index)
     folder = Path(spath).parent
@@ -121,8 +136,14 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
     files = [spath]
     user_meta: dict[str, str] = {}
     for rel, path in shards.items():
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            exists = False
+        if not exists:
             raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
+        if detect_format(path) is Format.SHARDED:  # an index as a shard: endless recursion
+            raise ShardIndexError(spath, f"shard {rel!r} is itself an index, not a weights file")
         m = read_manifest(path)
         files.append(os.fspath(path))
         exact = exact and m.roles is RoleSource.EXACT

@@ -99,13 +99,14 @@ def _rebuild_tensor_v2(
 ) -> _TensorStub:
     if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("tensor without a storage")
-    return _TensorStub(
-        storage,
-        int(offset),
-        tuple(int(s) for s in size),
-        tuple(int(s) for s in stride),
-        bool(requires_grad),
-    )
+    shape = tuple(int(s) for s in size)
+    strides = tuple(int(s) for s in stride)
+    if len(shape) != len(strides) or min((int(offset), *shape, *strides)) < 0:
+        raise pickle.UnpicklingError(
+            f"tensor of storage {storage.key!r}: bad size {shape}, stride {strides} or "
+            f"offset {offset}"
+        )
+    return _TensorStub(storage, int(offset), shape, strides, bool(requires_grad))
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: Any, stride: Any) -> _TensorStub:
@@ -187,8 +188,10 @@ class _Restricted(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise UnsafePickleError(self.path, f"refused: unknown persistent id {pid!r:.80}")
         stype, key, _location, numel = pid[1], str(pid[2]), pid[3], pid[4]
-        if not isinstance(stype, _StorageType) or not isinstance(numel, int):
-            raise UnsafePickleError(self.path, f"refused: storage {key!r} has an unknown type")
+        if not isinstance(stype, _StorageType) or not isinstance(numel, int) or numel < 0:
+            raise UnsafePickleError(
+                self.path, f"refused: storage {key!r} has an unknown type or size"
+            )
         if key not in self.storages:
             self.storages[key] = _Storage(key, stype.dtype, numel)
         return self.storages[key]
@@ -249,8 +252,11 @@ def scan_pickle(path: str | os.PathLike[str]) -> tuple[Any, dict[str, _Storage],
         zipfile.BadZipFile,
         RecursionError,
         struct.error,
+        MemoryError,  # a counted opcode claiming more bytes than any file holds: allocated first
     ) as exc:
-        raise FormatError(spath, f"not a readable torch checkpoint: {exc}") from None
+        raise FormatError(
+            spath, f"not a readable torch checkpoint: {str(exc) or type(exc).__name__}"
+        ) from None
 
 
 def _check_members(
@@ -351,7 +357,10 @@ def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
     """
     spath = os.fspath(path)
     obj, storages, prefix = scan_pickle(spath)
-    items, notes = flatten(obj)
+    try:
+        items, notes = flatten(obj)
+    except RecursionError:
+        raise FormatError(spath, "the checkpoint's object tree is nested too deeply") from None
     offsets: dict[str, tuple[int, int, str]] = {}
     if prefix is not None:
         with zipfile.ZipFile(spath) as z, open(spath, "rb") as f:

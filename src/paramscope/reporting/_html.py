@@ -505,7 +505,8 @@ const TOTAL = Math.max(D.counts.params, 1);
 
 // ---- header, counts, memory, ties -------------------------------------------------------
 $("title").textContent = D.title;
-$("subtitle").textContent = (D.kind === D.format ? [D.kind, D.source] : [D.kind, D.format, D.source]).join(" · ");
+$("subtitle").textContent =
+  (D.kind === D.format ? [D.kind, D.source] : [D.kind, D.format, D.source]).join(" · ");
 const C = D.counts;
 $("cards").innerHTML = [["params", "total parameters"], ["trainable", "trainable"],
   ["frozen", "frozen"], ["buffers", "buffer elements"], ["ties", "tie groups"]]
