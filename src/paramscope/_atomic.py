@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["TEMP_MARK", "Flusher", "atomic_write", "clean_stale_temps", "fsync_dir"]
+__all__ = [
+    "TEMP_MARK",
+    "Flusher",
+    "atomic_write",
+    "clean_stale_temps",
+    "fsync_dir",
+    "lock_temp",
+]
 
 TEMP_MARK = ".paramscope-tmp-"
 
@@ -42,11 +49,12 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 def clean_stale_temps(folder: str | os.PathLike[str], stem: str | None = None) -> list[Path]:
-    """Remove temp files a killed writer left in ``folder``.
+    """Remove temp files (and temp folders) a killed writer left in ``folder``.
 
-    Only files carrying paramscope's temp mark are touched, and only those not modified in
-    the last few seconds unless they belong to ``stem`` (the file about to be rewritten), so a
-    concurrent writer of another file keeps its temp.
+    Only entries carrying paramscope's temp mark are touched, and only those not modified in
+    the last minute unless they belong to ``stem`` (the file about to be rewritten). A temp a
+    live writer still holds (see :func:`lock_temp`) is never removed, so concurrent writers,
+    of the same destination or of others, keep their temps.
 
     Args:
         folder: where to look.
@@ -59,6 +67,7 @@ def clean_stale_temps(folder: str | os.PathLike[str], stem: str | None = None) -
         >>> clean_stale_temps(".")
         []
     """
+    import shutil
     import time
 
     removed: list[Path] = []
@@ -71,12 +80,54 @@ def clean_stale_temps(folder: str | os.PathLike[str], stem: str | None = None) -
             continue
         mine = stem is not None and p.name.startswith(f".{stem}{TEMP_MARK}")
         try:
-            if mine or now - p.stat().st_mtime > 60:
-                p.unlink()
-                removed.append(p)
+            if not (mine or now - p.stat().st_mtime > 60):
+                continue
+            with _unless_locked(p) as free:
+                if not free:  # a live writer (thread or process) still holds it
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+            removed.append(p)
         except OSError:
             pass
     return removed
+
+
+@contextlib.contextmanager
+def _unless_locked(p: Path) -> Iterator[bool]:
+    """Yield whether ``p`` is free: no live writer holds its ``flock`` (held while cleaning)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no locks, rely on the age rule
+        yield True
+        return
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def lock_temp(fd: int) -> None:
+    """Mark a temp file or folder (open as ``fd``) as in use until ``fd`` is closed.
+
+    :func:`clean_stale_temps` skips locked temps, so concurrent writers of one destination do
+    not remove each other's temps; the lock dies with the process, so a killed writer's temp
+    is removed by the next write.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 @contextlib.contextmanager
@@ -105,15 +156,24 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
     folder = dest.parent if str(dest.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(folder, dest.name)
-    tmp = folder / f".{dest.name}{TEMP_MARK}{secrets.token_hex(4)}"
-    f = open(tmp, "w+b")  # noqa: SIM115 - closed below on every path
+    while True:
+        tmp = folder / f".{dest.name}{TEMP_MARK}{secrets.token_hex(4)}"
+        f = open(tmp, "w+b")  # noqa: SIM115 - closed below on every path
+        lock_temp(f.fileno())
+        if os.fstat(f.fileno()).st_nlink:  # else a cleaner removed it before the lock: retry
+            break
+        f.close()
     try:
         yield f
         f.flush()
         if fsync:
             os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, dest)
+        if os.name == "nt":  # pragma: no cover - an open file cannot be renamed there
+            f.close()
+            os.replace(tmp, dest)
+        else:  # rename while still locked, so no cleaner can take the temp in between
+            os.replace(tmp, dest)
+            f.close()
         if fsync:
             fsync_dir(folder)
     except BaseException:

@@ -10,6 +10,7 @@ renamed into place (an existing destination folder is swapped out and then remov
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import TEMP_MARK, fsync_dir
+from ._atomic import TEMP_MARK, clean_stale_temps, fsync_dir, lock_temp
 from ._errors import ParamscopeError
 from ._names import Pattern, apply_renames, compile_pattern
 
@@ -242,8 +243,11 @@ def _write_sharded(
     by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
     parent = dst.parent if str(dst.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(parent, dst.name)  # temp folders a killed convert to dst left behind
     tmp = parent / f".{dst.name}{TEMP_MARK}{secrets.token_hex(4)}"
     tmp.mkdir()
+    lock = os.open(tmp, os.O_RDONLY)
+    lock_temp(lock)  # a concurrent convert to dst must not clean our folder
     try:
         n = len(groups)
         weight_map: dict[str, str] = {}
@@ -277,7 +281,30 @@ def _write_sharded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return len(groups)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
 
 
 def _swap_into_place(tmp: Path, dst: Path) -> None:
@@ -286,6 +313,11 @@ def _swap_into_place(tmp: Path, dst: Path) -> None:
     if dst.exists():
         if not dst.is_dir():
             raise ParamscopeError(f"{dst}: exists and is not a folder")
+        if _exchange(tmp, dst):  # dst is never absent; tmp now holds the old folder
+            fsync_dir(dst.parent if str(dst.parent) else ".")
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        # Fallback: dst is briefly absent; a kill here leaves the old folder as a temp.
         old = dst.parent / f".{dst.name}{TEMP_MARK}old-{secrets.token_hex(4)}"
         os.replace(dst, old)
     os.replace(tmp, dst)
