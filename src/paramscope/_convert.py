@@ -233,11 +233,8 @@ def _write_sharded(
     limit: int,
     advance: Any,
 ) -> int:
-    import json
-
-    from ._atomic import atomic_write
     from .io._safetensors import write_stream
-    from .io._sharded import plan_shards
+    from .io._sharded import plan_shards, shard_name, write_index
 
     groups = plan_shards([(p.name, p.nbytes) for p in plan], limit)
     by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
@@ -253,7 +250,7 @@ def _write_sharded(
         weight_map: dict[str, str] = {}
         total = 0
         for k, names in enumerate(groups, 1):
-            fname = "model.safetensors" if n == 1 else f"model-{k:05d}-of-{n:05d}.safetensors"
+            fname = "model.safetensors" if n == 1 else shard_name(k, n)
             held = set(names)
             mine = {a: t for a, t in aliases.items() if t in held}
 
@@ -274,9 +271,7 @@ def _write_sharded(
             )
             weight_map.update(dict.fromkeys(names, fname))
         if n > 1:
-            body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
-            with atomic_write(tmp / "model.safetensors.index.json", fsync=fsync) as f:
-                f.write(json.dumps(body, indent=2).encode())
+            write_index(tmp / "model.safetensors.index.json", weight_map, total, fsync=fsync)
         _swap_into_place(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

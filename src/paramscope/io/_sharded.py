@@ -217,6 +217,40 @@ def plan_shards(sizes: Sequence[tuple[str, int]], max_size: int) -> list[list[st
     return [s for s in shards if s]
 
 
+def shard_name(k: int, n: int, prefix: str = "model") -> str:
+    """The Hugging Face file name of shard ``k`` of ``n``.
+
+    Args:
+        k: 1-based shard number.
+        n: number of shards.
+        prefix: file name stem.
+
+    Returns:
+        E.g. ``model-00001-of-00003.safetensors``.
+
+    Example:
+        >>> shard_name(1, 3)
+        'model-00001-of-00003.safetensors'
+    """
+    return f"{prefix}-{k:05d}-of-{n:05d}.safetensors"
+
+
+def write_index(
+    index: Path, weight_map: Mapping[str, str], total: int, *, fsync: bool = True
+) -> None:
+    """Write an HF ``*.safetensors.index.json`` atomically.
+
+    Args:
+        index: the index path.
+        weight_map: entry name → shard file.
+        total: bytes of tensor data over all shards (``metadata.total_size``).
+        fsync: flush before the rename.
+    """
+    body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": dict(weight_map)}
+    with atomic_write(index, fsync=fsync) as f:
+        f.write(json.dumps(body, indent=2).encode())
+
+
 def write_sharded(
     folder: str | os.PathLike[str],
     entries: Sequence[st.StoredEntry],
@@ -277,7 +311,7 @@ def write_sharded(
     total = 0
     n = len(plan)
     for k, names in enumerate(plan, 1):
-        fname = f"{prefix}-{k:05d}-of-{n:05d}.safetensors"
+        fname = shard_name(k, n, prefix)
         held = set(names)
         mine = {a: t for a, t in aliases.items() if t in held}
         total += st.write_file(
@@ -289,9 +323,7 @@ def write_sharded(
             fsync=fsync,
         )
         weight_map.update(dict.fromkeys(names, fname))
-    body = {"metadata": {"total_size": total, "format": "pt"}, "weight_map": weight_map}
-    with atomic_write(index, fsync=fsync) as f:
-        f.write(json.dumps(body, indent=2).encode())
+    write_index(index, weight_map, total, fsync=fsync)
     _remove_stale_shards(folder, pattern, keep=set(weight_map.values()))
     if single.is_file():  # the single file of an earlier unsharded save
         single.unlink()
