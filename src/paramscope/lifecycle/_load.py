@@ -45,8 +45,15 @@ class LoadReport:
         suggestions: unexpected name → close model names ("did you mean").
         tied: tie groups of the model, re-established after loading.
         prefix_fix: the prefix rewrite applied (``fix_prefix=True``), e.g. ``"module. → "``.
+        prefix_hint: the prefix rewrite ``fix_prefix=True`` would apply, when it was not asked.
+        ignored: checkpoint name → why it was left out on purpose (a buffer the model computes
+            for itself, such as GPT-2's ``attn.bias`` causal masks, ``inv_freq`` or an old
+            ``position_ids`` the model no longer holds); not a problem.
+        recomputed: model buffer → how it was computed (non-persistent buffers the checkpoint
+            does not hold, left on meta by a meta build, computed by the model's own code).
         assigned: whether tensors were assigned (no copy) rather than copied in.
-        still_meta: model tensors left on the meta device after loading (not runnable yet).
+        still_meta: model tensors left on the meta device after loading, each
+            ``{"name", "owner", "kind", "reason"}``: the model cannot run until they are set.
         dry_run: True for :func:`match` (nothing was changed).
     """
 
@@ -58,14 +65,17 @@ class LoadReport:
     suggestions: dict[str, list[str]] = field(default_factory=dict)
     tied: list[list[str]] = field(default_factory=list)
     prefix_fix: str | None = None
+    prefix_hint: str | None = None
+    ignored: dict[str, str] = field(default_factory=dict)
+    recomputed: dict[str, str] = field(default_factory=dict)
     assigned: bool = False
-    still_meta: list[str] = field(default_factory=list)
+    still_meta: list[dict[str, str]] = field(default_factory=list)
     dry_run: bool = False
 
     @property
     def ok(self) -> bool:
-        """Nothing missing, unexpected or mismatched."""
-        return not (self.missing or self.unexpected or self.mismatched)
+        """Nothing missing, unexpected or mismatched, and nothing left on meta: ready to run."""
+        return not (self.missing or self.unexpected or self.mismatched or self.still_meta)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (keys equal the attribute names, plus ``ok``).
@@ -83,6 +93,9 @@ class LoadReport:
             "suggestions": self.suggestions,
             "tied": self.tied,
             "prefix_fix": self.prefix_fix,
+            "prefix_hint": self.prefix_hint,
+            "ignored": self.ignored,
+            "recomputed": self.recomputed,
             "assigned": self.assigned,
             "still_meta": self.still_meta,
             "dry_run": self.dry_run,
@@ -104,8 +117,11 @@ class LoadReport:
             if names:
                 lines.append(f"  {title} ({len(names)}):")
                 lines += [f"    {n}" for n in collapse(names)]
-        for n, hints in self.suggestions.items():
+        shown = list(self.suggestions.items())
+        for n, hints in shown[:_MAX_HINTS]:
             lines.append(f"    did you mean: {n} → {' or '.join(hints)}")
+        if len(shown) > _MAX_HINTS:
+            lines.append(f"    … {len(shown) - _MAX_HINTS} more suggestions (--json has them all)")
         if self.mismatched:
             lines.append(f"  shape mismatch ({len(self.mismatched)}):")
             for m in self.mismatched:
@@ -120,13 +136,37 @@ class LoadReport:
             )
         if self.prefix_fix:
             lines.append(f"  prefix fixed: {self.prefix_fix}")
+        if self.prefix_hint:
+            lines.append(
+                f"  hint: fix_prefix=True (--fix-prefix) would rewrite the names: "
+                f"{self.prefix_hint}"
+            )
+        for why, names in _by_reason(self.ignored):
+            lines.append(f"  ignored ({len(names)}): {', '.join(collapse(names))}: {why}")
+        for how, names in _by_reason(self.recomputed):
+            lines.append(f"  recomputed ({len(names)}): {', '.join(collapse(names))} by {how}")
         for g in self.tied:
             lines.append(f"  tied: {' = '.join(g)}")
-        if self.still_meta:
-            lines.append(
-                f"  still on meta ({len(self.still_meta)}): " + ", ".join(collapse(self.still_meta))
-            )
+        news = [m for m in self.still_meta if m["reason"] not in _TOLD]
+        if news:  # those missing or mismatched are listed above already
+            lines.append(f"  still on meta ({len(news)}), the model cannot run until they are set:")
+            for m in news:
+                lines.append(f"    {m['name']} (owner {m['owner']}: {m['kind']}): {m['reason']}")
         return "\n".join(lines)
+
+
+_MAX_HINTS = 10
+_MISSING = "the checkpoint does not hold it"
+_MISMATCHED = "skipped: its shape differs from the checkpoint's"
+_TOLD = (_MISSING, _MISMATCHED)
+
+
+def _by_reason(d: Mapping[str, str]) -> list[tuple[str, list[str]]]:
+    """``name → reason`` grouped by reason, in first-seen order."""
+    out: dict[str, list[str]] = {}
+    for name, why in d.items():
+        out.setdefault(why, []).append(name)
+    return list(out.items())
 
 
 _NUM = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)")
@@ -218,23 +258,85 @@ def _torch_name(dtype: str) -> str:
     return _TORCH_NAMES.get(DType(dtype), dtype.lower())
 
 
-def _expected(model: Any) -> dict[str, Any]:
-    """Model names → tensors, as ``state_dict`` names them (ties under every name)."""
-    return dict(model.state_dict(keep_vars=True))
+def _expected(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model names → tensors: what ``state_dict`` holds (ties under every name), and the
+    non-persistent buffers (loaded when a checkpoint holds them, computed when not)."""
+    expected = dict(model.state_dict(keep_vars=True))
+    optional = {
+        n: b
+        for n, b in model.named_buffers(remove_duplicate=False)
+        if n not in expected and b is not None
+    }
+    return expected, optional
+
+
+#: Last name segments of buffers that models compute for themselves: a checkpoint entry of
+#: that name which the model does not hold is left out with a note (as ``from_pretrained``
+#: does), not reported as unexpected.
+COMPUTED_BUFFERS: frozenset[str] = frozenset(
+    {"inv_freq", "original_inv_freq", "position_ids", "token_type_ids", "masked_bias"}
+)
+
+
+def computed_buffer(name: str, shape: Sequence[int]) -> str | None:
+    """Why a checkpoint entry the model does not hold can be left out, or ``None``.
+
+    Args:
+        name: the checkpoint's entry name.
+        shape: its shape.
+
+    Returns:
+        The reason, or ``None`` when the entry matters.
+
+    Example:
+        >>> computed_buffer("h.0.attn.bias", (1, 1, 1024, 1024))
+        'a causal-mask buffer (GPT-2 attn.bias) that the model computes for itself'
+        >>> computed_buffer("h.0.attn.c_attn.bias", (2304,)) is None
+        True
+    """
+    last = name.rsplit(".", 1)[-1]
+    if last in COMPUTED_BUFFERS:
+        return f"a {last!r} buffer that the model computes for itself"
+    if (name.endswith((".attn.bias", ".crossattention.bias")) or name == "attn.bias") and len(
+        shape
+    ) == 4:
+        return "a causal-mask buffer (GPT-2 attn.bias) that the model computes for itself"
+    return None
 
 
 def _prefix_fix(unexpected: list[str], missing: list[str]) -> tuple[str, str] | None:
-    """An unambiguous prefix rewrite mapping every unexpected name onto a missing one."""
+    """The one prefix rewrite (strip or add) that maps most unexpected names onto missing ones.
+
+    Candidates come from the names themselves (``module.``, ``_orig_mod.``, a head model's
+    ``model.`` / ``transformer.`` / ``bert.`` …, either way). The best must map at least half
+    of the unexpected names and beat every other candidate; otherwise there is no fix.
+    """
     if not unexpected or not missing:
         return None
-    want = set(missing)
-    candidates = []
-    for pre in ("module.", "model.", "_orig_mod.", "transformer.", "backbone."):
-        if all(n.startswith(pre) and n[len(pre) :] in want for n in unexpected):
-            candidates.append((pre, ""))
-        if all(pre + n in want for n in unexpected):
-            candidates.append(("", pre))
-    return candidates[0] if len(candidates) == 1 else None
+    want, have = set(missing), set(unexpected)
+    support: dict[tuple[str, str], int] = {}
+    for names, other, add in ((missing, have, True), (unexpected, want, False)):
+        for n in names:
+            for i, ch in enumerate(n):
+                if ch == "." and n[i + 1 :] in other:
+                    key = ("", n[: i + 1]) if add else (n[: i + 1], "")
+                    support[key] = support.get(key, 0) + 1
+    if not support:
+        return None
+    ranked = sorted(support.items(), key=lambda kv: -kv[1])
+    (best, n_best), rest = ranked[0], ranked[1:]
+    if rest and rest[0][1] == n_best:
+        return None
+    return best if 2 * n_best >= len(unexpected) else None
+
+
+def _apply_prefix(names: Mapping[str, str], fix: tuple[str, str], want: set[str]) -> dict[str, str]:
+    strip, add = fix
+    out: dict[str, str] = {}
+    for n, old in names.items():
+        new = add + n[len(strip) :] if n.startswith(strip) else n
+        out[new if new in want and new not in names else n] = old
+    return out
 
 
 def _plan(
@@ -247,18 +349,27 @@ def _plan(
     """The report, and model name → source name for everything that will load."""
     rename = apply_renames(info, remap) if remap else {n: n for n in info}
     src_by_new = {new: old for old, new in rename.items()}
-    expected = _expected(model)
+    expected, optional = _expected(model)
     report = LoadReport(tied=_ties_of(model))
-    unexpected = [n for n in src_by_new if n not in expected]
+
+    def unexpected_now() -> list[str]:
+        return [
+            n
+            for n in src_by_new
+            if n not in expected
+            and n not in optional
+            and computed_buffer(n, info[src_by_new[n]][0]) is None
+        ]
+
     missing = [n for n in expected if n not in src_by_new]
-    fix = _prefix_fix(unexpected, missing) if fix_prefix else None
+    fix = _prefix_fix(unexpected_now(), missing)
     if fix is not None:
-        strip, add = fix
-        src_by_new = {
-            (add + n[len(strip) :] if n in unexpected else n): old for n, old in src_by_new.items()
-        }
-        report.prefix_fix = f"{strip or '(none)'} → {add or '(none)'}"
-        unexpected = [n for n in src_by_new if n not in expected]
+        desc = f"{fix[0] or '(none)'} → {fix[1] or '(none)'}"
+        if fix_prefix:
+            src_by_new = _apply_prefix(src_by_new, fix, set(missing))
+            report.prefix_fix = desc
+        else:
+            report.prefix_hint = desc
     tie_of = {n: g[0] for g in report.tied for n in g}
     plan: dict[str, str] = {}
     for name, t in expected.items():
@@ -270,33 +381,103 @@ def _plan(
                 continue  # satisfied by its tie
             report.missing.append(name)
             continue
-        shape, sdt = info[src]
-        if tuple(t.shape) != tuple(shape):
-            report.mismatched.append(
-                {"key": name, "checkpoint_shape": list(shape), "model_shape": list(t.shape)}
-            )
+        if _check(report, name, t, info[src], dtype):
+            plan[name] = src
+            report.loaded.append(name)
+    for name, t in optional.items():
+        src = src_by_new.get(name)
+        if src is None:
             continue
-        want = (
-            str(dtype).removeprefix("torch.")
-            if dtype is not None and t.is_floating_point()
-            else str(t.dtype).removeprefix("torch.")
-        )
-        if sdt != want:
-            report.casts.append({"key": name, "from": sdt, "to": want})
-        plan[name] = src
-        report.loaded.append(name)
-    report.unexpected = [n for n in src_by_new if n not in expected]
-    for n in report.unexpected:
+        if tuple(t.shape) != tuple(info[src][0]):
+            report.ignored[src] = (
+                f"the model's non-persistent buffer has shape {tuple(t.shape)}, the "
+                f"checkpoint's {tuple(info[src][0])}: the model's own value is kept"
+            )
+        elif _check(report, name, t, info[src], dtype):
+            plan[name] = src
+            report.loaded.append(name)
+    for n in src_by_new:
+        if n in expected or n in optional:
+            continue
+        why = computed_buffer(n, info[src_by_new[n]][0])
+        if why is not None:
+            report.ignored[src_by_new[n]] = why
+            continue
+        report.unexpected.append(n)
         hints = did_you_mean(n, expected)
         if hints:
             report.suggestions[n] = hints
     return report, plan
 
 
+def _check(
+    report: LoadReport, name: str, t: Any, src: tuple[tuple[int, ...], str], dtype: Any
+) -> bool:
+    """Record a shape mismatch (False) or a cast; True when ``name`` can load."""
+    shape, sdt = src
+    if tuple(t.shape) != tuple(shape):
+        report.mismatched.append(
+            {"key": name, "checkpoint_shape": list(shape), "model_shape": list(t.shape)}
+        )
+        return False
+    want = (
+        str(dtype).removeprefix("torch.")
+        if dtype is not None and t.is_floating_point()
+        else str(t.dtype).removeprefix("torch.")
+    )
+    if sdt != want:
+        report.casts.append({"key": name, "from": sdt, "to": want})
+    return True
+
+
 def _ties_of(model: Any) -> list[list[str]]:
     from ._ties import find_ties
 
     return find_ties(model)
+
+
+def _meta_after(model: Any, report: LoadReport, plan: Mapping[str, str]) -> list[str]:
+    """Names of model tensors that are on meta and that the plan does not load."""
+    expected, optional = _expected(model)
+    done = set(plan)
+    for group in report.tied:
+        if done.intersection(group):
+            done.update(group)
+    return [n for n, t in (expected | optional).items() if t.is_meta and n not in done]
+
+
+def _settle_meta(model: Any, report: LoadReport, plan: Mapping[str, str]) -> dict[str, Any]:
+    """Compute what stays on meta after ``plan``: recompute the buffers the model makes for
+    itself (filling ``report.recomputed``), list the rest in ``report.still_meta``."""
+    names = _meta_after(model, report, plan)
+    if not names:
+        return {}
+    _, optional = _expected(model)
+    computable = [n for n in names if n in optional]
+    from ._buffers import recompute_buffers
+
+    rec = recompute_buffers(model, computable) if computable else None
+    values: dict[str, Any] = {}
+    for n in names:
+        if rec is not None and n in rec.values:
+            values[n] = rec.values[n]
+            report.recomputed[n] = rec.how[n]
+            continue
+        if rec is not None and n in rec.failed:
+            report.still_meta.append({"name": n, **rec.failed[n]})
+            continue
+        path = n.rpartition(".")[0]
+        mod = model.get_submodule(path) if path else model
+        if n in report.missing:
+            reason = _MISSING
+        elif any(m["key"] == n for m in report.mismatched):
+            reason = _MISMATCHED
+        else:
+            reason = "not loaded"
+        report.still_meta.append(
+            {"name": n, "owner": path or "(root)", "kind": type(mod).__name__, "reason": reason}
+        )
+    return values
 
 
 def load_into(
@@ -311,16 +492,26 @@ def load_into(
 ) -> LoadReport:
     """Load a checkpoint into a model and report what happened.
 
+    After loading, a model built on the meta device is **ready to run**, or the report says
+    why not: buffers the model computes for itself (rotary ``inv_freq``, ``position_ids``,
+    masks) that the checkpoint does not hold are computed by the model's own code (see
+    :mod:`paramscope.lifecycle._buffers`) and listed in ``recomputed``; a buffer the checkpoint
+    does hold is loaded even when the model marks it non-persistent; anything still on meta is
+    listed in ``still_meta`` with its owner module and makes ``ok`` False.
+
     Args:
         model: the model (any device; a meta model is loaded by assignment).
         source: a checkpoint path, a ParamDict, a dict of tensors or a module.
-        strict: raise (changing nothing) when anything is missing, unexpected or mismatched.
+        strict: raise (changing nothing) when anything is missing, unexpected, mismatched or
+            would be left on meta.
         remap: ``(regex, replacement)`` rules applied to the checkpoint's names first.
         assign: assign the checkpoint's tensors instead of copying into the model's
             (``None``: assign when the model has meta tensors, else copy).
         dtype: the floating dtype to load as (``torch.bfloat16``…); ``None`` keeps the
             model's dtypes (checkpoint values are cast, and the casts reported).
-        fix_prefix: apply an unambiguous ``module.``/``model.``-style prefix fix.
+        fix_prefix: apply the one unambiguous prefix rewrite, stripping or adding a prefix
+            (``module.``, ``_orig_mod.``, a base model into a ``…ForCausalLM`` and back);
+            without it the report carries the rewrite as ``prefix_hint``.
 
     Returns:
         A :class:`LoadReport`. Shape mismatches are skipped and reported, never raised,
@@ -341,21 +532,23 @@ def load_into(
 
     info, pd = _source(source, dry_run=False)
     report, plan = _plan(model, info, remap, fix_prefix, dtype)
+    computed = _settle_meta(model, report, plan)
     if strict and not report.ok:
         raise ParamscopeError("load_into(strict=True) refused:\n" + report.format())
-    expected = _expected(model)
+    expected, optional = _expected(model)
+    current = expected | optional
     if assign is None:
-        assign = any(t.is_meta for t in expected.values())
+        assign = any(t.is_meta for t in current.values())
     report.assigned = bool(assign)
     assert pd is not None
-    from ._ties import set_tensor
+    from ._ties import owner, set_tensor
 
     with torch.no_grad():
         for name, src in plan.items():
-            cur = expected[name]
+            cur = current[name]
             value = pd[src]
             target_dtype = dtype if (dtype is not None and cur.is_floating_point()) else cur.dtype
-            if assign:
+            if assign or cur.is_meta:
                 if value.dtype != target_dtype:
                     value = value.to(target_dtype)
                 if isinstance(cur, torch.nn.Parameter):
@@ -368,20 +561,30 @@ def load_into(
                         f"is {cur.dtype} and cannot change dtype in place)"
                     )
                 cur.copy_(value)
+        for name, value in computed.items():
+            set_tensor(model, name, value)
         # Re-establish ties: every name of a group points at the loaded object of its root.
         for group in report.tied:
-            from ._ties import owner
-
             loaded = next((n for n in group if n in plan), group[0])
             mod, local = owner(model, loaded)
             obj = mod._parameters.get(local, mod._buffers.get(local))
             for n in group:
                 if n != loaded:
                     set_tensor(model, n, obj)
-    report.still_meta = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]
-    report.still_meta += [
-        n for n, t in model.named_buffers() if t.is_meta and n not in report.still_meta
-    ]
+    left = {m["name"] for m in report.still_meta}
+    expected, optional = _expected(model)
+    for n, t in (expected | optional).items():
+        if t.is_meta and n not in left:  # never expected: say so rather than hide it
+            path = n.rpartition(".")[0]
+            mod = model.get_submodule(path) if path else model
+            report.still_meta.append(
+                {
+                    "name": n,
+                    "owner": path or "(root)",
+                    "kind": type(mod).__name__,
+                    "reason": "left on meta",
+                }
+            )
     return report
 
 
@@ -394,7 +597,9 @@ def match(
 ) -> LoadReport:
     """Will this checkpoint load into this model? The report, changing nothing.
 
-    A checkpoint path is read from its headers only (no tensor bytes).
+    A checkpoint path is read from its headers only (no tensor bytes). For a model on meta,
+    the buffers it computes for itself are computed (on the side, not assigned) to tell
+    whether the model would be ready to run.
 
     Args:
         model: the model (a meta-device build is enough).
@@ -411,6 +616,7 @@ def match(
         'weight'
     """
     info, _ = _source(checkpoint, dry_run=True)
-    report, _ = _plan(model, info, remap, fix_prefix, None)
+    report, plan = _plan(model, info, remap, fix_prefix, None)
+    _settle_meta(model, report, plan)
     report.dry_run = True
     return report

@@ -107,6 +107,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
+        self.config = config  # kept so that a meta build can recompute inv_freq on load
         dim = config.dim_per_head
         inv_freq = torch.empty(dim // 2)
         if not inv_freq.is_meta:  # arithmetic on meta costs a second of imports; skip it
