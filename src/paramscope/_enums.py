@@ -42,3 +42,4 @@ class Format(StrEnum):
     DCP = "dcp"
     PARAMDICT = "paramdict"
     MODULE = "module"
+    CONFIG = "config"  # counted analytically from a Hugging Face config.json, nothing built
