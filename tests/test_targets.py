@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -115,3 +117,188 @@ def test_hf_config_builds_on_meta(tmp_path: Path) -> None:
     # a folder holding only a config is a config target too; --arg overrides fields
     m2 = resolve_target(str(tmp_path), {"n_layer": 1})
     assert paramscope.count(m2).params < c.params
+
+
+# ---- HF config.json targets, read the way transformers reads them -------------------------
+
+
+def _save_config(cfg: object, folder: Path) -> Path:
+    cfg.save_pretrained(folder)  # the real writer
+    return folder / "config.json"
+
+
+def _meta_count(cls: type, cfg: object, dtype: torch.dtype = torch.float32) -> int:
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = cls(cfg)
+    finally:
+        torch.set_default_dtype(saved)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_config_with_special_floats_counts(tmp_path: Path) -> None:
+    """mamba2's time_step_limit holds {"__float__": "Infinity"} as transformers writes it."""
+    import transformers as T
+
+    cfg = T.Mamba2Config(
+        num_heads=4, head_dim=8, hidden_size=16, state_size=8, num_hidden_layers=2,
+        vocab_size=100, n_groups=1, expand=2,
+    )
+    path = _save_config(cfg, tmp_path)
+    assert '"__float__": "Infinity"' in path.read_text()
+    c = paramscope.count(str(path))
+    assert c.params == _meta_count(T.Mamba2Model, cfg)
+
+
+def test_config_without_architectures_counts_the_base_model(tmp_path: Path) -> None:
+    import transformers as T
+
+    cfg = T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100)
+    path = _save_config(cfg, tmp_path)
+    assert "architectures" not in json.loads(path.read_text())
+    m = resolve_target(str(path))
+    assert type(m).__name__ == "GPT2Model"
+    c = paramscope.count(m)
+    assert c.params == _meta_count(T.GPT2Model, cfg)
+    assert any("names no architectures: built GPT2Model" in n for n in c.notes)
+
+
+def test_config_without_model_type_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"hidden_size": 8, "num_hidden_layers": 2}))
+    for call in (paramscope.count, resolve_target, paramscope.read_manifest):
+        with pytest.raises(ParamscopeError, match="no 'model_type'"):
+            call(str(path))
+    r = _cli("count", str(path))
+    assert r.returncode == 2 and "no 'model_type'" in r.stderr and "weight_map" not in r.stderr
+
+
+def test_config_dtype_is_used_and_said(tmp_path: Path) -> None:
+    import transformers as T
+
+    cfg = T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, dtype="bfloat16")
+    path = _save_config(cfg, tmp_path)
+    m = resolve_target(str(path))
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+    c = paramscope.count(m)
+    assert set(c.by_dtype) == {"BF16"} and c.bytes == 2 * c.params
+    assert "parameter dtype BF16 from config.json 'dtype'" in c.notes
+    est = paramscope.estimate_memory(str(path))
+    assert est.weights == 2 * c.params
+    # older configs say torch_dtype
+    data = json.loads(path.read_text())
+    data["torch_dtype"] = data.pop("dtype")
+    data["torch_dtype"] = "float16"
+    path.write_text(json.dumps(data))
+    c = paramscope.count(str(path))
+    assert set(c.by_dtype) == {"F16"}
+    assert "parameter dtype F16 from config.json 'torch_dtype'" in c.notes
+
+
+def test_an_analytic_config_count_says_so_and_imports_no_torch(tmp_path: Path) -> None:
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 100, "torch_dtype": "bfloat16",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    code = (
+        "import sys, json, paramscope\n"
+        f"c = paramscope.count({str(tmp_path / 'config.json')!r})\n"
+        "print(json.dumps({'params': c.params, 'format': c.format, 'notes': c.notes,"
+        " 'torch': 'torch' in sys.modules}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    d = json.loads(out.stdout)
+    assert d["torch"] is False and d["format"] == "config"
+    import transformers as T
+
+    want = _meta_count(T.LlamaForCausalLM, T.LlamaConfig(**{
+        k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype")
+    }))
+    assert d["params"] == want
+    assert any("counted analytically" in n for n in d["notes"])
+
+
+def test_decode_special_floats_like_transformers() -> None:
+    from transformers.configuration_utils import PretrainedConfig
+
+    from paramscope._hfconfig import decode_special_floats
+
+    raw = {"a": {"__float__": "Infinity"}, "b": [{"__float__": "-Infinity"}, 1.0], "c": {"x": 1}}
+    ours = decode_special_floats(raw)
+    theirs = PretrainedConfig._decode_special_floats(raw)
+    assert ours == theirs and ours["a"] == float("inf")
+
+
+# ---- one meaning of TARGET everywhere in Python -------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PARAMSCOPE_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "paramscope", *args],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+
+
+@pytest.fixture
+def every_target(tmp_path: Path, userpkg: str) -> dict[str, tuple[str, int]]:
+    """Each TARGET form → (spec, the true parameter count from torch)."""
+    cfg = tmp_path / "cfg" / "config.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps(GPT2_CONFIG))
+    import transformers as T
+
+    gpt2 = _meta_count(T.GPT2LMHeadModel, T.GPT2Config(
+        **{k: v for k, v in GPT2_CONFIG.items() if k not in ("architectures", "model_type")}))
+    mlp = paramscope.resolve_target("zoo:mlp")
+    ckpt = paramscope.save(paramscope.ParamDict.from_module(torch.nn.Linear(3, 2)),
+                           tmp_path / "lin.safetensors")
+    return {
+        "zoo": ("zoo:mlp", sum(p.numel() for p in mlp.parameters())),
+        "callable": (f"{userpkg}:make", 2 * (4 * 4 + 4)),
+        "config": (str(cfg), gpt2),
+        "checkpoint": (str(ckpt), 8),
+    }
+
+
+def test_every_source_function_takes_every_target_form(every_target) -> None:
+    for kind, (spec, params) in every_target.items():
+        assert paramscope.count(spec).params == params, kind
+        m = paramscope.read_manifest(spec)
+        assert sum(e.logical_numel for e in m.values() if e.tie is None and e.role == "param") \
+            == params, kind
+        assert paramscope.estimate_memory(spec).params == params, kind
+        assert sum(g.params for g in paramscope.inspect(spec).groups) == params, kind
+        if kind != "checkpoint":
+            assert paramscope.summary(spec).root.params == params, kind
+        assert paramscope.diff(spec, spec, values=False).same, kind
+
+
+def test_functions_that_need_values_name_what_they_take(every_target, tmp_path: Path) -> None:
+    with pytest.raises(ParamscopeError, match="a checkpoint has no module tree: use"):
+        paramscope.summary(every_target["checkpoint"][0])
+    for kind in ("zoo", "callable", "config"):
+        spec = every_target[kind][0]
+        calls = {
+            "load": lambda s: paramscope.load(s),
+            "verify": lambda s: paramscope.verify(s),
+            "convert": lambda s: paramscope.convert(s, tmp_path / "out.safetensors"),
+            "prune": lambda s: paramscope.prune(s, 0.5, dst=tmp_path / "p.safetensors"),
+            "quantize": lambda s: paramscope.quantize(s, dst=tmp_path / "q.safetensors"),
+            "load_into": lambda s: paramscope.load_into(torch.nn.Linear(3, 2), s),
+        }
+        for name, call in calls.items():
+            with pytest.raises(ParamscopeError, match="needs a checkpoint") as exc:
+                call(spec)
+            assert "has no values" in str(exc.value), (kind, name)
+        with pytest.raises(ParamscopeError, match="compare with values=False"):
+            paramscope.diff(spec, spec)
+    assert not (tmp_path / "out.safetensors").exists()
+    r = _cli("verify", "zoo:mlp")
+    assert r.returncode == 2 and "needs a checkpoint" in r.stderr

@@ -187,13 +187,20 @@ class _Side:
 
     def __init__(self, source: Any, label: str) -> None:
         self.label = label
+        self.what = "a Manifest"
         self.reader: SourceReader | None = None
         self.pd: ParamDict | None = None
         if isinstance(source, (str, os.PathLike)):
+            from ._targets import target_kind, target_manifest
+
+            if target_kind(source) in ("zoo", "callable", "config"):  # a model: structure only
+                self.manifest: Manifest = target_manifest(source)
+                self.what = f"{os.fspath(source)} (a model TARGET, built on meta)"
+                return
             from .compress._stream import SourceReader
 
             self.reader = SourceReader(source)
-            self.manifest: Manifest = self.reader.manifest
+            self.manifest = self.reader.manifest
         elif isinstance(source, Manifest):
             self.manifest = source
         else:
@@ -230,7 +237,8 @@ class _Side:
         if self.reader is not None:
             return self.reader.read(self.stored(name))
         raise ParamscopeError(
-            f"diff: {self.label} is a Manifest without values; compare with values=False"
+            f"diff: {self.label} is {self.what} without values; compare with values=False "
+            "(--no-values)"
         )
 
     def content_key(self, name: str) -> str | None:
@@ -332,7 +340,8 @@ def diff(
 
     Args:
         a: the first source: a checkpoint path (file or sharded folder), a ParamDict, an
-            ``nn.Module``, a dict of tensors, or a Manifest (structure only).
+            ``nn.Module``, a dict of tensors, or a Manifest or model TARGET (``zoo:NAME``,
+            ``package.module:callable``, an HF ``config.json``: structure only).
         b: the second source, any of the same.
         values: compare values; ``False`` compares structure only (headers, nothing read).
         atol: absolute tolerance for *close*.

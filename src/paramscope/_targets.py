@@ -20,9 +20,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._dtypes import DType
 from ._errors import ParamscopeError, SourceNotFoundError
 
-__all__ = ["is_hf_config", "parse_args", "resolve_target"]
+__all__ = [
+    "is_hf_config",
+    "model_target_error",
+    "parse_args",
+    "resolve_source",
+    "resolve_target",
+    "target_kind",
+    "target_manifest",
+]
 
 _CALLABLE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.index.json")
@@ -57,21 +66,17 @@ def parse_args(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def is_hf_config(path: Path) -> bool:
-    """Whether ``path`` is a Hugging Face model config (a JSON object with ``model_type``).
+    """Whether ``path`` is a Hugging Face model config rather than a checkpoint or an index.
 
     Args:
         path: a file.
 
     Returns:
-        True for a config.json-like file.
+        True for a config.json-like file (see :func:`paramscope._hfconfig.looks_like_config`).
     """
-    if not path.is_file() or path.suffix != ".json" or path.stat().st_size > 10_000_000:
-        return False
-    try:
-        obj = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(obj, dict) and "model_type" in obj and "weight_map" not in obj
+    from ._hfconfig import looks_like_config
+
+    return looks_like_config(path)
 
 
 def _config_in_folder(p: Path) -> Path | None:
@@ -79,6 +84,141 @@ def _config_in_folder(p: Path) -> Path | None:
     if has_config and not any(any(p.glob(g)) for g in _WEIGHTS):
         return p / "config.json"
     return None
+
+
+def target_kind(target: str | os.PathLike[str]) -> str | None:
+    """What a TARGET names, without importing torch or building anything.
+
+    Args:
+        target: a path, ``zoo:NAME``, ``package.module:callable`` or an HF ``config.json``.
+
+    Returns:
+        ``"checkpoint"``, ``"config"``, ``"zoo"`` or ``"callable"``; ``None`` when it names
+        nothing that exists.
+
+    Example:
+        >>> target_kind("zoo:gpt2"), target_kind("mypkg.models:build")
+        ('zoo', 'callable')
+    """
+    spec = os.fspath(target)
+    if spec.startswith("zoo:"):
+        return "zoo"
+    p = Path(spec)
+    if p.exists():
+        return "config" if is_hf_config(p) or _config_in_folder(p) else "checkpoint"
+    if _CALLABLE_RE.match(spec):
+        return "callable"
+    return None
+
+
+def model_target_error(target: str | os.PathLike[str], what: str) -> ParamscopeError | None:
+    """The error for a model TARGET given where a checkpoint is needed, or ``None``.
+
+    Args:
+        target: what the caller was given.
+        what: the function or command, for the message (``"load"``, ``"verify"`` …).
+
+    Returns:
+        A :class:`ParamscopeError` to raise when ``target`` names a model, else ``None``.
+
+    Example:
+        >>> str(model_target_error("zoo:gpt2", "verify")).split(":")[0]
+        'zoo'
+    """
+    kind = target_kind(target)
+    if kind not in ("zoo", "callable", "config"):
+        return None
+    name = {"zoo": "a zoo model", "callable": "a model factory", "config": "a model config"}[kind]
+    return ParamscopeError(
+        f"{os.fspath(target)}: {what} needs a checkpoint (a safetensors/.pt/.bin/.npz file, "
+        f"an HF sharded folder or index, a DCP folder); this is {name}, which builds a model "
+        "on the meta device and has no values: count, inspect, summary, memory, match, "
+        "report and diagram take it"
+    )
+
+
+def resolve_source(target: str | os.PathLike[str], args: Mapping[str, Any] | None = None) -> Any:
+    """A TARGET as the cheapest thing that can be counted: a checkpoint path, a Manifest or a
+    module.
+
+    Like :func:`resolve_target`, except that an HF ``config.json`` of a family paramscope
+    counts analytically (``llama``, ``mistral``, ``qwen2``, ``bert`` … checked against
+    transformers) becomes a :class:`Manifest` computed from the config alone: no torch, no
+    transformers, milliseconds. Other configs are built on meta through transformers.
+
+    Args:
+        target: a path, ``zoo:NAME``, ``package.module:callable`` or an HF ``config.json``.
+        args: as for :func:`resolve_target`.
+
+    Returns:
+        A path string, a :class:`Manifest` (configs counted analytically) or a module.
+
+    Example:
+        >>> resolve_source("zoo:mlp-3-5-2").__class__.__name__
+        'MLP'
+    """
+    spec = os.fspath(target)
+    if target_kind(spec) == "config":
+        p = Path(spec)
+        config = p if is_hf_config(p) else _config_in_folder(p)
+        assert config is not None
+        m = _analytic(config, dict(args or {}))
+        if m is not None:
+            return m
+    return resolve_target(spec, args)
+
+
+def target_manifest(target: str | os.PathLike[str], args: Mapping[str, Any] | None = None) -> Any:
+    """The :class:`Manifest` of any TARGET: a checkpoint's headers, a config counted
+    analytically, or a model built on meta.
+
+    Args:
+        target: a path, ``zoo:NAME``, ``package.module:callable`` or an HF ``config.json``.
+        args: as for :func:`resolve_target`.
+
+    Returns:
+        The manifest.
+
+    Example:
+        >>> sorted(target_manifest("zoo:mlp-3-5-2"))[:2]
+        ['fc1.bias', 'fc1.weight']
+    """
+    from ._manifest import Manifest
+
+    obj = resolve_source(target, args)
+    if isinstance(obj, Manifest):
+        return obj
+    if isinstance(obj, str):
+        from .io import read_manifest
+
+        return read_manifest(obj)
+    from .counting._module import scan_module
+
+    m = scan_module(obj).manifest()
+    m.source = os.fspath(target)
+    return m
+
+
+def _analytic(config_path: Path, overrides: dict[str, Any]) -> Any:
+    from ._hfconfig import read_hf_config
+
+    cfg = read_hf_config(config_path, overrides)
+    from .building._hf_analytic import VERIFIED_MODEL_TYPES, analytic_manifest
+
+    if cfg.model_type not in VERIFIED_MODEL_TYPES:
+        return None
+    m = analytic_manifest(
+        cfg.data, architecture=cfg.architecture, dtype=cfg.dtype, source=os.fspath(config_path)
+    )
+    if m is not None:
+        m.notes[:0] = cfg.notes
+        if cfg.architecture is None:
+            m.notes.insert(
+                0,
+                "config.json names no architectures: counted the base model, the one "
+                f"transformers' AutoModel builds for model_type {cfg.model_type!r}",
+            )
+    return m
 
 
 def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | None = None) -> Any:
@@ -166,26 +306,72 @@ def _call(spec: str, args: dict[str, Any]) -> Any:
 
 
 def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
+    from ._hfconfig import read_hf_config
+
+    cfg = read_hf_config(config_path, overrides)
     try:
         import transformers
     except ImportError:
         raise ParamscopeError(
-            f"{config_path}: reading a Hugging Face config.json needs the optional extra: "
-            "pip install 'paramscope[transformers]'"
+            f"{config_path}: building a {cfg.model_type!r} model from a Hugging Face "
+            "config.json needs the optional extra: pip install 'paramscope[transformers]'"
         ) from None
-    cfg = json.loads(config_path.read_text("utf-8"))
-    cfg.update(overrides)
-    model_type = cfg.pop("model_type")
+    data = dict(cfg.data)
+    model_type = data.pop("model_type")
+    for key in ("dtype", "torch_dtype", "architectures", "transformers_version"):
+        data.pop(key, None)
     try:
-        config = transformers.AutoConfig.for_model(model_type, **cfg)
-    except (ValueError, KeyError) as exc:
+        config = transformers.AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError, TypeError) as exc:
         raise ParamscopeError(f"{config_path}: model_type {model_type!r}: {exc}") from None
-    archs = cfg.get("architectures") or []
-    cls = getattr(transformers, archs[0], None) if archs else None
-    if cls is None:
-        names = ", ".join(archs) or "none"
-        raise ParamscopeError(
-            f"{config_path}: architectures names {names}; expected a class transformers "
-            f"{transformers.__version__} has"
+    notes = list(cfg.notes)
+    if cfg.architecture is None:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        name = MODEL_MAPPING_NAMES.get(model_type)
+        if isinstance(name, (tuple, list)):
+            name = name[0]
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if cls is None:
+            raise ParamscopeError(
+                f"{config_path}: names no architectures and transformers "
+                f"{transformers.__version__} has no base model class for model_type "
+                f'{model_type!r}; add "architectures": ["<ClassName>"] to the config'
+            )
+        notes.insert(
+            0,
+            f"config.json names no architectures: built {name}, the base model transformers' "
+            f"AutoModel builds for model_type {model_type!r}",
         )
-    return _on_meta(lambda: cls(config))
+    else:
+        cls = getattr(transformers, cfg.architecture, None)
+        if cls is None:
+            raise ParamscopeError(
+                f"{config_path}: architectures names {cfg.architecture}; expected a class "
+                f"transformers {transformers.__version__} has"
+            )
+    dtype = cfg.dtype
+    if dtype.value not in ("F16", "BF16", "F32", "F64"):
+        notes.append(
+            f"torch cannot build a model in {dtype.value}: built in F32 instead (the config's "
+            "dtype is shown in this note only)"
+        )
+        dtype = DType.F32
+    model = _on_meta(lambda: _build_in_dtype(cls, config, dtype.to_torch()))
+    notes.append(
+        f"built {type(model).__name__} on meta with transformers {transformers.__version__}"
+    )
+    model._paramscope_notes = notes  # scan_module puts them in every count's notes
+    return model
+
+
+def _build_in_dtype(cls: Any, config: Any, dtype: Any) -> Any:
+    """``cls(config)`` with ``dtype`` as the default floating dtype, as ``from_config`` does."""
+    import torch
+
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return cls(config)
+    finally:
+        torch.set_default_dtype(saved)

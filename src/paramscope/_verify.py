@@ -77,12 +77,18 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
 
     Raises:
         SourceNotFoundError: ``path`` does not exist.
+        ParamscopeError: ``path`` is a model TARGET (``zoo:``, ``module:callable``, a
+            config.json), which has no files to verify.
 
     Example:
         >>> # paramscope.verify("model.safetensors").ok
     """
+    from ._targets import model_target_error
     from .io import _safetensors, read_manifest
 
+    err = model_target_error(path, "verify")
+    if err is not None:
+        raise err
     report = VerifyReport(os.fspath(path))
     try:
         m = read_manifest(path)

@@ -43,6 +43,11 @@ def prune(
         0.5
     """
     if isinstance(target, (str, os.PathLike)):
+        from .._targets import model_target_error
+
+        err = model_target_error(target, "prune")
+        if err is not None:
+            raise err
         if dst is None:
             raise ParamscopeError(f"{target}: pruning a checkpoint writes a new file: give dst=")
         from ._stream import prune_file
@@ -81,6 +86,11 @@ def quantize(target: Any, *, dst: str | os.PathLike[str] | None = None, **option
         True
     """
     if isinstance(target, (str, os.PathLike)):
+        from .._targets import model_target_error
+
+        err = model_target_error(target, "quantize")
+        if err is not None:
+            raise err
         if dst is None:
             raise ParamscopeError(f"{target}: quantising a checkpoint writes a new file: give dst=")
         from ._stream import quantize_file

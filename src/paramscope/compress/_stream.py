@@ -39,8 +39,12 @@ class SourceReader:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from .._targets import model_target_error
         from ..io import read_manifest
 
+        err = model_target_error(path, "reading tensor values")
+        if err is not None:
+            raise err
         self.path = os.fspath(path)
         self.manifest: Manifest = read_manifest(path)
         stored = [e for e in self.manifest.values() if e.tie is None]

@@ -97,6 +97,8 @@ class ModuleScan:
         pruned: pruned parameter name → ``{"params", "nonzero"}`` (nonzero ``None`` on meta).
         packed: names of packed entries counted by their logical shape.
         modules: module path → the module instance.
+        origin: notes on how the model was built (a ``_paramscope_notes`` list the TARGET
+            resolver attaches: which class, which dtype and where they came from).
     """
 
     entries: list[Entry] = field(default_factory=list)
@@ -106,6 +108,7 @@ class ModuleScan:
     pruned: dict[str, dict[str, int | None]] = field(default_factory=dict)
     packed: list[str] = field(default_factory=list)
     modules: dict[str, Any] = field(default_factory=dict)
+    origin: list[str] = field(default_factory=list)
 
     def manifest(self) -> Manifest:
         """The entries as a :class:`Manifest` (format ``module``, exact roles), with notes.
@@ -123,7 +126,7 @@ class ModuleScan:
         Returns:
             One line per special case met.
         """
-        notes = []
+        notes = list(self.origin)
         if self.uninitialized:
             shown = ", ".join(self.uninitialized[:3]) + (
                 " …" if len(self.uninitialized) > 3 else ""
@@ -172,7 +175,7 @@ def scan_module(model: torch.nn.Module) -> ModuleScan:
         >>> [e.name for e in s.entries], s.kinds["0"]
         (['0.weight', '0.bias'], 'Linear')
     """
-    scan = ModuleScan()
+    scan = ModuleScan(origin=[str(n) for n in getattr(model, "_paramscope_notes", [])])
     first_module: dict[int, str] = {}
     first_tensor: dict[Any, str] = {}
 

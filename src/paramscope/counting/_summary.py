@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Role
+from .._errors import ParamscopeError
 from ._count import Count, count_manifest
 from ._module import ModuleScan, scan_module
 
@@ -139,7 +141,9 @@ class Summary:
         }
 
 
-def summary(model: torch.nn.Module, *, depth: int | None = None) -> Summary:
+def summary(
+    model: torch.nn.Module | str | os.PathLike[str], *, depth: int | None = None
+) -> Summary:
     """Summarise a module: totals, a module tree, a by-layer-type table, ties and formulas.
 
     Counting never runs ``forward``; any device works, ``meta`` included. Every parameter is
@@ -147,11 +151,16 @@ def summary(model: torch.nn.Module, *, depth: int | None = None) -> Summary:
     to the node (asserted in the tests).
 
     Args:
-        model: the module.
+        model: the module, or a model TARGET (``zoo:NAME``, ``package.module:callable``, an
+            HF ``config.json``), built on the meta device.
         depth: how deep :meth:`Summary.rows` and the JSON tree go by default (``None``: all).
 
     Returns:
         A :class:`Summary`.
+
+    Raises:
+        ParamscopeError: ``model`` is a checkpoint path (a file has no module tree: use
+            :func:`paramscope.inspect`) or neither a module nor a TARGET.
 
     Example:
         >>> import torch
@@ -159,6 +168,20 @@ def summary(model: torch.nn.Module, *, depth: int | None = None) -> Summary:
         >>> s.root.params, s.root.children[0].formula["expression"]
         (7850, '784×10 + 10 = 7,850')
     """
+    if isinstance(model, (str, os.PathLike)):
+        from .._targets import resolve_target
+
+        spec = os.fspath(model)
+        model = resolve_target(spec)
+        if isinstance(model, str):
+            raise ParamscopeError(
+                f"{spec}: summary needs a model (an nn.Module, zoo:NAME, package.module:callable "
+                "or an HF config.json); a checkpoint has no module tree: use paramscope.inspect"
+            )
+    if not hasattr(model, "_modules"):
+        raise ParamscopeError(
+            f"summary: expected an nn.Module or a model TARGET, found {type(model).__name__}"
+        )
     scan = scan_module(model)
     total = count_manifest(scan.manifest())
     total.uninitialized = scan.uninitialized

@@ -46,8 +46,15 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
     Raises:
         SourceNotFoundError: the path does not exist.
         UnknownFormatError: nothing readable is there.
+        ParamscopeError: the path is a model TARGET (``zoo:``, ``module:callable``, an HF
+            ``config.json``), not a checkpoint.
     """
     p = Path(path)
+    from .._targets import model_target_error  # light: no torch, nothing built
+
+    err = model_target_error(path, "this operation")
+    if err is not None:
+        raise err
     if not p.exists():
         raise SourceNotFoundError(p)
     if p.is_dir():
@@ -137,9 +144,13 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """The :class:`Manifest` of a checkpoint, from headers only and without torch.
 
+    A model TARGET gives the manifest of the model: ``zoo:NAME`` and
+    ``package.module:callable`` are built on the meta device; an HF ``config.json`` is counted
+    analytically where paramscope can (no torch), else built on meta through transformers.
+
     Args:
         path: a safetensors file, an HF sharded folder or ``*.index.json``, a torch
-            ``.pt``/``.bin`` (zip or legacy), or an ``.npz``.
+            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, a DCP folder, or a model TARGET.
 
     Returns:
         The manifest; ``manifest.roles`` says whether roles were stored or inferred.
@@ -151,6 +162,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     Example:
         >>> # m = paramscope.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
     """
+    from .._targets import target_kind, target_manifest
+
+    if target_kind(path) in ("zoo", "callable", "config"):
+        return target_manifest(path)
     file, fmt = resolve(path)
     if fmt is Format.SAFETENSORS:
         return _safetensors.read_manifest(file)
