@@ -243,3 +243,29 @@ def test_example_command_writes_a_checkpoint(tmp_path: Path) -> None:
     assert paramscope.count(tmp_path / "ex.safetensors").params == sum(
         p.numel() for p in model.parameters()
     )
+
+
+def test_inspect_filter_matching_nothing_exits_2(workdir: Path, tmp_path: Path) -> None:
+    r = run("inspect", "example.safetensors", "--filter", "0.weigth", cwd=workdir)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "'0.weigth' matches no entry of example.safetensors" in lines[0]
+    assert "did you mean '0.weight'" in lines[0]
+    assert lines[0].endswith("names start with '0', '1', '3', '5'")
+    r = run("inspect", "example.safetensors", "--filter", "nothing*", "--json", cwd=workdir)
+    assert r.returncode == 2 and r.stdout == "" and "matches no entry" in r.stderr
+    # still header-only: a refused filter does not import torch
+    probe = (
+        "import sys\n"
+        "from paramscope.cli import main\n"
+        "try:\n"
+        "    code = main(sys.argv[1:])\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', code, file=sys.stderr)\n"
+    )
+    args = ["inspect", str(workdir / "example.safetensors"), "--filter", "zz"]
+    r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                       env=ENV, timeout=60)
+    assert r.stderr.strip().endswith("NOTORCH 2"), r.stderr

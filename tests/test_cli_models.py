@@ -15,8 +15,14 @@ ENV.pop("PARAMSCOPE_DEBUG", None)
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "paramscope", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "paramscope", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def ok_json(*args: str, cwd: Path | None = None) -> object:
@@ -58,8 +64,18 @@ def test_inspect_module_json_tree_adds_up(depth: str) -> None:
 
 
 def test_memory_json_hand_computed() -> None:
-    d = ok_json("memory", "zoo:llama-2-7b", "--dtype", "bf16", "--train", "--mixed-precision",
-                "--zero", "3", "--gpus", "8")
+    d = ok_json(
+        "memory",
+        "zoo:llama-2-7b",
+        "--dtype",
+        "bf16",
+        "--train",
+        "--mixed-precision",
+        "--zero",
+        "3",
+        "--gpus",
+        "8",
+    )
     psi = 6_738_415_616
     assert d["params"] == psi
     assert d["breakdown"]["weights"] == 2 * psi
@@ -94,8 +110,9 @@ def test_callable_target_with_args(tmp_path: Path) -> None:
         "def make(width=4, depth=1):\n"
         "    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)])\n"
     )
-    d = ok_json("count", "cli_user_model:make", "--arg", "width=1000", "--arg", "depth=3",
-                cwd=tmp_path)
+    d = ok_json(
+        "count", "cli_user_model:make", "--arg", "width=1000", "--arg", "depth=3", cwd=tmp_path
+    )
     assert d["params"] == 3 * (1000 * 1000 + 1000)
     r = run("count", "cli_user_model:make", "--arg", "colour=red", cwd=tmp_path)
     assert r.returncode == 2 and "colour" in r.stderr and r.stderr.count("\n") == 1
@@ -111,9 +128,16 @@ def test_bad_targets_exit_2() -> None:
 
 
 def test_hf_config_target(tmp_path: Path) -> None:
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-           "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-           "num_key_value_heads": 2, "vocab_size": 100}
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 100,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     d = ok_json("count", str(tmp_path / "config.json"))
     emb = 100 * 64
@@ -133,3 +157,76 @@ def test_inspect_module_filter_keeps_matches_and_their_ancestors() -> None:
     assert "model.layers.1.self_attn" in got and "model.layers.1.mlp" in got
     assert not any(p.startswith(("model.layers.0", "model.layers.2", "lm_head")) for p in got)
     assert d["filter"] == "model.layers.1.*"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["--filter", "tranformer.h.*"],
+            [
+                "'tranformer.h.*' matches no module path",
+                "did you mean 'transformer.h.*'",
+                "names start with 'lm_head', 'transformer'",
+            ],
+        ),
+        (
+            ["--depth", "2", "--filter", "transformer.h.1.attn.*"],
+            [
+                "matches no module path in the tree shown",
+                "'transformer.h.1.attn.c_attn'",
+                "use --depth 5",
+            ],
+        ),
+        (
+            ["--filter", "*.weight"],
+            [
+                "matches no module path",
+                "it matches parameter names",
+                "selects module paths such as 'transformer.wte'",
+            ],
+        ),
+    ],
+)
+def test_inspect_module_filter_matching_nothing_exits_2(args: list[str], needles: list[str]):
+    r = run("inspect", "zoo:gpt2", *args)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_piped_output_is_never_cut() -> None:
+    """A real pipe, with a narrow COLUMNS: numbers and names stay whole, lines unpadded."""
+    env = {**ENV, "COLUMNS": "40"}
+    p = subprocess.run(
+        [sys.executable, "-m", "paramscope", "inspect", "zoo:llama-3-8b", "--depth", "2"],
+        env=env,
+        capture_output=True,  # stdout is a real pipe
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any("8,030,261,248" in line and "LlamaForCausalLM" in line for line in lines)
+    assert any("embed_tokens" in line and "128256×4096 = 525,336,576" in line for line in lines)
+    assert "…" not in p.stdout
+    assert all(line == line.rstrip(" ") for line in lines)
+
+
+def test_cli_runner_output_is_never_cut() -> None:
+    from typer.testing import CliRunner
+
+    from paramscope.cli._app import app
+
+    r = CliRunner().invoke(
+        app, ["inspect", "zoo:llama-3-8b", "--depth", "2"], env={"COLUMNS": "40"}
+    )
+    assert r.exit_code == 0, r.output
+    assert "8,030,261,248" in r.output and "rotary_emb" in r.output and "…" not in r.output
+    r = CliRunner().invoke(
+        app, ["inspect", "zoo:llama-3-8b", "--depth", "5", "--filter", "*.q_proj"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "4096×4096 = 16,777,216" in r.output

@@ -279,3 +279,32 @@ def test_random_nets(specs, frozen, share, tie, extra_buffer):
         assert cp.by_dtype == cs.by_dtype
         assert sorted(map(sorted, cp.ties)) == sorted(map(sorted, c.ties))
         check_tree(cp, paramscope.read_manifest(path))
+
+
+def test_inspect_filter_matching_nothing_raises_with_suggestions(tmp_path: Path) -> None:
+    from paramscope._errors import MissingNameError
+
+    src = tmp_path / "m.safetensors"
+    paramscope.save(
+        ParamDict(
+            {
+                "encoder.0.weight": torch.ones(2, 2),
+                "encoder.1.weight": torch.ones(2, 2),
+                "lm_head.weight": torch.ones(3, 2),
+            }
+        ),
+        src,
+    )
+    assert paramscope.inspect(src, pattern="encoder.*").total.params == 8
+    for source in (src, paramscope.read_manifest(src)):
+        try:
+            paramscope.inspect(source, pattern="encodr.*")
+        except MissingNameError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError("a filter that matches nothing must raise")
+        assert "\n" not in message
+        assert "'encodr.*' matches no entry" in message
+        assert "did you mean 'encoder.*'" in message
+        assert message.endswith("names start with 'encoder', 'lm_head'")
+    assert isinstance(MissingNameError("x"), paramscope.ParamscopeError)

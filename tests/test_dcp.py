@@ -70,7 +70,8 @@ def test_save_writes_dcp_layout_and_sidecar(tmp_path):
     names = sorted(os.listdir(tmp_path / "c"))
     assert names == [".metadata", "__0_0.distcp", "paramscope.json"]
     md = pickle.loads((tmp_path / "c" / ".metadata").read_bytes())  # our own file: trusted
-    assert "lm_head.weight" not in md.state_dict_metadata  # the tie is stored once
+    # every name of the tie has its own item, as DCP writes a tied state_dict
+    assert list(md.state_dict_metadata) == list(sample())
 
 
 def test_manifest_names_shapes_dtypes_roles(tmp_path):
@@ -338,3 +339,15 @@ def test_two_rank_save_loads_on_three_ranks(two_rank_ckpt, originals, tmp_path):
     assert sorted(gathered) == sorted(originals)
     for name, t in originals.items():
         assert bitwise_equal(gathered[name], t), name
+
+
+def test_two_rank_save_streams_tensor_by_tensor_and_counts_by_content(two_rank_ckpt, originals):
+    got = list(_dcp.iter_dcp_tensors(two_rank_ckpt))
+    assert [n for n, _ in got] == list(originals)
+    for name, t in got:
+        assert bitwise_equal(t, originals[name]), name  # chunks of both ranks stitched
+    from paramscope import count
+
+    c = count(two_rank_ckpt, values=True, nonzero=True)
+    assert c.params == count(two_rank_ckpt).params  # nothing there is an equal copy
+    assert c.ties == []

@@ -22,6 +22,7 @@ __all__ = [
     "did_you_mean",
     "group_prefix",
     "missing",
+    "no_match",
     "validate_name",
 ]
 
@@ -181,6 +182,60 @@ def missing(name: str, candidates: Iterable[str], what: str = "entry") -> Missin
     hints = did_you_mean(name, candidates)
     tail = "; did you mean " + " or ".join(repr(h) for h in hints) + "?" if hints else ""
     return MissingNameError(f"no {what} {name!r}{tail}")
+
+
+def no_match(
+    pattern: Pattern, names: Iterable[str], what: str = "entry", where: str | None = None
+) -> MissingNameError:
+    """Build the error for a filter that matches no name: close patterns and top-level names.
+
+    Suggestions come from the dotted prefixes and suffixes of the names that exist: the
+    pattern's literal core (``"encodr"`` in ``"encodr.*"``) is compared with them, and where
+    the pattern is a glob the close one is put back into it (``"encoder.*"``), kept only if it
+    then matches.
+
+    Args:
+        pattern: the glob / ``re:`` pattern (or list of them) that matched nothing.
+        names: the names that exist.
+        what: what the names are, for the message (``"entry"``, ``"module path"``).
+        where: the source, named in the message when given.
+
+    Returns:
+        A :class:`MissingNameError` ready to raise.
+
+    Example:
+        >>> err = no_match("encodr.*", ["encoder.0.weight", "decoder.0.weight"])
+        >>> str(err).split(";")[0]
+        "filter 'encodr.*' matches no entry"
+        >>> "did you mean 'encoder.*'" in str(err), str(err).endswith("'decoder', 'encoder'")
+        (True, True)
+    """
+    pool = list(names)
+    shown = pattern if isinstance(pattern, str) else ", ".join(pattern)
+    head = f"filter {shown!r} matches no {what}" + (f" of {where}" if where else "")
+    if not pool:
+        return MissingNameError(f"{head}: there is nothing to match (no names at all)")
+    fragments: set[str] = set()
+    for name in pool:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            fragments.add(".".join(parts[:i]))
+            fragments.add(".".join(parts[-i:]))
+    hints: list[str] = []
+    for p in [pattern] if isinstance(pattern, str) else list(pattern):
+        glob = not p.startswith("re:")
+        core = p if glob else p[3:].replace("\\.", ".")
+        core = core.strip("*?[]^$()+|{}\\").strip(".")
+        for close in did_you_mean(core, fragments) if core else []:
+            fixed = p.replace(core, close, 1) if glob else close
+            if fixed != close and not any(map(compile_pattern(fixed), pool)):
+                fixed = close  # the corrected glob still matches nothing: name the fragment
+            if fixed not in hints:
+                hints.append(fixed)
+    tops = sorted({n.split(".", 1)[0] for n in pool})
+    listed = ", ".join(map(repr, tops[:8])) + (f", … ({len(tops)} in all)" if len(tops) > 8 else "")
+    tail = f"; did you mean {' or '.join(map(repr, hints[:3]))}?" if hints else ";"
+    return MissingNameError(f"{head}{tail} names start with {listed}")
 
 
 def group_prefix(name: str, depth: int) -> str:

@@ -58,6 +58,14 @@ def _target(target: str, args: list[str] | None) -> object:
     return resolve_target(target, parse_args(args or []))
 
 
+def _countable(target: str, args: list[str] | None) -> object:
+    """Like :func:`_target`, but a config.json of a family paramscope counts analytically
+    becomes a Manifest (no torch, no transformers)."""
+    from .._targets import parse_args, resolve_source
+
+    return resolve_source(target, parse_args(args or []))
+
+
 NonzeroOpt = Annotated[
     bool,
     typer.Option(
@@ -69,12 +77,25 @@ NonzeroOpt = Annotated[
 
 @app.command()
 def count(
-    target: TargetArg, arg: ArgOpt = None, nonzero: NonzeroOpt = False, json: JsonOpt = False
+    target: TargetArg,
+    arg: ArgOpt = None,
+    nonzero: NonzeroOpt = False,
+    values: Annotated[
+        bool,
+        typer.Option(
+            "--values",
+            help="Also read the values and count parameters with the same shape, dtype and "
+            "bytes once, as ties (DCP stores every name of a tie apart; an equal copy is "
+            "merged too).",
+        ),
+    ] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
     from ..counting import count as count_
 
-    result = count_(_target(target, arg), nonzero=nonzero).to_dict(depth=1)  # type: ignore[arg-type]
+    obj = _countable(target, arg)
+    result = count_(obj, nonzero=nonzero, values=values).to_dict(depth=1)  # type: ignore[arg-type]
     if result["source"] is None:
         result["source"] = target
     _output.emit_json(result) if json else _output.print_count(result)
@@ -119,7 +140,9 @@ def inspect(
     result["total"]["source"] = target
     if filter is not None:
         result["filter"] = filter
-        result["tree"] = _output.filter_tree(result["tree"], filter)
+        paths = [path for path, _ in obj.named_modules()]  # type: ignore[union-attr]
+        names = [name for name, _ in obj.named_parameters()]  # type: ignore[union-attr]
+        result["tree"] = _output.filter_tree(result["tree"], filter, paths, names)
     _output.emit_json(result) if json else _output.print_summary(result)
 
 
@@ -149,7 +172,7 @@ def memory(
     from ..counting import estimate_memory
 
     est = estimate_memory(
-        _target(target, arg),
+        _countable(target, arg),
         dtype=dtype,
         training=train,
         optimizer=optimizer,

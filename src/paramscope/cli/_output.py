@@ -4,11 +4,50 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._units import format_bytes, format_count
 
 __all__ = ["emit_json", "print_count", "print_inspect", "print_verify"]
+
+
+#: Width used off a terminal (a pipe, a file, CliRunner): wide enough that no table is cut.
+WIDE = 100_000
+
+
+def _console() -> Any:
+    """A rich console for stdout: the terminal's width on a terminal; off a terminal (piped or
+    redirected) no width limit, so numbers and names are never cut or wrapped (rich would fall
+    back to 80 columns)."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, width=WIDE, file=_RStripped(sys.stdout))
+
+
+class _RStripped:
+    """A text stream that drops the spaces rich pads table lines with, line by line."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.out.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write(self.pending.rstrip(" "))
+            self.pending = ""
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _finite(obj: Any) -> Any:
@@ -104,11 +143,10 @@ def print_inspect(d: dict[str, Any]) -> None:
         d: the inspect dict (``source``, ``format``, ``roles``, ``total``, ``groups``).
     """
     from rich import box
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=False)
+    console = _console()
     title = f"{d['source']}  [{d['format']}, roles {d['roles']}]"
     if d.get("filter"):
         title += f"  filter {d['filter']!r}"
@@ -174,17 +212,36 @@ def print_inspect(d: dict[str, Any]) -> None:
         console.print(escape(f"note: {note}"))
 
 
-def filter_tree(tree: dict[str, Any], pattern: str) -> dict[str, Any]:
+def filter_tree(
+    tree: dict[str, Any],
+    pattern: str,
+    paths: Iterable[str] | None = None,
+    param_names: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """Keep the tree nodes whose path matches ``pattern``, with their ancestors.
 
     Args:
         tree: a ``ModuleNode.to_dict`` tree.
         pattern: glob or ``re:`` regex on module paths.
+        paths: every module path of the model (the tree may stop at a depth); used to tell
+            "matches only deeper" from "matches nothing", and for suggestions.
+        param_names: the model's parameter names, to say so when the pattern matches those
+            (``*.weight``) rather than module paths.
 
     Returns:
         The pruned tree (the root is always kept).
+
+    Raises:
+        ParamscopeError: nothing in the tree matches: the message names the ``--depth`` that
+            would show a deeper match, or suggests close paths and lists the top-level ones.
+
+    Example:
+        >>> tree = {"path": "", "children": [{"path": "fc", "children": []}]}
+        >>> [c["path"] for c in filter_tree(tree, "f*")["children"]]
+        ['fc']
     """
-    from .._names import compile_pattern
+    from .._errors import ParamscopeError
+    from .._names import compile_pattern, no_match
 
     match = compile_pattern(pattern)
 
@@ -194,7 +251,34 @@ def filter_tree(tree: dict[str, Any], pattern: str) -> dict[str, Any]:
             return {**node, "children": kids}
         return None
 
-    return keep(tree) or {**tree, "children": []}
+    kept = keep(tree)
+    if kept is not None:
+        return kept
+
+    def walk(node: dict[str, Any]) -> Iterator[str]:
+        if node["path"]:
+            yield node["path"]
+        for c in node.get("children", []):
+            yield from walk(c)
+
+    names = list(walk(tree)) if paths is None else [p for p in paths if p]
+    deeper = sorted((p for p in names if match(p)), key=lambda p: (p.count("."), p))
+    if deeper:
+        more = f" and {len(deeper) - 1} more" if len(deeper) > 1 else ""
+        need = deeper[0].count(".") + 1
+        raise ParamscopeError(
+            f"filter {pattern!r} matches no module path in the tree shown; {deeper[0]!r}{more} "
+            f"{'match' if more else 'matches'} deeper: use --depth {need} or more"
+        )
+    error = no_match(pattern, names, what="module path")
+    hits = [n for n in param_names or () if match(n)]
+    if hits:
+        owner = hits[0].rpartition(".")[0] or "(root)"
+        raise type(error)(
+            f"{error}; it matches parameter names ({hits[0]!r}…): for a model, --filter "
+            f"selects module paths such as {owner!r}"
+        )
+    raise error
 
 
 def print_summary(d: dict[str, Any]) -> None:
@@ -204,11 +288,10 @@ def print_summary(d: dict[str, Any]) -> None:
         d: the summary dict.
     """
     from rich import box
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=False)
+    console = _console()
     t = d["total"]
     title = f"{t['source']}  [module, depth {d['depth']}]"
     if d.get("filter"):

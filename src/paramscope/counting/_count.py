@@ -6,11 +6,14 @@ Works on a :class:`Manifest` (so on any checkpoint path, from headers alone), a
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .._enums import Role, RoleSource
+from .._enums import Format, Role, RoleSource
 from .._manifest import Entry, Manifest
 from .._names import Pattern, group_prefix
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
     from .._paramdict import ParamDict
 
-__all__ = ["Count", "Group", "Node", "count", "group", "to_manifest"]
+__all__ = ["Count", "Group", "Node", "count", "group", "tie_candidates", "to_manifest"]
 
 
 @dataclass
@@ -96,7 +99,8 @@ class Count:
         by_dtype: dtype → ``{"elements", "bytes"}``.
         roles: ``exact`` or ``inferred``.
         entries: stored entries (ties once).
-        ties: tie groups, ``[stored name, alias, ...]``.
+        ties: tie groups, ``[stored name, alias, ...]``: from the source, and found by
+            content with ``count(..., values=True)``.
         tree: the per-prefix tree.
         format: where the counts came from.
         source: the path, when there is one.
@@ -174,9 +178,9 @@ def to_manifest(source: Any) -> Manifest:
     if isinstance(source, Manifest):
         return source
     if isinstance(source, (str, os.PathLike)):
-        from ..io import read_manifest
+        from .._targets import target_manifest
 
-        return read_manifest(source)
+        return target_manifest(source)
     from .._paramdict import ParamDict  # not needed on the header-only path above
 
     if isinstance(source, ParamDict):
@@ -196,6 +200,7 @@ def count(
     source: str | os.PathLike[str] | Manifest | ParamDict | torch.nn.Module,
     *,
     nonzero: bool = False,
+    values: bool = False,
 ) -> Count:
     """Count parameters exactly: totals, trainable/frozen, buffers, bytes by dtype, a tree.
 
@@ -205,10 +210,26 @@ def count(
     tensors, or a checkpoint streamed tensor by tensor) and reports every parameter that has
     zeros in :attr:`Count.pruned`.
 
+    Ties a header cannot show (a DCP checkpoint stores every name of a tie apart; a file may
+    hold an equal copy under a second name) are found with ``values=True``: every stored
+    parameter is read, one tensor at a time, and digested (xxh3-128 over shape, dtype and
+    bytes); parameters with the same shape, dtype and digest are counted once, listed in
+    :attr:`Count.ties` (first name in file order as the stored one) and said in a note. This
+    is a content test, so an accidental equal copy is merged too. Constant tensors (every
+    element the same bytes, one-element tensors included: fresh LayerNorm weights, zero
+    biases) are left apart, since equal init values are no sign of a tie; buffers and
+    quantised entries (equal packed bytes may have other scales) are not compared either.
+    ``nonzero`` and ``values`` share the one read.
+
+    Header-only, a DCP checkpoint without paramscope's sidecar gets a note naming the likely
+    ties (:func:`tie_candidates`).
+
     Args:
-        source: a checkpoint path (file, sharded folder, index), a Manifest, a ParamDict or a
+        source: any TARGET (a checkpoint file or folder, ``zoo:NAME``,
+            ``package.module:callable``, an HF ``config.json``), a Manifest, a ParamDict or a
             module.
         nonzero: read values to count the nonzeros of every parameter with zeros.
+        values: read values to find ties by content (see above).
 
     Returns:
         A :class:`Count`.
@@ -218,30 +239,110 @@ def count(
         >>> c = paramscope.count(torch.nn.Linear(784, 10))
         >>> c.params, c.trainable, c.buffers
         (7850, 7850, 0)
+        >>> w = torch.randn(3, 4)
+        >>> c = paramscope.count({"a": w, "b": w.clone()}, values=True)
+        >>> c.params, c.ties
+        (12, [['a', 'b']])
     """
+    if isinstance(source, (str, os.PathLike)):  # a TARGET: checkpoint, zoo:, config …
+        from .._targets import resolve_source
+
+        source = resolve_source(source)
+    scan = None
     if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, dict)):
         from ._module import scan_module
 
         scan = scan_module(source)  # type: ignore[arg-type]
-        c = count_manifest(scan.manifest())
+        m = scan.manifest()
+        recorded = set(scan.pruned)
+    else:
+        m = to_manifest(source)
+        recorded = {e.name for e in m.values() if _recorded_nonzero(e) is not None}
+    found: dict[str, dict[str, int | None]] = {}
+    digests: dict[str, tuple[Any, ...]] = {}
+    notes: list[str] = []
+    if nonzero or values:
+        with _param_tensors(source, m, scan) as pairs:
+            if pairs is None:
+                notes.append("values not read: a Manifest holds none (nonzero / ties by content)")
+            else:
+                for e, t in pairs:
+                    if t is None or t.is_meta:
+                        continue
+                    if nonzero and e.name not in recorded:
+                        _nonzero_one(e, t, found)
+                    if values:
+                        key = _content_key(e, t)
+                        if key is not None:
+                            digests[e.name] = key
+    merged: list[list[str]] = []
+    if values:
+        m, merged = _content_ties(m, digests)
+    c = count_manifest(m, tie_note=not values)
+    if scan is not None:
         c.uninitialized = scan.uninitialized
-        c.pruned = scan.pruned
+        c.pruned = dict(scan.pruned)
         c.shared = scan.shared
         _set_kinds(c.tree, scan.kinds)
-        if nonzero:
-            _nonzero(
-                c,
-                (
-                    (e, _module_tensor(source, e.name))
-                    for e in scan.entries
-                    if e.tie is None and e.role is Role.PARAM and "packed" not in e.tags
-                ),
-            )
-        return c
-    c = count_manifest(to_manifest(source))
-    if nonzero:
-        _nonzero_of(source, c)
+    aliases = {n for g in merged for n in g[1:]}
+    for name, v in found.items():
+        if name not in aliases and name not in c.pruned:
+            c.pruned[name] = v
+    for name in aliases:
+        c.pruned.pop(name, None)
+    if merged:
+        shown = "; ".join(" = ".join(g) for g in merged[:_MAX_NOTED])
+        more = f"; and {len(merged) - _MAX_NOTED} more" if len(merged) > _MAX_NOTED else ""
+        notes.append(
+            f"{len(merged)} tie(s) found by content (same shape, dtype and bytes), counted "
+            f"once: {shown}{more}; an accidental equal copy would be merged too"
+        )
+    elif values and digests:
+        notes.append(f"no ties found by content among {len(digests)} non-constant parameters")
+    c.notes.extend(notes)
     return c
+
+
+#: How many tie groups a note names before summarising the rest.
+_MAX_NOTED = 5
+
+
+def _recorded_nonzero(e: Entry) -> int | None:
+    nnz = e.extra.get("nonzero")
+    return nnz if isinstance(nnz, int) and not isinstance(nnz, bool) else None
+
+
+@contextlib.contextmanager
+def _param_tensors(source: Any, m: Manifest, scan: Any) -> Iterator[Any]:
+    """``(entry, tensor)`` of every stored parameter of ``source``, read one at a time.
+
+    Yields ``None`` when the source holds no values (a Manifest).
+    """
+    from .._paramdict import ParamDict
+
+    if scan is not None:
+        yield (
+            (e, _module_tensor(source, e.name))
+            for e in scan.entries
+            if e.tie is None and e.role is Role.PARAM and "packed" not in e.tags
+        )
+    elif isinstance(source, (str, os.PathLike)):
+        if m.format is Format.DCP:
+            from ..io._dcp import iter_dcp_tensors
+
+            wanted = [n for n, e in m.items() if e.tie is None and e.role is Role.PARAM]
+            yield ((m[n], t) for n, t in iter_dcp_tensors(m.source or source, wanted))
+        else:
+            from ..compress._stream import SourceReader
+
+            with SourceReader(source) as reader:
+                yield ((e, reader.read(e)) for e in reader.entries if e.role is Role.PARAM)
+    elif isinstance(source, (ParamDict, dict)):
+        pd = source if isinstance(source, ParamDict) else ParamDict(source)
+        pm = pd.manifest()
+        yield ((pm[n], pd[n]) for n in pd.stored() if pm[n].role is Role.PARAM)
+    else:
+        yield None
 
 
 def _module_tensor(model: Any, name: str) -> Any:
@@ -251,36 +352,119 @@ def _module_tensor(model: Any, name: str) -> Any:
     return mod._parameters.get(local, mod._buffers.get(local))
 
 
-def _nonzero(c: Count, pairs: Any) -> None:
+def _nonzero_one(e: Entry, t: Any, out: dict[str, dict[str, int | None]]) -> None:
     import torch
 
-    for e, t in pairs:
-        if e.name in c.pruned or t is None or t.is_meta or "quant" in e.extra:
-            continue
-        nnz = int(torch.count_nonzero(t))
-        if nnz < t.numel():
-            c.pruned[e.name] = {"params": t.numel(), "nonzero": nnz}
+    if "quant" in e.extra:
+        return
+    nnz = int(torch.count_nonzero(t))
+    if nnz < t.numel():
+        out[e.name] = {"params": t.numel(), "nonzero": nnz}
 
 
-def _nonzero_of(source: Any, c: Count) -> None:
-    from .._paramdict import ParamDict
+def _content_key(e: Entry, t: Any) -> tuple[Any, ...] | None:
+    """``(shape, dtype, xxh3-128 of shape + dtype + bytes)``; ``None`` when not comparable.
 
-    if isinstance(source, (str, os.PathLike)):
-        from ..compress._stream import SourceReader
+    Constant tensors (init values) and quantised entries (equal packed bytes with other scales
+    are other tensors) are not compared.
+    """
+    import torch
+    import xxhash
 
-        with SourceReader(source) as reader:
-            _nonzero(
-                c,
-                (
-                    (e, reader.read(e))
-                    for e in reader.entries
-                    if e.role is Role.PARAM and e.name not in c.pruned
-                ),
-            )
-    elif isinstance(source, (ParamDict, dict)):
-        pd = source if isinstance(source, ParamDict) else ParamDict(source)
-        m = pd.manifest()
-        _nonzero(c, ((m[n], pd[n]) for n in pd.stored() if m[n].role is Role.PARAM))
+    if "quant" in e.extra:
+        return None
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return None
+    raw = flat.view(torch.uint8).reshape(flat.numel(), -1)
+    if flat.numel() == 1 or torch.equal(raw, raw[:1].expand_as(raw)):
+        return None  # constant: an init value, no sign of a tie
+    shape = tuple(int(s) for s in t.shape)
+    h = xxhash.xxh3_128()
+    h.update(repr((shape, str(t.dtype))).encode())
+    h.update(raw.reshape(-1).cpu().numpy().data)
+    return (shape, str(t.dtype), h.hexdigest())
+
+
+def _content_ties(
+    m: Manifest, digests: dict[str, tuple[Any, ...]]
+) -> tuple[Manifest, list[list[str]]]:
+    """``m`` with entries of equal content made aliases of the first; the new groups."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name in m:  # file order: the first name of a group is the stored one
+        key = digests.get(name)
+        if key is not None:
+            groups.setdefault(key, []).append(name)
+    merged = [g for g in groups.values() if len(g) > 1]
+    if not merged:
+        return m, []
+    target = {a: g[0] for g in merged for a in g[1:]}
+    out = []
+    for e in m.values():
+        if e.name in target:
+            out.append(replace(e, tie=target[e.name]))
+        elif e.tie is not None and e.tie in target:  # an alias of a name now an alias
+            out.append(replace(e, tie=target[e.tie]))
+        else:
+            out.append(e)
+    return m._with(out), merged
+
+
+#: A name segment that marks an input embedding or output head, where ties live.
+_TIE_WORDS = re.compile(r"(?:^|\.)(?:[^.]*embed[^.]*|wte|lm_head|shared|output)(?:\.|$)")
+_LAYER_INDEX = re.compile(r"(?:^|\.)\d+(?:\.|$)")
+
+
+def tie_candidates(m: Manifest) -> list[list[str]]:
+    """Groups of entries that may be one tied tensor, judged from names, shapes and dtypes.
+
+    The rule: parameters (not aliases already) of two or more dimensions that share shape and
+    dtype, outside numbered layers (no name segment is all digits, so the per-layer repeats
+    of a transformer, whose q/k/v share shapes, are never listed), in a group where at least
+    one name has a segment that looks like an embedding or output head (containing
+    ``embed``, or exactly ``wte``, ``lm_head``, ``shared`` or ``output``). This covers
+    ``transformer.wte.weight`` / ``lm_head.weight`` (GPT-2), ``model.embed_tokens.weight`` /
+    ``lm_head.weight`` (Llama), ``tok_embeddings.weight`` / ``output.weight`` (Meta's Llama),
+    ``shared.weight`` / ``encoder.embed_tokens.weight`` / ... (T5, BART) and
+    ``...word_embeddings.weight`` / ``cls.predictions.decoder.weight`` (BERT).
+
+    Args:
+        m: the manifest.
+
+    Returns:
+        The groups, each in file order.
+
+    Example:
+        >>> from paramscope import Manifest, Entry, DType
+        >>> m = Manifest([Entry("wte.weight", (9, 4), DType.F32),
+        ...               Entry("lm_head.weight", (9, 4), DType.F32)])
+        >>> tie_candidates(m)
+        [['wte.weight', 'lm_head.weight']]
+    """
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for e in m.values():
+        stored_param = e.tie is None and e.role is Role.PARAM
+        if stored_param and len(e.shape) >= 2 and not _LAYER_INDEX.search(e.name):
+            groups.setdefault((e.shape, e.dtype), []).append(e.name)
+    return [g for g in groups.values() if len(g) > 1 and any(_TIE_WORDS.search(n) for n in g)]
+
+
+def _tie_candidates_note(m: Manifest) -> str | None:
+    """The header-only note of a DCP checkpoint without a sidecar, if it has candidates."""
+    if m.format is not Format.DCP or m.roles is not RoleSource.INFERRED:
+        return None
+    found = tie_candidates(m)
+    if not found:
+        return None
+    said = []
+    for g in found[:_MAX_NOTED]:
+        names = ", ".join(g[:-1]) + f" and {g[-1]}"
+        said.append(f"{names} have the same shape and dtype and may be one tied tensor")
+    more = f"; and {len(found) - _MAX_NOTED} more such groups" if len(found) > _MAX_NOTED else ""
+    return (
+        f"{'; '.join(said)}{more} (DCP stores every name of a tie apart, so each name is "
+        "counted here); count --values (values=True) checks by content"
+    )
 
 
 def _set_kinds(node: Node, kinds: dict[str, str]) -> None:
@@ -289,11 +473,13 @@ def _set_kinds(node: Node, kinds: dict[str, str]) -> None:
         _set_kinds(child, kinds)
 
 
-def count_manifest(m: Manifest) -> Count:
+def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
     """:func:`count` of a manifest.
 
     Args:
         m: the manifest.
+        tie_note: add the note on likely ties of a DCP checkpoint without a sidecar
+            (:func:`tie_candidates`).
 
     Returns:
         A :class:`Count`.
@@ -308,8 +494,8 @@ def count_manifest(m: Manifest) -> Count:
             continue
         if "quant" in e.extra:
             quantized += 1
-        nnz = e.extra.get("nonzero")
-        if isinstance(nnz, int) and not isinstance(nnz, bool):  # recorded by prune
+        nnz = _recorded_nonzero(e)
+        if nnz is not None:  # recorded by prune
             sparse[e.name] = {"params": e.logical_numel, "nonzero": nnz}
         d = by_dtype.setdefault(e.dtype.value, {"elements": 0, "bytes": 0})
         d["elements"] += e.numel
@@ -331,6 +517,9 @@ def count_manifest(m: Manifest) -> Count:
             f"{quantized} quantised entries counted at their logical size (not packed "
             "elements); their scales and zero points are buffers"
         )
+    said = _tie_candidates_note(m) if tie_note else None
+    if said is not None:
+        notes.append(said)
     return Count(
         params=root.params,
         trainable=root.trainable,
@@ -475,6 +664,10 @@ def inspect(source: Any, *, depth: int = 1, pattern: Pattern | None = None) -> I
     Returns:
         An :class:`Inspection`.
 
+    Raises:
+        MissingNameError: ``pattern`` matches no entry (the message suggests close patterns
+            and lists the top-level names).
+
     Example:
         >>> import torch, paramscope
         >>> ins = paramscope.inspect(torch.nn.Sequential(torch.nn.Linear(4, 2)), depth=1)
@@ -483,5 +676,10 @@ def inspect(source: Any, *, depth: int = 1, pattern: Pattern | None = None) -> I
     """
     m = to_manifest(source)
     if pattern is not None:
-        m = m.select(pattern)
+        selected = m.select(pattern)
+        if not len(selected):
+            from .._names import no_match
+
+            raise no_match(pattern, m, where=m.source or None)
+        m = selected
     return Inspection(count(m), group(m, depth), depth, pattern)

@@ -15,12 +15,20 @@ chunk files are read by DCP with ``torch.load(weights_only=True)``.
 paramscope's own metadata (roles, trainable flags, tags, extra, ties, free metadata) lives in
 a JSON sidecar ``paramscope.json`` beside ``.metadata``::
 
-    {"format": "paramscope-dcp", "version": 1,
+    {"format": "paramscope-dcp", "version": 2,
      "entries": {name: {"role", "trainable", "tags"?, "extra"?}, ...},   # every name, in order
-     "aliases": {alias: stored name, ...},                              # ties, stored once
+     "aliases": {alias: stored name, ...},                              # ties
      "metadata": {str: str, ...}}
 
-Without a sidecar (a checkpoint written by other DCP code) roles are inferred.
+Ties are written as DCP itself writes a tied ``state_dict``: every name of a tie group has its
+own item (and its own bytes) in ``.metadata``, so plain ``torch.distributed.checkpoint.load``
+into the model the checkpoint came from finds every key. The sidecar's ``aliases`` says which
+names are one tensor, so :func:`load_dcp` gives them back as one object and counting counts
+them once. Version 1 sidecars (paramscope before that) stored each tie once, under its stored
+name only; they are still read.
+
+Without a sidecar (a checkpoint written by other DCP code) roles are inferred and ties are
+unknown: DCP keeps no trace of shared storage.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import pathlib
 import pickle
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +66,7 @@ __all__ = [
     "SIDECAR_NAME",
     "SafeFileSystemReader",
     "is_dcp_dir",
+    "iter_dcp_tensors",
     "load_dcp",
     "read_dcp_manifest",
     "read_dcp_metadata",
@@ -67,7 +76,9 @@ __all__ = [
 METADATA_NAME = ".metadata"
 SIDECAR_NAME = "paramscope.json"
 SIDECAR_FORMAT = "paramscope-dcp"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
+#: Sidecar versions this module reads (1: ties stored once; 2: every name stored).
+SIDECAR_VERSIONS = (1, 2)
 
 #: The format tag of DCP manifests.
 _FORMAT: Format = Format.DCP
@@ -218,6 +229,13 @@ def _read_sidecar(folder: Path) -> dict[str, Any] | None:
         raise FormatError(
             side, f"expected a {SIDECAR_FORMAT!r} object with 'entries', 'aliases', 'metadata'"
         )
+    version = data.get("version", 1)
+    if version not in SIDECAR_VERSIONS or isinstance(version, bool):
+        raise FormatError(
+            side,
+            f"sidecar version {version!r}: this paramscope reads versions "
+            f"{', '.join(map(str, SIDECAR_VERSIONS))} (a newer paramscope wrote it?)",
+        )
     return data
 
 
@@ -309,6 +327,13 @@ def _manifest_from_sidecar(
         if not isinstance(meta, dict):
             raise FormatError(sidepath, f"entry {name!r}: expected an object, found {meta!r}")
         shape, dtype = tensors[stored]
+        own = tensors.get(name)  # version 2: an alias has its own item too
+        if stored != name and own is not None and own != (shape, dtype):
+            raise FormatError(
+                sidepath,
+                f"alias {name!r} of {stored!r}: expected shape {shape} {dtype.value} as its "
+                f"target, {METADATA_NAME} has {own[0]} {own[1].value}",
+            )
         entries.append(
             Entry(
                 name,
@@ -385,10 +410,12 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
     """Save a ParamDict (or dict of tensors) as a one-process DCP checkpoint folder.
 
     ``torch.distributed.checkpoint.save(..., no_dist=True)`` writes ``.metadata`` and
-    ``__0_0.distcp``; no process group is needed (and one that exists is not used). Ties are
-    stored once; paramscope's metadata goes to the ``paramscope.json`` sidecar, written
-    atomically after the checkpoint (an older sidecar is removed first, so a failed save
-    never leaves a sidecar describing other data).
+    ``__0_0.distcp``; no process group is needed (and one that exists is not used). Every
+    name is written, aliases included, as DCP writes a tied ``state_dict`` (each name its own
+    item and bytes), so plain ``dcp.load(model.state_dict(), checkpoint_id=path)`` finds every
+    key of the model it came from. paramscope's metadata, ties included, goes to the
+    ``paramscope.json`` sidecar, written atomically after the checkpoint (an older sidecar is
+    removed first, so a failed save never leaves a sidecar describing other data).
 
     Args:
         source: a ParamDict or a plain dict of tensors (the same object twice is a tie).
@@ -402,6 +429,7 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
 
     Example:
         >>> # save_dcp(pd, "ckpt/"); load_dcp("ckpt/")
+        >>> # dcp.load(model.state_dict(), checkpoint_id="ckpt/")  # plain torch, ties too
     """
     from .._paramdict import ParamDict
 
@@ -427,7 +455,7 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SIDECAR_NAME).unlink(missing_ok=True)
-    state = {n: pd[n] for n in pd.stored()}
+    state = {n: pd[n] for n in pd}  # aliases too: plain DCP loads look each name up
     try:
         with _quiet_single_process():
             torch.distributed.checkpoint.save(state, checkpoint_id=folder, no_dist=True)
@@ -495,3 +523,69 @@ def load_dcp(path: str | os.PathLike[str], *, select: Pattern | None = None) -> 
             pd.tie(n, tie)
             pd._meta[n] = meta
     return pd
+
+
+class _CachedReader(SafeFileSystemReader):
+    """A :class:`SafeFileSystemReader` that reuses one checked ``Metadata`` for many loads."""
+
+    def __init__(self, path: Path, md: _md.Metadata) -> None:
+        super().__init__(path)
+        self._md = md
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> _md.Metadata:
+        """The metadata read once by :func:`read_dcp_metadata`.
+
+        Args:
+            *args: as DCP passes them.
+            **kwargs: as DCP passes them.
+
+        Returns:
+            The checkpoint's ``Metadata``.
+        """
+        if getattr(self._md, "storage_meta", None) is None:
+            self._md.storage_meta = _md.StorageMeta()
+        self._md.storage_meta.load_id = self.load_id
+        return self._md
+
+
+def iter_dcp_tensors(
+    path: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Read a DCP checkpoint's tensors one at a time (memory: about the largest tensor).
+
+    ``.metadata`` is read and checked once (restricted unpickler); each tensor is then filled
+    by its own ``torch.distributed.checkpoint.load(..., no_dist=True)``, which stitches the
+    chunks every rank wrote and reads only that tensor's bytes.
+
+    Args:
+        path: the checkpoint folder.
+        names: manifest names to read, in this order (an alias of a version 1 sidecar reads
+            its stored name); ``None``: every stored (non-alias) entry.
+
+    Yields:
+        ``(name, tensor)``, the tensor in fresh memory the caller owns.
+
+    Raises:
+        FormatError: a name that is not a tensor of the checkpoint, or a failed read.
+        Everything :func:`read_dcp_manifest` raises.
+
+    Example:
+        >>> # for name, t in iter_dcp_tensors("ckpt/"): print(name, t.sum())
+    """
+    m = read_dcp_manifest(path)
+    folder = Path(m.source or path)
+    md = read_dcp_metadata(folder)
+    reader = _CachedReader(folder, md)
+    todo = [n for n, e in m.items() if e.tie is None] if names is None else list(names)
+    for n in todo:
+        if n not in m:
+            raise FormatError(folder, f"{n!r}: expected a tensor of the checkpoint, found none")
+        e = m[n]
+        key = n if n in md.state_dict_metadata else (e.tie or n)
+        t = torch.empty(e.shape, dtype=e.dtype.to_torch())
+        try:
+            with _quiet_single_process():
+                torch.distributed.checkpoint.load({key: t}, storage_reader=reader, no_dist=True)
+        except CheckpointException as exc:  # a BaseException: make it an ordinary error
+            raise FormatError(folder, f"DCP load of {n!r} failed: {_first_line(exc)}") from None
+        yield n, t
