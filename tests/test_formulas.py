@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import subprocess
 import sys
 
@@ -385,3 +386,272 @@ def test_error_is_public_type() -> None:
 
     with pytest.raises(paramscope.ParamscopeError):
         F.linear(0, 1)
+
+
+# --------------------------------------------------------------------------- torch's signatures
+
+
+def _overload(cls: type) -> object:
+    """The typed overload of an ``__init__(*args, **kwargs)`` (nn.RNN, nn.LSTM, nn.GRU)."""
+    import typing
+
+    for candidate in typing.get_overloads(cls.__init__):
+        kinds = {p.kind for p in inspect.signature(candidate).parameters.values()}
+        if inspect.Parameter.VAR_POSITIONAL not in kinds:
+            return candidate
+    raise AssertionError(f"{cls.__name__} has no typed __init__ overload")
+
+
+#: formula → (torch constructor, leading formula-only parameters)
+SIGNATURES: dict[str, tuple[object, tuple[str, ...]]] = {
+    "linear": (nn.Linear.__init__, ()),
+    "bilinear": (nn.Bilinear.__init__, ()),
+    "conv": (nn.Conv2d.__init__, ("dims",)),
+    "conv1d": (nn.Conv1d.__init__, ()),
+    "conv2d": (nn.Conv2d.__init__, ()),
+    "conv3d": (nn.Conv3d.__init__, ()),
+    "conv_transpose": (nn.ConvTranspose2d.__init__, ("dims",)),
+    "conv_transpose1d": (nn.ConvTranspose1d.__init__, ()),
+    "conv_transpose2d": (nn.ConvTranspose2d.__init__, ()),
+    "conv_transpose3d": (nn.ConvTranspose3d.__init__, ()),
+    "embedding": (nn.Embedding.__init__, ()),
+    "embedding_bag": (nn.EmbeddingBag.__init__, ()),
+    "layer_norm": (nn.LayerNorm.__init__, ()),
+    "rms_norm": (nn.RMSNorm.__init__, ()),
+    "group_norm": (nn.GroupNorm.__init__, ()),
+    "batch_norm": (nn.BatchNorm2d.__init__, ()),
+    "rnn": (nn.RNNBase.__init__, ()),
+    "rnn_tanh": (_overload(nn.RNN), ()),
+    "lstm": (_overload(nn.LSTM), ()),
+    "gru": (_overload(nn.GRU), ()),
+    "multihead_attention": (nn.MultiheadAttention.__init__, ()),
+    "transformer_encoder_layer": (nn.TransformerEncoderLayer.__init__, ()),
+    "transformer_decoder_layer": (nn.TransformerDecoderLayer.__init__, ()),
+}
+
+#: defaults that cannot be torch's object without importing torch (torch's F.relu ≡ "relu")
+DEFAULT_EXCEPTIONS = {
+    ("transformer_encoder_layer", "activation"),
+    ("transformer_decoder_layer", "activation"),
+}
+
+
+def _params(fn: object, skip: int = 0) -> list[tuple[str, object, object]]:
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+def test_every_formula_has_a_torch_signature() -> None:
+    public = {name for name in F.__all__ if name not in ("Formula", "formula_for")}
+    assert public == set(SIGNATURES)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_signature_is_torchs(name: str) -> None:
+    """Same names, same order, same kinds (keyword-only ``bias`` too) and same defaults."""
+    torch_init, leading = SIGNATURES[name]
+    ours = _params(getattr(F, name))
+    theirs = _params(torch_init, skip=1)  # self
+    assert [p[0] for p in ours] == [*leading, *(p[0] for p in theirs)]
+    ours = ours[len(leading) :]
+    assert [p[1] for p in ours] == [p[1] for p in theirs]
+    for (param, _, mine), (_, _, torchs) in zip(ours, theirs, strict=True):
+        if (name, param) in DEFAULT_EXCEPTIONS:
+            continue
+        assert mine == torchs, f"{name}({param}=...): ours {mine!r}, torch {torchs!r}"
+
+
+def test_issue_example_stride_is_fourth() -> None:
+    assert F.conv2d(64, 64, 3, 2).params == n_params(nn.Conv2d(64, 64, 3, 2)) == 36928
+    assert F.conv2d(64, 64, 3, 2, 1, 1, 2).params == n_params(nn.Conv2d(64, 64, 3, 2, 1, 1, 2))
+
+
+# --------------------------------------------------------------------------- called positionally
+
+MAYBE_DEVICE = st.sampled_from(["meta", None])
+MAYBE_DTYPE = st.sampled_from([None, torch.float32, torch.bfloat16])
+EPS = st.sampled_from([1e-5, 1e-6, 0.1])
+
+
+def _sizes(dims: int, low: int = 1, high: int = 3) -> st.SearchStrategy[object]:
+    return st.one_of(st.integers(low, high), st.tuples(*[st.integers(low, high)] * dims))
+
+
+@st.composite
+def _conv_args(draw: st.DrawFn, transposed: bool) -> tuple[int, list[object]]:
+    dims = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    i, o = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    stride = draw(_sizes(dims))
+    if transposed:
+        padding, mode = draw(_sizes(dims, 0)), "zeros"
+        tail = [padding, draw(_sizes(dims, 0, 1)), groups, draw(bools), draw(_sizes(dims))]
+    else:
+        options = [_sizes(dims, 0), st.just("valid")]
+        if stride in (1, (1,) * dims):
+            options.append(st.just("same"))
+        padding = draw(st.one_of(*options))
+        mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+        tail = [padding, draw(_sizes(dims)), groups, draw(bools)]
+    values = [i, o, draw(kernels(dims)), stride, *tail, mode, draw(MAYBE_DEVICE), draw(MAYBE_DTYPE)]
+    return dims, values
+
+
+@st.composite
+def layer_calls(
+    draw: st.DrawFn, family: str
+) -> tuple[list[object], dict[str, object], object, object]:
+    """(positional args, keyword args, torch class, formula) for one random torch layer."""
+    kwargs: dict[str, object] = {}
+    required = 2
+    if family == "linear":
+        cls, fn = nn.Linear, F.linear
+        values = [draw(small), draw(small), draw(bools), draw(MAYBE_DEVICE), draw(MAYBE_DTYPE)]
+    elif family == "bilinear":
+        cls, fn, required = nn.Bilinear, F.bilinear, 3
+        values = [draw(small), draw(small), draw(small), draw(bools), draw(MAYBE_DEVICE), None]
+    elif family in ("conv", "conv_transpose"):
+        transposed = family == "conv_transpose"
+        dims, values = draw(_conv_args(transposed))
+        cls = (TCONVS if transposed else CONVS)[dims]
+        if draw(bools):  # the dims-generic formula: conv(dims, *torch args)
+            generic = F.conv_transpose if transposed else F.conv
+            fn = lambda *a, _g=generic, _d=dims, **k: _g(_d, *a, **k)  # noqa: E731
+        else:
+            fn = (TCONV_FNS if transposed else CONV_FNS)[dims]
+        required = 3
+    elif family == "embedding":
+        cls, fn = nn.Embedding, F.embedding
+        n, d = draw(st.integers(1, 50)), draw(small)
+        weight = torch.empty(n, d, device="meta") if draw(bools) else None
+        padding_idx = draw(st.one_of(st.none(), st.integers(-n, n - 1)))
+        max_norm = draw(st.sampled_from([None, 1.0]))
+        values = [n, d, padding_idx, max_norm, 2.0, draw(bools), draw(bools), weight]
+        values += [draw(bools), draw(MAYBE_DEVICE), None]
+    elif family == "embedding_bag":
+        cls, fn = nn.EmbeddingBag, F.embedding_bag
+        n, d = draw(st.integers(1, 50)), draw(small)
+        mode = draw(st.sampled_from(["sum", "mean", "max"]))
+        values = [n, d, None, 2.0, draw(bools), mode, False, None, draw(bools)]
+        values += [draw(st.one_of(st.none(), st.integers(0, n - 1))), draw(MAYBE_DEVICE), None]
+    elif family == "layer_norm":
+        cls, fn, required = nn.LayerNorm, F.layer_norm, 1
+        values = [draw(shapes), draw(EPS), draw(bools), draw(bools), draw(MAYBE_DEVICE), None]
+    elif family == "rms_norm":
+        cls, fn, required = nn.RMSNorm, F.rms_norm, 1
+        eps = draw(st.one_of(st.none(), EPS))
+        values = [draw(shapes), eps, draw(bools), draw(MAYBE_DEVICE), draw(MAYBE_DTYPE)]
+    elif family == "group_norm":
+        cls, fn = nn.GroupNorm, F.group_norm
+        groups = draw(st.integers(1, 4))
+        values = [groups, groups * draw(st.integers(1, 4)), draw(EPS), draw(bools)]
+        values += [draw(MAYBE_DEVICE), None]
+        if draw(bools):
+            kwargs["bias"] = draw(bools)
+    elif family == "batch_norm":
+        cls = draw(st.sampled_from([nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d]))
+        fn, required = F.batch_norm, 1
+        momentum = draw(st.sampled_from([None, 0.1, 0.5]))
+        values = [draw(st.integers(1, 16)), draw(EPS), momentum, draw(bools), draw(bools)]
+        values += [draw(MAYBE_DEVICE), None]
+        if draw(bools):
+            kwargs["bias"] = draw(bools)
+    elif family in ("rnn", "lstm", "gru", "rnn_base"):
+        hidden = draw(st.integers(2, 8))
+        head = [draw(small), hidden, draw(st.integers(1, 3))]
+        common = [draw(bools), draw(bools), draw(st.sampled_from([0.0, 0.25]))]  # bias, b_f, drop
+        if family == "rnn":
+            cls, fn = nn.RNN, F.rnn_tanh
+            values = [*head, draw(st.sampled_from(["tanh", "relu"])), *common, draw(bools)]
+        elif family == "gru":
+            cls, fn = nn.GRU, F.gru
+            values = [*head, *common, draw(bools)]
+        else:
+            values = [*head, *common, draw(bools), draw(st.integers(0, hidden - 1))]
+            cls, fn = nn.LSTM, F.lstm
+            if family == "rnn_base":
+                mode = draw(st.sampled_from(["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]))
+                if mode != "LSTM":
+                    values[-1] = 0
+                cls, fn, required = nn.RNNBase, F.rnn, 3
+                values = [mode, *values]
+        if family in ("rnn", "gru"):
+            # torch's nn.RNN / nn.GRU hand a positional 9th / 8th argument to RNNBase's
+            # proj_size, not to the documented ``device``: pass those by keyword
+            kwargs = {"device": draw(MAYBE_DEVICE), "dtype": draw(MAYBE_DTYPE)}
+        else:
+            values += [draw(MAYBE_DEVICE), draw(MAYBE_DTYPE)]
+    elif family == "multihead_attention":
+        cls, fn = nn.MultiheadAttention, F.multihead_attention
+        heads = draw(st.integers(1, 4))
+        dim = st.one_of(st.none(), st.integers(1, 12))
+        values = [heads * draw(st.integers(1, 4)), heads, draw(st.sampled_from([0.0, 0.1]))]
+        values += [draw(bools), draw(bools), draw(bools), draw(dim), draw(dim), draw(bools)]
+        values += [draw(MAYBE_DEVICE), None]
+    elif family in ("transformer_encoder_layer", "transformer_decoder_layer"):
+        decoder = family == "transformer_decoder_layer"
+        cls = nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer
+        fn = F.transformer_decoder_layer if decoder else F.transformer_encoder_layer
+        heads = draw(st.integers(1, 3))
+        activation = draw(st.sampled_from(["relu", "gelu", "prelu"]))
+        if activation == "prelu":
+            activation = nn.PReLU(device="meta")
+        values = [heads * draw(st.integers(1, 4)), heads, draw(st.integers(1, 16)), 0.1]
+        values += [activation, draw(EPS), draw(bools), draw(bools), draw(bools)]
+        values += [draw(MAYBE_DEVICE), None]
+    else:  # pragma: no cover - a typo in the parametrize list
+        raise AssertionError(family)
+    cut = draw(st.integers(required, len(values)))
+    return values[:cut], kwargs, cls, fn
+
+
+FAMILIES = [
+    "linear",
+    "bilinear",
+    "conv",
+    "conv_transpose",
+    "embedding",
+    "embedding_bag",
+    "layer_norm",
+    "rms_norm",
+    "group_norm",
+    "batch_norm",
+    "rnn",
+    "lstm",
+    "gru",
+    "rnn_base",
+    "multihead_attention",
+    "transformer_encoder_layer",
+    "transformer_decoder_layer",
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dropout with one layer, 'same' padding
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_positional_call_matches_torch(family: str, data: st.DataObject) -> None:
+    """Each formula, called with exactly the positional args a torch layer was built with."""
+    args, kwargs, cls, fn = data.draw(layer_calls(family))
+    with torch.device("meta"):
+        layer = cls(*args, **kwargs)
+    formula = fn(*args, **kwargs)
+    assert formula.params == n_params(layer), (args, kwargs, formula.expression)
+    if family == "batch_norm":
+        assert formula.buffers == n_buffers(layer)
+    found = F.formula_for(layer)
+    assert found is not None
+    assert found.params == formula.params
+
+
+def test_formula_for_prelu_activation() -> None:
+    layer = nn.TransformerEncoderLayer(8, 2, 16, 0.1, nn.PReLU())
+    found = F.formula_for(layer)
+    assert found is not None
+    assert found.params == n_params(layer)
+    assert found.expression.endswith("+ activation [1] = 601")
+
+
+def test_rnn_tanh_nonlinearity_checked() -> None:
+    with pytest.raises(ParamscopeError, match=r"nonlinearity.*'sigmoid'"):
+        F.rnn_tanh(4, 8, 1, "sigmoid")

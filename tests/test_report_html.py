@@ -10,6 +10,7 @@ non-``file:`` request blocked and recorded. Run locally::
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import struct
@@ -329,3 +330,102 @@ def test_browser_offline(tmp_path: Path) -> None:
             browser.close()
     assert not errors, errors
     assert not blocked, blocked
+
+
+# --------------------------------------------------------------------------- user text in the page
+
+#: every slot name of the template, plus a tag-closer and HTML specials
+TRICKY = ["__DATA__", "__TITLE__", "__CSS__", "__JS__", "</script><b>x", "a&b\"c'<!--"]
+TRICKY_TITLE = "__DATA__ x " + " ".join(TRICKY)
+
+
+def _tricky_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    for name in TRICKY:
+        model.add_module(name, torch.nn.Linear(2, 3))
+    return model
+
+
+def _assert_page_intact(text: str, title: str, names: set[str]) -> dict[str, Any]:
+    """One CSS, one JS, one JSON blob; the title and names come back exactly as given."""
+    from paramscope.reporting import _html
+
+    assert text.count(_html._CSS) == 1 and text.count(_html._JS) == 1
+    assert text.count("<script") == 2 and text.count("</script>") == 2
+    assert text.count("<style>") == 1 and text.count("</style>") == 1
+    m = re.search(r"<title>(.*?)</title>", text, re.S)
+    assert m is not None
+    assert html.unescape(m.group(1)) == f"{title} · paramscope report"
+    data = _blob(text)
+    assert data["title"] == title
+    assert {t["name"] for t in data["tensors"]} == names
+    return data
+
+
+def test_placeholders_in_title_and_names_model(tmp_path: Path) -> None:
+    model = _tricky_model()
+    text = report(model, tmp_path / "t.html", title=TRICKY_TITLE).read_text("utf-8")
+    names = {f"{n}.{w}" for n in TRICKY for w in ("weight", "bias")}
+    data = _assert_page_intact(text, TRICKY_TITLE, names)
+    assert data["counts"]["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_placeholders_in_names_checkpoint(tmp_path: Path) -> None:
+    tensors = {f"{n}.w": torch.arange(4.0) for n in TRICKY}
+    src = tmp_path / "tricky.safetensors"
+    paramscope.save(paramscope.ParamDict(tensors), src)
+    for title in TRICKY:  # each placeholder alone, as the whole title
+        text = report(src, tmp_path / "c.html", title=title).read_text("utf-8")
+        _assert_page_intact(text, title, set(tensors))
+    text = report(tensors, tmp_path / "d.html").read_text("utf-8")  # a dict, default title
+    _assert_page_intact(text, "dict of tensors", set(tensors))
+
+
+def test_script_closer_in_json_is_escaped() -> None:
+    from paramscope.reporting._html import _json_for_script
+
+    text = _json_for_script({"name": "</script><script>alert(1)</script>", "t": "<!-- & -->"})
+    assert "</" not in text and "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"name": "</script><script>alert(1)</script>", "t": "<!-- & -->"}
+
+
+def test_browser_tricky_names(tmp_path: Path) -> None:
+    """The page with every placeholder and a ``</script>`` in its title and names still runs."""
+    assert CHROMIUM.exists(), "the browser test needs Chromium at /usr/bin/chromium"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - a missing test dependency must fail, not skip
+        pytest.fail("the browser test needs Playwright for Python: pip install playwright")
+
+    out = report(_tricky_model(), tmp_path / "tricky.html", title=TRICKY_TITLE)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context()
+            context.route(
+                "**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort()
+            )
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(out.as_uri())
+            page.wait_for_selector("#tensors tbody tr")
+            assert page.title() == f"{TRICKY_TITLE} · paramscope report"
+            assert page.inner_text("#title") == TRICKY_TITLE
+            rows = page.eval_on_selector_all(
+                "#tensors tbody tr", "rs => rs.map(r => r.dataset.name)"
+            )
+            assert set(rows) == {f"{n}.{w}" for n in TRICKY for w in ("weight", "bias")}
+            cells = page.eval_on_selector_all(
+                "#tensors tbody tr td:first-child", "tds => tds.map(t => t.textContent)"
+            )
+            assert set(cells) == set(rows)
+            assert page.eval_on_selector_all("script", "s => s.length") == 2
+            assert page.eval_on_selector_all("#tensors b", "b => b.length") == 0  # no injection
+        finally:
+            browser.close()
+    assert not errors, errors

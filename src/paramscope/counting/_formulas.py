@@ -1,9 +1,13 @@
 """Analytic parameter counts of common layers, with the arithmetic written out.
 
-Each function takes the keyword arguments of the torch constructor it mirrors (same names, same
-defaults) and returns a :class:`Formula`: the count of learnable parameters, the buffer
-elements kept apart (BatchNorm running statistics), and a one-line expression that shows where
-the number comes from, e.g. ``784×10 + 10 = 7,850``.
+Each function takes the exact constructor signature of the torch layer it mirrors: the same
+parameter names, in the same order, with the same defaults, so ``conv2d(64, 64, 3, 2)`` reads
+its arguments the way ``nn.Conv2d(64, 64, 3, 2)`` does (the 4th one is ``stride``). Arguments
+that do not change the count (``stride``, ``padding``, ``dilation``, ``eps``, ``momentum``,
+``dropout``, ``batch_first``, ``device``, ``dtype``, …) are accepted in torch's position and
+ignored. Each returns a :class:`Formula`: the count of learnable parameters, the buffer elements
+kept apart (BatchNorm running statistics), and a one-line expression that shows where the
+number comes from, e.g. ``784×10 + 10 = 7,850``.
 
 The plain functions never import torch. :func:`formula_for` reads a module's configuration
 attributes (never tensor values, so meta-device modules work) and picks the matching formula.
@@ -11,13 +15,15 @@ attributes (never tensor values, so meta-device modules work) and picks the matc
 Example:
     >>> linear(784, 10).expression
     '784×10 + 10 = 7,850'
+    >>> conv2d(64, 64, 3, 2).params  # stride 2, as nn.Conv2d(64, 64, 3, 2)
+    36928
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -167,13 +173,23 @@ def _shape_str(shape: tuple[int, ...]) -> str:
 # --------------------------------------------------------------------------- dense layers
 
 
-def linear(in_features: int, out_features: int, bias: bool = True) -> Formula:
+def linear(
+    in_features: int,
+    out_features: int,
+    bias: bool = True,
+    device: Any = None,
+    dtype: Any = None,
+) -> Formula:
     """Parameters of ``nn.Linear``: weight ``(out, in)`` and bias ``(out,)``.
+
+    Takes ``nn.Linear``'s signature; ``device`` and ``dtype`` are accepted and ignored.
 
     Args:
         in_features: size of each input sample.
         out_features: size of each output sample.
         bias: whether the layer has a bias.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``784×10 + 10 = 7,850``.
@@ -181,7 +197,7 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> Formula:
     Example:
         >>> linear(784, 10).params
         7850
-        >>> linear(784, 10, bias=False).expression
+        >>> linear(784, 10, False).expression
         '784×10 = 7,840'
     """
     i = _int("linear", "in_features", in_features)
@@ -191,14 +207,25 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> Formula:
     return _done("Linear", i * o + (o if b else 0), struct)
 
 
-def bilinear(in1_features: int, in2_features: int, out_features: int, bias: bool = True) -> Formula:
+def bilinear(
+    in1_features: int,
+    in2_features: int,
+    out_features: int,
+    bias: bool = True,
+    device: Any = None,
+    dtype: Any = None,
+) -> Formula:
     """Parameters of ``nn.Bilinear``: weight ``(out, in1, in2)`` and bias ``(out,)``.
+
+    Takes ``nn.Bilinear``'s signature; ``device`` and ``dtype`` are accepted and ignored.
 
     Args:
         in1_features: size of each first input sample.
         in2_features: size of each second input sample.
         out_features: size of each output sample.
         bias: whether the layer has a bias.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``16×32×8 + 8 = 4,104``.
@@ -217,13 +244,15 @@ def bilinear(in1_features: int, in2_features: int, out_features: int, bias: bool
 
 # --------------------------------------------------------------------------- convolutions
 
+_Size = int | Sequence[int]  # torch's ``Union[int, tuple[int, ...]]`` size arguments
+
 
 def _conv_args(
     fn: str,
     dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
     groups: int,
     bias: bool,
 ) -> tuple[int, int, int, tuple[int, ...], int, bool]:
@@ -242,19 +271,35 @@ def conv(
     dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: str | _Size = 0,
+    dilation: _Size = 1,
     groups: int = 1,
     bias: bool = True,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.Conv1d/2d/3d``: weight ``(out, in/groups, *kernel)``, bias ``(out,)``.
+
+    After ``dims`` this takes ``nn.Conv2d``'s signature (the same for 1d and 3d); ``stride``,
+    ``padding``, ``dilation``, ``padding_mode``, ``device`` and ``dtype`` are accepted in their
+    positions and ignored.
 
     Args:
         dims: 1, 2 or 3 spatial dimensions.
         in_channels: input channels (divisible by ``groups``).
         out_channels: output channels (divisible by ``groups``).
         kernel_size: an int (same size in every dimension) or a tuple of ``dims`` ints.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        dilation: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``(3/1)×64×7×7 + 64 = 9,472``.
@@ -272,18 +317,30 @@ def conv(
 def conv1d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: str | _Size = 0,
+    dilation: _Size = 1,
     groups: int = 1,
     bias: bool = True,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.Conv1d``; see :func:`conv`.
+    """Parameters of ``nn.Conv1d`` (its exact signature); see :func:`conv`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 1-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        dilation: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -292,50 +349,76 @@ def conv1d(
         >>> conv1d(16, 32, 3).params
         1568
     """
-    return conv(1, in_channels, out_channels, kernel_size, groups, bias)
+    return conv(1, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 def conv2d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: str | _Size = 0,
+    dilation: _Size = 1,
     groups: int = 1,
     bias: bool = True,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.Conv2d``; see :func:`conv`.
+    """Parameters of ``nn.Conv2d`` (its exact signature); see :func:`conv`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 2-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        dilation: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
 
     Example:
+        >>> conv2d(64, 64, 3, 2).params  # stride=2, as in nn.Conv2d(64, 64, 3, 2)
+        36928
         >>> conv2d(32, 32, (3, 3), groups=32, bias=False).expression
         '(32/32)×32×3×3 = 288'
     """
-    return conv(2, in_channels, out_channels, kernel_size, groups, bias)
+    return conv(2, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 def conv3d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: str | _Size = 0,
+    dilation: _Size = 1,
     groups: int = 1,
     bias: bool = True,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.Conv3d``; see :func:`conv`.
+    """Parameters of ``nn.Conv3d`` (its exact signature); see :func:`conv`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 3-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        dilation: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -344,26 +427,45 @@ def conv3d(
         >>> conv3d(3, 8, (1, 3, 3)).params
         224
     """
-    return conv(3, in_channels, out_channels, kernel_size, groups, bias)
+    return conv(3, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 def conv_transpose(
     dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: _Size = 0,
+    output_padding: _Size = 0,
     groups: int = 1,
     bias: bool = True,
+    dilation: _Size = 1,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.ConvTranspose1d/2d/3d``: weight ``(in, out/groups, *k)``, bias ``(out,)``.
+
+    After ``dims`` this takes ``nn.ConvTranspose2d``'s signature (the same for 1d and 3d; note
+    that torch puts ``output_padding`` before ``groups`` and ``dilation`` after ``bias``);
+    ``stride``, ``padding``, ``output_padding``, ``dilation``, ``padding_mode``, ``device`` and
+    ``dtype`` are accepted in their positions and ignored.
 
     Args:
         dims: 1, 2 or 3 spatial dimensions.
         in_channels: input channels (divisible by ``groups``).
         out_channels: output channels (divisible by ``groups``).
         kernel_size: an int (same size in every dimension) or a tuple of ``dims`` ints.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        output_padding: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        dilation: ignored (does not change the count).
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``64×(32/1)×4×4 + 32 = 32,800``.
@@ -381,18 +483,32 @@ def conv_transpose(
 def conv_transpose1d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: _Size = 0,
+    output_padding: _Size = 0,
     groups: int = 1,
     bias: bool = True,
+    dilation: _Size = 1,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.ConvTranspose1d``; see :func:`conv_transpose`.
+    """Parameters of ``nn.ConvTranspose1d`` (its exact signature); see :func:`conv_transpose`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 1-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        output_padding: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        dilation: ignored (does not change the count).
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -401,24 +517,38 @@ def conv_transpose1d(
         >>> conv_transpose1d(8, 4, 3).params
         100
     """
-    return conv_transpose(1, in_channels, out_channels, kernel_size, groups, bias)
+    return conv_transpose(1, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 def conv_transpose2d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: _Size = 0,
+    output_padding: _Size = 0,
     groups: int = 1,
     bias: bool = True,
+    dilation: _Size = 1,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.ConvTranspose2d``; see :func:`conv_transpose`.
+    """Parameters of ``nn.ConvTranspose2d`` (its exact signature); see :func:`conv_transpose`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 2-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        output_padding: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        dilation: ignored (does not change the count).
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -426,25 +556,41 @@ def conv_transpose2d(
     Example:
         >>> conv_transpose2d(8, 4, (2, 3), groups=2).params
         100
+        >>> conv_transpose2d(8, 4, 3, 2, 1, 1, 2).params  # stride, padding, output_padding, groups
+        148
     """
-    return conv_transpose(2, in_channels, out_channels, kernel_size, groups, bias)
+    return conv_transpose(2, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 def conv_transpose3d(
     in_channels: int,
     out_channels: int,
-    kernel_size: int | Sequence[int],
+    kernel_size: _Size,
+    stride: _Size = 1,
+    padding: _Size = 0,
+    output_padding: _Size = 0,
     groups: int = 1,
     bias: bool = True,
+    dilation: _Size = 1,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.ConvTranspose3d``; see :func:`conv_transpose`.
+    """Parameters of ``nn.ConvTranspose3d`` (its exact signature); see :func:`conv_transpose`.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
         kernel_size: an int or a 3-tuple.
+        stride: ignored (does not change the count).
+        padding: ignored (does not change the count).
+        output_padding: ignored (does not change the count).
         groups: blocked connections from input to output channels.
         bias: whether the layer has a bias.
+        dilation: ignored (does not change the count).
+        padding_mode: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -453,18 +599,42 @@ def conv_transpose3d(
         >>> conv_transpose3d(2, 2, 2, bias=False).params
         32
     """
-    return conv_transpose(3, in_channels, out_channels, kernel_size, groups, bias)
+    return conv_transpose(3, in_channels, out_channels, kernel_size, groups=groups, bias=bias)
 
 
 # --------------------------------------------------------------------------- embeddings
 
 
-def embedding(num_embeddings: int, embedding_dim: int) -> Formula:
+def embedding(
+    num_embeddings: int,
+    embedding_dim: int,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+    _weight: Any = None,
+    _freeze: bool = False,
+    device: Any = None,
+    dtype: Any = None,
+) -> Formula:
     """Parameters of ``nn.Embedding``: weight ``(num_embeddings, embedding_dim)``.
+
+    Takes ``nn.Embedding``'s signature; every argument after ``embedding_dim`` is accepted in
+    its position and ignored (torch requires a given ``_weight`` to have the same shape).
 
     Args:
         num_embeddings: size of the vocabulary.
         embedding_dim: size of each embedding vector.
+        padding_idx: ignored (does not change the count).
+        max_norm: ignored (does not change the count).
+        norm_type: ignored (does not change the count).
+        scale_grad_by_freq: ignored (does not change the count).
+        sparse: ignored (does not change the count).
+        _weight: ignored (does not change the count).
+        _freeze: ignored (a frozen weight is still a parameter).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``50257×768 = 38,597,376``.
@@ -478,12 +648,38 @@ def embedding(num_embeddings: int, embedding_dim: int) -> Formula:
     return _done("Embedding", n * d, f"{n}×{d}")
 
 
-def embedding_bag(num_embeddings: int, embedding_dim: int) -> Formula:
+def embedding_bag(
+    num_embeddings: int,
+    embedding_dim: int,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    mode: str = "mean",
+    sparse: bool = False,
+    _weight: Any = None,
+    include_last_offset: bool = False,
+    padding_idx: int | None = None,
+    device: Any = None,
+    dtype: Any = None,
+) -> Formula:
     """Parameters of ``nn.EmbeddingBag``: weight ``(num_embeddings, embedding_dim)``.
+
+    Takes ``nn.EmbeddingBag``'s signature; every argument after ``embedding_dim`` is accepted
+    in its position and ignored.
 
     Args:
         num_embeddings: size of the vocabulary.
         embedding_dim: size of each embedding vector.
+        max_norm: ignored (does not change the count).
+        norm_type: ignored (does not change the count).
+        scale_grad_by_freq: ignored (does not change the count).
+        mode: ignored (does not change the count).
+        sparse: ignored (does not change the count).
+        _weight: ignored (does not change the count).
+        include_last_offset: ignored (does not change the count).
+        padding_idx: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -501,14 +697,24 @@ def embedding_bag(num_embeddings: int, embedding_dim: int) -> Formula:
 
 
 def layer_norm(
-    normalized_shape: int | Sequence[int], elementwise_affine: bool = True, bias: bool = True
+    normalized_shape: int | Sequence[int],
+    eps: float = 1e-05,
+    elementwise_affine: bool = True,
+    bias: bool = True,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.LayerNorm``: weight and bias of ``normalized_shape`` when affine.
 
+    Takes ``nn.LayerNorm``'s signature; ``eps``, ``device`` and ``dtype`` are ignored.
+
     Args:
         normalized_shape: an int or a shape.
+        eps: ignored (does not change the count).
         elementwise_affine: whether there is a learnable weight (and bias).
         bias: whether there is a learnable bias (only with ``elementwise_affine``).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``2×768 = 1,536``.
@@ -530,12 +736,23 @@ def layer_norm(
     return _done("LayerNorm", 2 * n, _times(2, s))
 
 
-def rms_norm(normalized_shape: int | Sequence[int], elementwise_affine: bool = True) -> Formula:
+def rms_norm(
+    normalized_shape: int | Sequence[int],
+    eps: float | None = None,
+    elementwise_affine: bool = True,
+    device: Any = None,
+    dtype: Any = None,
+) -> Formula:
     """Parameters of ``nn.RMSNorm``: a weight of ``normalized_shape`` when affine.
+
+    Takes ``nn.RMSNorm``'s signature; ``eps``, ``device`` and ``dtype`` are ignored.
 
     Args:
         normalized_shape: an int or a shape.
+        eps: ignored (does not change the count).
         elementwise_affine: whether there is a learnable weight.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``4096 = 4,096``.
@@ -551,13 +768,29 @@ def rms_norm(normalized_shape: int | Sequence[int], elementwise_affine: bool = T
     return _done("RMSNorm", math.prod(shape), _shape_str(shape))
 
 
-def group_norm(num_groups: int, num_channels: int, affine: bool = True) -> Formula:
+def group_norm(
+    num_groups: int,
+    num_channels: int,
+    eps: float = 1e-05,
+    affine: bool = True,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    bias: bool = True,
+) -> Formula:
     """Parameters of ``nn.GroupNorm``: weight and bias of ``(num_channels,)`` when affine.
+
+    Takes ``nn.GroupNorm``'s signature (``bias`` keyword-only, as in torch); ``eps``,
+    ``device`` and ``dtype`` are ignored.
 
     Args:
         num_groups: groups to split the channels into.
         num_channels: channels (divisible by ``num_groups``).
-        affine: whether there is a learnable weight and bias.
+        eps: ignored (does not change the count).
+        affine: whether there is a learnable weight (and bias).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
+        bias: whether there is a learnable bias (only with ``affine``).
 
     Returns:
         The formula, e.g. ``2×64 = 128``.
@@ -565,24 +798,47 @@ def group_norm(num_groups: int, num_channels: int, affine: bool = True) -> Formu
     Example:
         >>> group_norm(8, 64).expression
         '2×64 = 128'
+        >>> group_norm(8, 64, bias=False).params
+        64
     """
     g = _int("group_norm", "num_groups", num_groups)
     c = _int("group_norm", "num_channels", num_channels)
     a = _flag("group_norm", "affine", affine)
+    b = _flag("group_norm", "bias", bias)
     _divisible("group_norm", "num_channels", c, "num_groups", g)
     if not a:
         return _done("GroupNorm", 0, "no affine")
+    if not b:
+        return _done("GroupNorm", c, str(c))
     return _done("GroupNorm", 2 * c, f"2×{c}")
 
 
-def batch_norm(num_features: int, affine: bool = True, track_running_stats: bool = True) -> Formula:
+def batch_norm(
+    num_features: int,
+    eps: float = 1e-05,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+    track_running_stats: bool = True,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    bias: bool = True,
+) -> Formula:
     """Parameters of ``nn.BatchNorm1d/2d/3d``: weight and bias ``(C,)``; running stats as buffers.
+
+    Takes ``nn.BatchNorm2d``'s signature (the same for 1d and 3d; ``bias`` keyword-only, as in
+    torch); ``eps``, ``momentum``, ``device`` and ``dtype`` are ignored.
 
     Args:
         num_features: channels ``C``.
-        affine: whether there is a learnable weight and bias.
+        eps: ignored (does not change the count).
+        momentum: ignored (does not change the count).
+        affine: whether there is a learnable weight (and bias).
         track_running_stats: whether ``running_mean``, ``running_var`` (``C`` each) and
             ``num_batches_tracked`` (1) are kept as buffers.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
+        bias: whether there is a learnable bias (only with ``affine``).
 
     Returns:
         The formula, with ``buffers`` = ``2C + 1`` when tracking running statistics.
@@ -595,9 +851,12 @@ def batch_norm(num_features: int, affine: bool = True, track_running_stats: bool
     c = _int("batch_norm", "num_features", num_features)
     a = _flag("batch_norm", "affine", affine)
     t = _flag("batch_norm", "track_running_stats", track_running_stats)
+    b = _flag("batch_norm", "bias", bias)
     buffers, suffix = (2 * c + 1, f" (+ buffers 2×{c} + 1)") if t else (0, "")
     if not a:
         return _done("BatchNorm", 0, "no affine", buffers, suffix)
+    if not b:
+        return _done("BatchNorm", c, str(c), buffers, suffix)
     return _done("BatchNorm", 2 * c, f"2×{c}", buffers, suffix)
 
 
@@ -614,12 +873,18 @@ def rnn(
     hidden_size: int,
     num_layers: int = 1,
     bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
     bidirectional: bool = False,
     proj_size: int = 0,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU``.
 
-    Per layer and direction, with ``G`` gates (RNN 1, GRU 3, LSTM 4), hidden size ``h`` and
+    Takes ``nn.RNNBase``'s signature (``mode`` first); ``batch_first``, ``dropout``,
+    ``device`` and ``dtype`` are accepted in their positions and ignored. Per layer and
+    direction, with ``G`` gates (RNN 1, GRU 3, LSTM 4), hidden size ``h`` and
     ``r = proj_size or h``: ``weight_ih (G·h, in)``, ``weight_hh (G·h, r)``, two bias vectors
     ``bias_ih`` and ``bias_hh`` of ``G·h`` each, and for an LSTM with projections
     ``weight_hr (proj_size, h)``. Layers after the first take ``r × directions`` inputs.
@@ -631,8 +896,12 @@ def rnn(
         hidden_size: features of the hidden state.
         num_layers: stacked recurrent layers.
         bias: whether there are bias vectors.
+        batch_first: ignored (does not change the count).
+        dropout: ignored (does not change the count).
         bidirectional: whether each layer also runs backwards (doubles every count).
         proj_size: LSTM only: project the hidden state to this size (0: no projection).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula, e.g. ``layer 0: 4×(32×(10+32) + 2×32) = 5,632``.
@@ -695,18 +964,26 @@ def lstm(
     hidden_size: int,
     num_layers: int = 1,
     bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
     bidirectional: bool = False,
     proj_size: int = 0,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.LSTM``; see :func:`rnn`.
+    """Parameters of ``nn.LSTM`` (its exact signature); see :func:`rnn`.
 
     Args:
         input_size: features of the input.
         hidden_size: features of the hidden state.
         num_layers: stacked recurrent layers.
         bias: whether there are bias vectors.
+        batch_first: ignored (does not change the count).
+        dropout: ignored (does not change the count).
         bidirectional: whether each layer also runs backwards.
         proj_size: project the hidden state to this size (0: no projection).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -715,7 +992,15 @@ def lstm(
         >>> lstm(10, 32, proj_size=8).expression
         'layer 0: 4×(32×(10+8) + 2×32) + 8×32 = 2,816'
     """
-    return rnn("LSTM", input_size, hidden_size, num_layers, bias, bidirectional, proj_size)
+    return rnn(
+        "LSTM",
+        input_size,
+        hidden_size,
+        num_layers,
+        bias,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+    )
 
 
 def gru(
@@ -723,16 +1008,24 @@ def gru(
     hidden_size: int,
     num_layers: int = 1,
     bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
     bidirectional: bool = False,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.GRU``; see :func:`rnn`.
+    """Parameters of ``nn.GRU`` (its exact signature); see :func:`rnn`.
 
     Args:
         input_size: features of the input.
         hidden_size: features of the hidden state.
         num_layers: stacked recurrent layers.
         bias: whether there are bias vectors.
+        batch_first: ignored (does not change the count).
+        dropout: ignored (does not change the count).
         bidirectional: whether each layer also runs backwards.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -741,24 +1034,34 @@ def gru(
         >>> gru(10, 20, num_layers=2).params
         4440
     """
-    return rnn("GRU", input_size, hidden_size, num_layers, bias, bidirectional)
+    return rnn("GRU", input_size, hidden_size, num_layers, bias, bidirectional=bidirectional)
 
 
 def rnn_tanh(
     input_size: int,
     hidden_size: int,
     num_layers: int = 1,
+    nonlinearity: str = "tanh",
     bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
     bidirectional: bool = False,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
-    """Parameters of ``nn.RNN`` (either nonlinearity: the count is the same); see :func:`rnn`.
+    """Parameters of ``nn.RNN`` (its exact signature, either nonlinearity); see :func:`rnn`.
 
     Args:
         input_size: features of the input.
         hidden_size: features of the hidden state.
         num_layers: stacked recurrent layers.
+        nonlinearity: ``"tanh"`` or ``"relu"`` (the count is the same).
         bias: whether there are bias vectors.
+        batch_first: ignored (does not change the count).
+        dropout: ignored (does not change the count).
         bidirectional: whether each layer also runs backwards.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -766,8 +1069,13 @@ def rnn_tanh(
     Example:
         >>> rnn_tanh(4, 8, bidirectional=True).expression
         '2 directions×(layer 0: 8×(4+8) + 2×8) = 224'
+        >>> rnn_tanh(4, 8, 1, "relu").params
+        112
     """
-    return rnn("RNN_TANH", input_size, hidden_size, num_layers, bias, bidirectional)
+    if nonlinearity not in ("tanh", "relu"):
+        raise ParamscopeError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+    return rnn(mode, input_size, hidden_size, num_layers, bias, bidirectional=bidirectional)
 
 
 # --------------------------------------------------------------------------- attention
@@ -776,13 +1084,20 @@ def rnn_tanh(
 def multihead_attention(
     embed_dim: int,
     num_heads: int,
+    dropout: float = 0.0,
     bias: bool = True,
     add_bias_kv: bool = False,
+    add_zero_attn: bool = False,
     kdim: int | None = None,
     vdim: int | None = None,
+    batch_first: bool = False,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.MultiheadAttention``.
 
+    Takes ``nn.MultiheadAttention``'s signature; ``dropout``, ``add_zero_attn``,
+    ``batch_first``, ``device`` and ``dtype`` are accepted in their positions and ignored.
     With ``kdim == vdim == embed_dim`` (the default) the q, k and v projections are one
     ``in_proj_weight (3E, E)``; otherwise they are ``q_proj_weight (E, E)``,
     ``k_proj_weight (E, kdim)`` and ``v_proj_weight (E, vdim)``. Either way ``in_proj_bias``
@@ -792,10 +1107,15 @@ def multihead_attention(
     Args:
         embed_dim: model dimension ``E`` (divisible by ``num_heads``).
         num_heads: parallel attention heads.
+        dropout: ignored (does not change the count).
         bias: whether the input and output projections have biases.
         add_bias_kv: whether to learn a bias added to the key and value sequences.
+        add_zero_attn: ignored (does not change the count).
         kdim: key features (``None``: ``embed_dim``).
         vdim: value features (``None``: ``embed_dim``).
+        batch_first: ignored (does not change the count).
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -829,13 +1149,35 @@ def multihead_attention(
     return _done("MultiheadAttention", params, struct)
 
 
+def _activation_params(fn: str, activation: object) -> int:
+    """Elements of the parameters an activation module holds (``nn.PReLU``), else 0."""
+    if isinstance(activation, str):
+        if activation not in ("relu", "gelu"):
+            raise ParamscopeError(
+                f"{fn}: activation must be 'relu', 'gelu' or a callable, got {activation!r}"
+            )
+        return 0
+    parameters = getattr(activation, "parameters", None)
+    if not callable(parameters):
+        return 0
+    return sum(int(p.numel()) for p in parameters())
+
+
 def _transformer_layer(
-    fn: str, layer: str, d_model: int, nhead: int, dim_feedforward: int, bias: bool, cross: bool
+    fn: str,
+    layer: str,
+    d_model: int,
+    nhead: int,
+    dim_feedforward: int,
+    activation: object,
+    bias: bool,
+    cross: bool,
 ) -> Formula:
     d = _int(fn, "d_model", d_model)
     heads = _int(fn, "nhead", nhead)
     ff = _int(fn, "dim_feedforward", dim_feedforward)
     b = _flag(fn, "bias", bias)
+    act = _activation_params(fn, activation)
     _divisible(fn, "d_model", d, "nhead", heads)
     attn = multihead_attention(d, heads, bias=b)
     lin1, lin2, norm = linear(d, ff, b), linear(ff, d, b), layer_norm(d, bias=b)
@@ -848,23 +1190,46 @@ def _transformer_layer(
         f"linear2 [{_lhs(lin2)}]",
         f"{norms} norms [{_times(norms, _lhs(norm))}]",
     ]
+    if act:
+        parts.append(f"activation [{act}]")
     params = (2 if cross else 1) * attn.params + lin1.params + lin2.params + norms * norm.params
-    return _done(layer, params, " + ".join(parts))
+    return _done(layer, params + act, " + ".join(parts))
 
 
 def transformer_encoder_layer(
-    d_model: int, nhead: int, dim_feedforward: int = 2048, bias: bool = True
+    d_model: int,
+    nhead: int,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    activation: str | Callable[..., Any] = "relu",
+    layer_norm_eps: float = 1e-05,
+    batch_first: bool = False,
+    norm_first: bool = False,
+    bias: bool = True,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.TransformerEncoderLayer``.
 
-    Self-attention, ``linear1 (d_model → dim_feedforward)``, ``linear2`` back, and two
-    LayerNorms of ``d_model``; ``bias`` applies to all of them.
+    Takes ``nn.TransformerEncoderLayer``'s signature (``activation`` defaults to ``"relu"``,
+    which torch treats as its default ``F.relu``); ``dropout``, ``layer_norm_eps``,
+    ``batch_first``, ``norm_first``, ``device`` and ``dtype`` are accepted in their positions
+    and ignored. Self-attention, ``linear1 (d_model → dim_feedforward)``, ``linear2`` back,
+    and two LayerNorms of ``d_model``; ``bias`` applies to all of them. An activation given as
+    a module with parameters (``nn.PReLU()``) adds them.
 
     Args:
         d_model: model dimension (divisible by ``nhead``).
         nhead: attention heads.
         dim_feedforward: hidden size of the feed-forward block.
+        dropout: ignored (does not change the count).
+        activation: ``"relu"``, ``"gelu"`` or a callable; only a module's parameters count.
+        layer_norm_eps: ignored (does not change the count).
+        batch_first: ignored (does not change the count).
+        norm_first: ignored (does not change the count).
         bias: whether the linear layers and LayerNorms have biases.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -879,24 +1244,46 @@ def transformer_encoder_layer(
         d_model,
         nhead,
         dim_feedforward,
+        activation,
         bias,
         cross=False,
     )
 
 
 def transformer_decoder_layer(
-    d_model: int, nhead: int, dim_feedforward: int = 2048, bias: bool = True
+    d_model: int,
+    nhead: int,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    activation: str | Callable[..., Any] = "relu",
+    layer_norm_eps: float = 1e-05,
+    batch_first: bool = False,
+    norm_first: bool = False,
+    bias: bool = True,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Formula:
     """Parameters of ``nn.TransformerDecoderLayer``.
 
-    Self-attention, cross-attention (``multihead_attn``), ``linear1``, ``linear2`` and three
-    LayerNorms of ``d_model``; ``bias`` applies to all of them.
+    Takes ``nn.TransformerDecoderLayer``'s signature (``activation`` defaults to ``"relu"``,
+    which torch treats as its default ``F.relu``); ``dropout``, ``layer_norm_eps``,
+    ``batch_first``, ``norm_first``, ``device`` and ``dtype`` are accepted in their positions
+    and ignored. Self-attention, cross-attention (``multihead_attn``), ``linear1``,
+    ``linear2`` and three LayerNorms of ``d_model``; ``bias`` applies to all of them. An
+    activation given as a module with parameters (``nn.PReLU()``) adds them.
 
     Args:
         d_model: model dimension (divisible by ``nhead``).
         nhead: attention heads.
         dim_feedforward: hidden size of the feed-forward block.
+        dropout: ignored (does not change the count).
+        activation: ``"relu"``, ``"gelu"`` or a callable; only a module's parameters count.
+        layer_norm_eps: ignored (does not change the count).
+        batch_first: ignored (does not change the count).
+        norm_first: ignored (does not change the count).
         bias: whether the linear layers and LayerNorms have biases.
+        device: ignored (does not change the count).
+        dtype: ignored (does not change the count).
 
     Returns:
         The formula.
@@ -911,6 +1298,7 @@ def transformer_decoder_layer(
         d_model,
         nhead,
         dim_feedforward,
+        activation,
         bias,
         cross=True,
     )
@@ -934,29 +1322,38 @@ def _from_module(module: Any, nn: Any) -> Formula | None:
     convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
     if isinstance(module, (*convs, nn.ConvTranspose3d)):
         build = conv_transpose if module.transposed else conv
-        dims = len(module.kernel_size)
         return build(
-            dims,
+            len(module.kernel_size),
             module.in_channels,
             module.out_channels,
             tuple(module.kernel_size),
-            module.groups,
-            has_bias,
+            groups=module.groups,
+            bias=has_bias,
         )
     if isinstance(module, nn.Embedding):
         return embedding(module.num_embeddings, module.embedding_dim)
     if isinstance(module, nn.EmbeddingBag):
         return embedding_bag(module.num_embeddings, module.embedding_dim)
     if isinstance(module, nn.LayerNorm):
-        return layer_norm(tuple(module.normalized_shape), module.elementwise_affine, has_bias)
+        return layer_norm(
+            tuple(module.normalized_shape),
+            elementwise_affine=module.elementwise_affine,
+            bias=has_bias,
+        )
     rms = getattr(nn, "RMSNorm", None)
     if rms is not None and isinstance(module, rms):
-        return rms_norm(tuple(module.normalized_shape), module.elementwise_affine)
+        return rms_norm(
+            tuple(module.normalized_shape), elementwise_affine=module.elementwise_affine
+        )
     if isinstance(module, nn.GroupNorm):
-        return group_norm(module.num_groups, module.num_channels, module.affine)
+        return group_norm(
+            module.num_groups, module.num_channels, affine=module.affine, bias=has_bias
+        )
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         tracked = getattr(module, "running_mean", None) is not None
-        return batch_norm(module.num_features, module.affine, tracked)
+        return batch_norm(
+            module.num_features, affine=module.affine, track_running_stats=tracked, bias=has_bias
+        )
     if isinstance(module, nn.RNNBase):
         return rnn(
             module.mode,
@@ -964,8 +1361,8 @@ def _from_module(module: Any, nn: Any) -> Formula | None:
             module.hidden_size,
             module.num_layers,
             module.bias,
-            module.bidirectional,
-            getattr(module, "proj_size", 0),
+            bidirectional=module.bidirectional,
+            proj_size=getattr(module, "proj_size", 0),
         )
     if isinstance(module, nn.MultiheadAttention):
         return multihead_attention(
@@ -986,7 +1383,8 @@ def _from_module(module: Any, nn: Any) -> Formula | None:
                 module.linear1.in_features,
                 module.self_attn.num_heads,
                 module.linear1.out_features,
-                module.linear1.bias is not None,
+                activation=module.activation,
+                bias=module.linear1.bias is not None,
             )
     return None
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -392,6 +393,10 @@ def _json_for_script(data: dict[str, Any]) -> str:
 def render_html(data: dict[str, Any]) -> str:
     """The report page for :func:`build_report_data`'s data.
 
+    The template's slots are filled in one pass, so user text (a title or tensor name that
+    contains ``__DATA__``) is never read as a slot; the data is embedded as JSON with ``<``,
+    ``>`` and ``&`` escaped, so a name containing ``</script>`` cannot close its tag.
+
     Args:
         data: the report data.
 
@@ -404,12 +409,19 @@ def render_html(data: dict[str, Any]) -> str:
         >>> page.startswith("<!DOCTYPE html>"), "http" in page
         (True, False)
     """
-    return (
-        _PAGE.replace("__TITLE__", html.escape(str(data["title"])))
-        .replace("__CSS__", _CSS)
-        .replace("__JS__", _JS)
-        .replace("__DATA__", _json_for_script(data))
-    )
+    pieces = {
+        "TITLE": html.escape(str(data["title"])),
+        "CSS": _CSS,
+        "JS": _JS,
+        "DATA": _json_for_script(data),
+    }
+    # one pass over the template only: text put in (a title or tensor name that reads
+    # "__DATA__") is never scanned again, so it cannot be taken for a placeholder
+    return _PLACEHOLDER.sub(lambda m: pieces[m.group(1)], _PAGE)
+
+
+_PLACEHOLDER = re.compile(r"__([A-Z]+)__")
+"""A slot of :data:`_PAGE` (``__TITLE__``, ``__CSS__``, ``__JS__``, ``__DATA__``)."""
 
 
 _PAGE = """<!DOCTYPE html>
