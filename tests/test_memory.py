@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -121,3 +128,41 @@ def test_memory_of_a_meta_model_matches_its_parameters() -> None:
         m = nn.Linear(1024, 1024)
     e = paramscope.estimate_memory(m, dtype="bf16", training=True, mixed_precision=True)
     assert e.per_gpu_bytes == 16 * (1024 * 1024 + 1024)
+
+
+def test_lazy_model_notes_reach_the_estimate() -> None:
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    e = paramscope.estimate_memory(model)
+    assert e.params == 4 * 2 + 2  # the lazy layer is not counted ...
+    lazy = [n for n in e.notes if "uninitialised lazy" in n]
+    assert len(lazy) == 1 and "0.weight" in lazy[0]  # ... and the estimate says so
+    assert e.to_dict()["notes"] == e.notes
+    assert all(n in e.notes for n in paramscope.count(model).notes)
+    assert e.notes[0].startswith("model states only")  # its own note stays first
+    assert len(e.notes) == len(set(e.notes))
+
+
+def test_quantised_model_notes_reach_the_estimate() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(nn.Linear(8, 4)), {nn.Linear}, dtype=torch.qint8
+        )
+    e = paramscope.estimate_memory(q)
+    assert e.params == 8 * 4 + 4
+    assert any("packed (quantised)" in n for n in e.notes)
+
+
+def test_cli_memory_prints_the_lazy_note(tmp_path: Path) -> None:
+    (tmp_path / "lazymod.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    return torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Linear(4, 2))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "paramscope", "memory", "lazymod:make", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert any("uninitialised lazy" in n for n in json.loads(r.stdout)["notes"])

@@ -346,7 +346,7 @@ def test_state_dict_and_manifest():
     assert m["dec.alias"].tie == "dec.weight"
     assert m["enc.0.weight"].shape == (3, 2)
     assert m.ties() == [["dec.weight", "dec.alias"]]
-    assert "ParamDict(4 entries, 15 elements)" in repr(pd)
+    assert "ParamDict(4 entries, 15 elements: 15 trainable, 0 frozen)" in repr(pd)
 
 
 # --------------------------------------------------------------------------- ties
@@ -480,3 +480,67 @@ def test_missing_name_suggests():
         pd["fc.weight"]
     assert "did you mean 'module.fc.weight'" in str(info.value)
     assert isinstance(info.value, KeyError)
+
+
+# --------------------------------------------------------------------------- repr, lazy, packed
+
+
+def test_repr_shows_trainable_and_frozen():
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(12)], nn.BatchNorm1d(2))
+    for i in (0, 10, 11):
+        model[i].requires_grad_(False)
+    text = repr(ParamDict.from_module(model))
+    lines = text.splitlines()
+    # 12 layers × 6 params; 3 of them frozen (18); BatchNorm: 4 params, 5 buffer elements
+    assert lines[0] == "ParamDict(29 entries, 81 elements: 58 trainable, 18 frozen, 5 in buffers)"
+    assert lines[1] == "  0.weight: (2, 2) F32 param frozen"
+    assert lines[3] == "  1.weight: (2, 2) F32 param"
+    assert lines[-1] == "  … 9 more (4 frozen: 10.weight, 10.bias, 11.weight, 11.bias)"
+    assert " frozen" not in "".join(line for line in lines[1:] if "buffer" in line)
+    # a tie is counted once, and an alias is marked like its target
+    pd = ParamDict({"a": torch.zeros(3)})
+    pd.set_meta("a", trainable=False)
+    pd.tie("b", "a")
+    assert repr(pd).splitlines() == [
+        "ParamDict(2 entries, 3 elements: 0 trainable, 3 frozen)",
+        "  a: (3,) F32 param frozen",
+        "  b: (3,) F32 param frozen -> a",
+    ]
+
+
+def test_from_module_lazy_raises_naming_the_tensors():
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2), nn.LazyBatchNorm1d())
+    with pytest.raises(ParamscopeError) as info:
+        ParamDict.from_module(model)
+    message = str(info.value)
+    assert type(info.value) is ParamscopeError  # not torch's ValueError
+    assert "\n" not in message
+    assert "6 uninitialised lazy" in message and "'0.weight', '0.bias', '3.weight'" in message
+    assert "forward" in message
+    with pytest.raises(ParamscopeError, match="4 uninitialised"):
+        ParamDict.from_module(model, buffers="none")  # buffers left out: only the params
+    model(torch.zeros(2, 3))  # one forward initialises them
+    pd = ParamDict.from_module(model)
+    assert pd.numel() == sum(t.numel() for t in model.state_dict().values())
+
+
+def test_from_module_dynamic_quantised_raises_naming_the_modules():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2), nn.LayerNorm(2)),
+            {nn.Linear},
+            dtype=torch.qint8,
+        )
+    with pytest.raises(ParamscopeError) as info:
+        ParamDict.from_module(q)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "2 modules with packed (quantised) weights" in message
+    assert "'0' (DynamicQuantizedLinear), '2' (DynamicQuantizedLinear)" in message
+    assert "paramscope.count" in message
+    assert paramscope.count(q).params == 8 * 4 + 4 + 4 * 2 + 2 + 2 * 2  # what count gives
+    with pytest.raises(ParamscopeError, match="packed"):
+        paramscope.save(q, "never-written.safetensors")  # no silently partial checkpoint

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
 from ._enums import Format, Role, RoleSource
-from ._errors import DTypeMismatchError, InvalidNameError, ShapeMismatchError
+from ._errors import DTypeMismatchError, InvalidNameError, ParamscopeError, ShapeMismatchError
 from ._manifest import Entry, Manifest
 from ._names import Pattern, apply_renames, compile_pattern, ensure_new, missing, validate_name
 
@@ -62,6 +62,24 @@ def _check_tensor(name: str, value: object) -> None:
         raise InvalidNameError(
             f"entry {name!r}: expected a torch.Tensor, found {type(value).__name__}"
         )
+
+
+_QUANTIZED_NAMESPACES = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic")
+
+
+def _holds_packed(mod: Any) -> bool:
+    """Whether a torch quantised module keeps its weights packed outside ``_parameters``."""
+    if not type(mod).__module__.startswith(_QUANTIZED_NAMESPACES):
+        return False
+    if hasattr(mod, "_packed_params") or hasattr(mod, "_all_weight_values"):
+        return True
+    return any(type(v).__name__ == "ScriptObject" for v in vars(mod).values())
+
+
+def _listed(names: Sequence[str], *, quote: bool = True, limit: int = 3) -> str:
+    """``'a', 'b', 'c' … (+2 more)``: the first ``limit`` names, then how many are left."""
+    shown = ", ".join(repr(n) if quote else n for n in names[:limit])
+    return shown + (f" … (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 class ParamDict(MutableMapping[str, "torch.Tensor"]):
@@ -130,17 +148,58 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         return name in self._order
 
     def __repr__(self) -> str:
-        lines = [f"ParamDict({len(self)} entries, {self.numel():,} elements)"]
-        for name in list(self._order)[:20]:
+        """The entry and element counts, trainable / frozen apart, and the first 20 entries.
+
+        Elements are counted once per storage (ties once); ``frozen`` are parameters with
+        ``trainable=False``. Each listed frozen entry is marked, and frozen entries past the
+        first 20 are named in the last line.
+
+        Returns:
+            The text.
+
+        Example:
+            >>> import torch
+            >>> pd = ParamDict({"fc.weight": torch.zeros(2, 3), "fc.bias": torch.zeros(2)})
+            >>> pd.set_meta("fc.weight", trainable=False)
+            >>> print(repr(pd))
+            ParamDict(2 entries, 8 elements: 2 trainable, 6 frozen)
+              fc.weight: (2, 3) F32 param frozen
+              fc.bias: (2,) F32 param
+        """
+        trainable = frozen = buffers = 0
+        for name, t in self._values.items():
+            m = self._meta[name]
+            if m.role != Role.PARAM:
+                buffers += t.numel()
+            elif m.trainable:
+                trainable += t.numel()
+            else:
+                frozen += t.numel()
+        split = f"{trainable:,} trainable, {frozen:,} frozen"
+        if buffers:
+            split += f", {buffers:,} in buffers"
+        lines = [f"ParamDict({len(self)} entries, {self.numel():,} elements: {split})"]
+        names = list(self._order)
+        for name in names[:20]:
             t = self[name]
             tie = f" -> {self._alias[name]}" if name in self._alias else ""
             lines.append(
                 f"  {name}: {tuple(t.shape)} {DType.from_torch(t.dtype).value}"
-                f" {self._meta[name].role.value}{tie}"
+                f" {self._meta[name].role.value}{self._frozen_mark(name)}{tie}"
             )
-        if len(self) > 20:
-            lines.append(f"  … {len(self) - 20} more")
+        if len(names) > 20:
+            rest = [n for n in names[20:] if self._frozen_mark(n)]
+            more = f"  … {len(names) - 20} more"
+            if rest:
+                shown = ", ".join(rest[:5]) + (f", … (+{len(rest) - 5})" if len(rest) > 5 else "")
+                more += f" ({len(rest)} frozen: {shown})"
+            lines.append(more)
         return "\n".join(lines)
+
+    def _frozen_mark(self, name: str) -> str:
+        """``" frozen"`` for a parameter entry with ``trainable=False``, else ``""``."""
+        m = self._meta[name]
+        return " frozen" if m.role == Role.PARAM and not m.trainable else ""
 
     # ------------------------------------------------------------------ entries
     def add(
@@ -642,20 +701,39 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         Returns:
             The ParamDict; params have role ``param`` and ``trainable = requires_grad``.
 
+        Raises:
+            ParamscopeError: the model holds tensors a ParamDict cannot share, so it would
+                silently have fewer entries than the model: lazy modules not yet run
+                (``nn.LazyLinear`` before its first forward; the message names the
+                uninitialised tensors: run one forward pass first), or weights packed outside
+                ``_parameters`` (``torch.ao.quantization.quantize_dynamic``; the message names
+                the modules: :func:`paramscope.count` counts them by logical shape). There
+                is no option to skip them: a ParamDict carries no notes saying what is left
+                out.
+
         Example:
             >>> import torch
             >>> pd = ParamDict.from_module(torch.nn.Linear(784, 10))
             >>> pd.numel()
             7850
         """
+        from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
         if buffers not in ("persistent", "all", "none"):
             raise InvalidNameError(f"buffers={buffers!r}: expected 'persistent', 'all' or 'none'")
         out = cls()
         first: dict[int, str] = {}
+        lazy: list[str] = []
+        packed: list[str] = []
         for mod_name, mod in model.named_modules(remove_duplicate=False):
             pre = f"{mod_name}." if mod_name else ""
+            if _holds_packed(mod) and not any(mod_name.startswith(f"{q}.") for q in packed):
+                packed.append(mod_name)
             for pname, p in mod._parameters.items():
                 if p is None:
+                    continue
+                if isinstance(p, UninitializedParameter):
+                    lazy.append(pre + pname)
                     continue
                 out._add_shared(first, pre + pname, p, Role.PARAM, bool(p.requires_grad), {})
             if buffers == "none":
@@ -667,8 +745,25 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
                 persistent = bname not in non_persistent
                 if not persistent and buffers == "persistent":
                     continue
+                if isinstance(b, UninitializedBuffer):
+                    lazy.append(pre + bname)
+                    continue
                 extra = {} if persistent else {"persistent": False}
                 out._add_shared(first, pre + bname, b, Role.BUFFER, False, extra)
+        if lazy:
+            raise ParamscopeError(
+                f"ParamDict.from_module: expected initialised tensors, found {len(lazy)} "
+                f"uninitialised lazy ones ({_listed(lazy)}): their shapes are known only after "
+                "the first forward; run one forward pass (model(example_input)) first"
+            )
+        if packed:
+            named = [f"{p!r} ({model.get_submodule(p)._get_name()})" for p in packed]
+            raise ParamscopeError(
+                f"ParamDict.from_module: expected weights in _parameters, found {len(packed)} "
+                f"modules with packed (quantised) weights ({_listed(named, quote=False)}) that "
+                "a ParamDict cannot share; use paramscope.count(model), which counts packed "
+                "weights of known types by their logical shape"
+            )
         return out
 
     def _add_shared(

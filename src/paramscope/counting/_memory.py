@@ -117,7 +117,8 @@ class MemoryEstimate:
         per_gpu_bytes: their sum.
         total_bytes: ``per_gpu_bytes × num_gpus``: the whole job.
         settings: the options used.
-        notes: what is and is not included.
+        notes: what is and is not included, the source's own notes too (lazy tensors left
+            out, packed or quantised weights, …).
     """
 
     params: int
@@ -263,6 +264,8 @@ def estimate_memory(
     ]
     if m.roles.value == "inferred" and training:
         notes.append("trainable flags inferred: every parameter assumed trainable")
+    # what the reader saw (lazy tensors left out, packed or quantised weights, …)
+    notes.extend(n for n in m.notes if n not in notes)
     return MemoryEstimate(
         params=params,
         trainable=trainable,
