@@ -23,12 +23,13 @@ never accepted: it stays on meta and is reported with its owner and the reason.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .._skipinit import skip_init
 
 if TYPE_CHECKING:
     import torch
@@ -123,49 +124,6 @@ def _by_initialiser(
     return same, None if same else "its initialiser does not compute it"
 
 
-_SKIPPED_INIT = (
-    "uniform_",
-    "normal_",
-    "trunc_normal_",
-    "constant_",
-    "ones_",
-    "zeros_",
-    "eye_",
-    "dirac_",
-    "xavier_uniform_",
-    "xavier_normal_",
-    "kaiming_uniform_",
-    "kaiming_normal_",
-    "orthogonal_",
-    "sparse_",
-)
-
-
-@contextlib.contextmanager
-def _skip_param_init() -> Iterator[None]:
-    """``torch.nn.init`` leaves Parameters as they are (their values are never used)."""
-    import torch
-    import torch.nn.init as init
-
-    saved = {n: getattr(init, n) for n in _SKIPPED_INIT if hasattr(init, n)}
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def skip(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(tensor, torch.nn.Parameter):
-                return tensor
-            return fn(tensor, *args, **kwargs)
-
-        return skip
-
-    for n, fn in saved.items():
-        setattr(init, n, wrap(fn))
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(init, n, fn)
-
-
 def _init_arguments(mod: Any) -> tuple[dict[str, Any], str | None]:
     """Keyword arguments to rebuild ``mod`` from its attributes, or why that is impossible."""
     cls = type(mod)
@@ -207,7 +165,8 @@ def _by_twin(mod: Any, locals_: dict[str, str]) -> tuple[dict[str, Any], str | N
     runs = []
     for _ in range(2):
         try:
-            with torch.device("cpu"), _skip_param_init(), torch.no_grad():
+            skip = skip_init(lambda t: isinstance(t, torch.nn.Parameter))  # values unused
+            with torch.device("cpu"), skip, torch.no_grad():
                 twin = type(mod)(**kwargs)
         except Exception as exc:  # the model's own code: any failure means "not this way"
             return {}, f"rebuilding {type(mod).__name__} failed: {type(exc).__name__}: {exc}"

@@ -44,24 +44,6 @@ class SkipNormalOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-_INIT_FUNCTIONS = (
-    "uniform_",
-    "normal_",
-    "trunc_normal_",
-    "constant_",
-    "ones_",
-    "zeros_",
-    "eye_",
-    "dirac_",
-    "xavier_uniform_",
-    "xavier_normal_",
-    "kaiming_uniform_",
-    "kaiming_normal_",
-    "orthogonal_",
-    "sparse_",
-)
-
-
 @contextlib.contextmanager
 def skip_init_on_meta() -> Iterator[None]:
     """Make ``torch.nn.init``'s initialisers return meta tensors untouched, cheaply.
@@ -77,22 +59,7 @@ def skip_init_on_meta() -> Iterator[None]:
         >>> lin.weight.is_meta
         True
     """
-    import torch.nn.init as init
+    from ..._skipinit import skip_init
 
-    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def skip(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return tensor
-            return fn(tensor, *args, **kwargs)
-
-        return skip
-
-    for name, fn in saved.items():
-        setattr(init, name, wrap(fn))
-    try:
+    with skip_init(lambda t: isinstance(t, torch.Tensor) and t.is_meta):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(init, name, fn)
