@@ -132,6 +132,33 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def speed_verdict(
+    label: str,
+    times: dict[str, list[float]],
+    ours_name: str,
+    peer_name: str,
+    goal_ms: float,
+    goal_speedup: float,
+    runs: int,
+) -> None:
+    """Print the median / min / max table (with peer/this ratios) and a PASS/FAIL verdict for
+    a "faster than the peer and under a time budget" goal."""
+    ours, peer = med(times[ours_name]), med(times[peer_name])
+    rows = [
+        [n, ms(med(t)), ms(min(t)), ms(max(t)), f"{peer / med(t):6.1f}x"] for n, t in times.items()
+    ]
+    print()
+    print(table(["variant", "median", "min", "max", "peer/this"], rows))
+    speedup = peer / ours
+    ok = speedup >= goal_speedup and ours * 1e3 <= goal_ms
+    print()
+    print(
+        f"VERDICT {label}: {'PASS' if ok else 'FAIL'} - ours {ours * 1e3:.1f} ms median "
+        f"(goal <= {goal_ms:.0f} ms), peer {peer * 1e3:.1f} ms, speedup {speedup:.1f}x "
+        f"(goal >= {goal_speedup:.0f}x), n={runs}"
+    )
+
+
 def du_bytes(folder: Path) -> int:
     """Bytes actually allocated on disk under ``folder`` (``du``; holes are free)."""
     total = 0

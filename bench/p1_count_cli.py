@@ -25,13 +25,11 @@ from _common import (
     cli_total,
     header,
     human,
-    med,
-    ms,
     paramscope_count_cmd,
     parse_args,
     require_cli,
     scratch,
-    table,
+    speed_verdict,
     timed_run,
 )
 
@@ -127,22 +125,7 @@ def main() -> None:
                 if n == names[0]:
                     assert cli_total(out) == expected
 
-    ours, peer = med(times[names[0]]), med(times[names[1]])
-    rows = [
-        [n, ms(med(times[n])), ms(min(times[n])), ms(max(times[n])),
-         f"{peer / med(times[n]):6.1f}x"]
-        for n in names
-    ]
-    print()
-    print(table(["variant", "median", "min", "max", "peer/this"], rows))
-    speedup = peer / ours
-    ok = speedup >= GOAL_SPEEDUP and ours * 1e3 <= GOAL_MS
-    print()
-    print(
-        f"VERDICT P1: {'PASS' if ok else 'FAIL'} - ours {ours * 1e3:.1f} ms median "
-        f"(goal <= {GOAL_MS:.0f} ms), peer {peer * 1e3:.1f} ms, speedup {speedup:.1f}x "
-        f"(goal >= {GOAL_SPEEDUP:.0f}x), n={args.runs}"
-    )
+    speed_verdict("P1", times, names[0], names[1], GOAL_MS, GOAL_SPEEDUP, args.runs)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,10 @@ import sys
 
 from _common import (
     header,
-    med,
-    ms,
     parse_args,
     require_cli,
     scratch,
-    table,
+    speed_verdict,
     timed_run,
 )
 
@@ -100,21 +98,7 @@ def main() -> None:
                 times[n].append(dt)
                 if n == names[0]:
                     assert json.loads(out)["params"] == PUBLISHED
-    ours, peer = med(times[names[0]]), med(times[names[1]])
-    rows = [
-        [n, ms(med(times[n])), ms(min(times[n])), ms(max(times[n])), f"{peer / med(times[n]):.1f}x"]
-        for n in names
-    ]
-    print()
-    print(table(["variant", "median", "min", "max", "peer/this"], rows))
-    speedup = peer / ours
-    ok = speedup >= GOAL_SPEEDUP and ours * 1e3 <= GOAL_MS
-    print()
-    print(
-        f"VERDICT P8: {'PASS' if ok else 'FAIL'} - ours {ours * 1e3:.1f} ms median "
-        f"(goal <= {GOAL_MS:.0f} ms), peer {peer * 1e3:.1f} ms, speedup {speedup:.1f}x "
-        f"(goal >= {GOAL_SPEEDUP:.0f}x), n={args.runs}"
-    )
+    speed_verdict("P8", times, names[0], names[1], GOAL_MS, GOAL_SPEEDUP, args.runs)
 
 
 if __name__ == "__main__":
