@@ -51,7 +51,11 @@ def test_py_typed_marker_ships() -> None:
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:
-    readme = (ROOT / "README.md").read_text().splitlines()
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[0] == "# paramscope"  # the title, one short paragraph, then the two commands
+    start = lines.index("```bash")
+    assert start <= 8 and all(line for line in lines[2 : start - 1])
+    readme = lines[start:]
     assert readme[0] == "```bash" and readme[3] == "```"
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci == readme[2]

@@ -155,7 +155,7 @@ def resolve_source(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
 
     Example:
         >>> resolve_source("zoo:mlp-3-5-2").__class__.__name__
-        'MLP'
+        'SimpleNN'
     """
     spec = os.fspath(target)
     if target_kind(spec) == "config":
@@ -181,7 +181,7 @@ def target_manifest(target: str | os.PathLike[str], args: Mapping[str, Any] | No
 
     Example:
         >>> sorted(target_manifest("zoo:mlp-3-5-2"))[:2]
-        ['fc1.bias', 'fc1.weight']
+        ['hidden.bias', 'hidden.weight']
     """
     from ._manifest import Manifest
 
