@@ -352,17 +352,13 @@ def _plan(
     expected, optional = _expected(model)
     report = LoadReport(tied=_ties_of(model))
 
-    def unexpected_now() -> list[str]:
-        return [
-            n
-            for n in src_by_new
-            if n not in expected
-            and n not in optional
-            and computed_buffer(n, info[src_by_new[n]][0]) is None
-        ]
-
+    unexpected = [
+        n
+        for n, src in src_by_new.items()
+        if n not in expected and n not in optional and computed_buffer(n, info[src][0]) is None
+    ]
     missing = [n for n in expected if n not in src_by_new]
-    fix = _prefix_fix(unexpected_now(), missing)
+    fix = _prefix_fix(unexpected, missing)
     if fix is not None:
         desc = f"{fix[0] or '(none)'} → {fix[1] or '(none)'}"
         if fix_prefix:
