@@ -86,6 +86,11 @@ def _config_in_folder(p: Path) -> Path | None:
     return None
 
 
+def _config_path(p: Path) -> Path | None:
+    """The config.json an existing path names (itself, or a folder's with no weights)."""
+    return p if is_hf_config(p) else _config_in_folder(p)
+
+
 def target_kind(target: str | os.PathLike[str]) -> str | None:
     """What a TARGET names, without importing torch or building anything.
 
@@ -105,7 +110,7 @@ def target_kind(target: str | os.PathLike[str]) -> str | None:
         return "zoo"
     p = Path(spec)
     if p.exists():
-        return "config" if is_hf_config(p) or _config_in_folder(p) else "checkpoint"
+        return "checkpoint" if _config_path(p) is None else "config"
     if _CALLABLE_RE.match(spec):
         return "callable"
     return None
@@ -158,10 +163,8 @@ def resolve_source(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
         'SimpleNN'
     """
     spec = os.fspath(target)
-    if target_kind(spec) == "config":
-        p = Path(spec)
-        config = p if is_hf_config(p) else _config_in_folder(p)
-        assert config is not None
+    config = _config_path(Path(spec)) if not spec.startswith("zoo:") else None
+    if config is not None:
         m = _analytic(config, dict(args or {}))
         if m is not None:
             return m
@@ -249,7 +252,7 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
         return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False)  # zoo skips it
     p = Path(spec)
     if p.exists():
-        config = p if is_hf_config(p) else _config_in_folder(p)
+        config = _config_path(p)
         if config is not None:
             return _hf_model(config, args)
         if args:
