@@ -108,3 +108,41 @@ def test_concurrent_savers_and_loaders_see_whole_versions(tmp_path: Path) -> Non
     assert v in valid - {0}
     assert paramscope.verify(path).ok
     assert not [p for p in tmp_path.iterdir() if TEMP_MARK in p.name]
+
+
+def test_concurrent_sharded_savers_into_one_folder_leave_one_whole_version(
+    tmp_path: Path,
+) -> None:
+    """Writers of one folder commit one at a time (a lock on the folder), beside a user's files."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "keep.txt").write_text("mine")
+    ino = (folder / "config.json").stat().st_ino
+    paramscope.save(version(0), folder, max_shard_size=70_000)
+    sizes = [70_000, 70_000, 100_000, "1MB"]  # 6, 6, 4 shards, one file: names collide
+
+    def saver(k: int) -> int:
+        for rnd in range(4):
+            size = sizes[(k + rnd) % len(sizes)]
+            paramscope.save(version(1 + k * 10 + rnd), folder, max_shard_size=size)
+        return 4
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(saver, range(4))) == [4] * 4
+    pd = paramscope.load(folder)
+    vs = {(int(pd[n][0, 0]) - i) // 1000 for i, n in enumerate(NAMES)}
+    assert len(vs) == 1 and vs.pop() in {1 + k * 10 + r for k in range(4) for r in range(4)}
+    assert paramscope.verify(folder).ok
+    assert (folder / "config.json").stat().st_ino == ino
+    assert (folder / "sub" / "keep.txt").read_text() == "mine"
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if TEMP_MARK in n]
+    own = [n for n in names if n not in ("config.json", "sub")]
+    if "model.safetensors" in own:
+        assert own == ["model.safetensors"]
+    else:
+        n = len(own) - 1
+        shards = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+        assert own == sorted([*shards, "model.safetensors.index.json"])

@@ -72,14 +72,17 @@ def test_cast_select_rename_and_shards(model, tmp_path: Path) -> None:
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_existing_folder_is_replaced_whole(model, tmp_path: Path) -> None:
+def test_existing_folder_checkpoint_is_replaced_other_files_kept(model, tmp_path: Path) -> None:
     src = paramscope.save(model, tmp_path / "m.safetensors")
     dst = tmp_path / "out"
     convert(src, dst, max_shard_size="20KB")
     first = sorted(p.name for p in dst.iterdir())
+    (dst / "config.json").write_text("{}")  # a user's file: never touched
+    ino = (dst / "config.json").stat().st_ino
     convert(src, dst, max_shard_size="1MB")  # fits one file: no index, no stale shards
-    assert sorted(p.name for p in dst.iterdir()) == ["model.safetensors"] != first
-    assert no_temps(tmp_path)
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
+    assert (dst / "config.json").stat().st_ino == ino and "model.safetensors" not in first
+    assert no_temps(tmp_path) and no_temps(dst)
 
 
 def test_int_entries_are_not_cast(tmp_path: Path) -> None:

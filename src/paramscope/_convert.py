@@ -4,22 +4,20 @@ Tensors are read one at a time (see :class:`paramscope.compress._stream.SourceRe
 when a dtype is asked for (floating entries only; everything else is copied bitwise), renamed,
 and written progressively, so peak memory is about twice the largest tensor plus a constant.
 Ties are stored once and recorded as aliases. The output appears atomically: a file through a
-temp file and a rename; a sharded folder is built under a temp name beside the destination and
-renamed into place (an existing destination folder is swapped out and then removed).
+temp file and a rename; shards are built in a temp folder and committed into the destination
+folder with the index as the commit point, touching none of the folder's other files (see
+:func:`paramscope.io._sharded.write_shards`); DCP output likewise (see
+:func:`paramscope.io._dcp.save_dcp`).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import TEMP_MARK, clean_stale_temps, fsync_dir, lock_temp
 from ._errors import ParamscopeError
 from ._names import Pattern, apply_renames, compile_pattern
 
@@ -146,7 +144,7 @@ def convert(
         for name, e in items:
             dt = target_dtype(e)
             meta = _meta_of(m.get(name, e))
-            plan.append(Planned(mapping[name], dt, list(e.shape), dt.nbytes(e.numel), meta))
+            plan.append(Planned(mapping[name], dt, e.shape, dt.nbytes(e.numel), meta))
             report.casts += dt is not e.dtype
         aliases = {mapping[a]: mapping[t] for a, t in keep_alias.items()}
         alias_meta = {mapping[a]: _meta_of(m[a]) for a in keep_alias}
@@ -233,92 +231,38 @@ def _write_sharded(
     limit: int,
     advance: Any,
 ) -> int:
+    """HF shards (or one ``model.safetensors``) into the folder ``dst``, streaming, atomically.
+
+    The folder's other files are left alone; see :func:`paramscope.io._sharded.write_shards`.
+    """
     from .io._safetensors import write_stream
-    from .io._sharded import plan_shards, shard_name, write_index
+    from .io._sharded import plan_shards, write_shards
 
-    groups = plan_shards([(p.name, p.nbytes) for p in plan], limit)
+    groups = plan_shards([(p.name, p.nbytes) for p in plan], limit) or [[]]
     by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
-    parent = dst.parent if str(dst.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(parent, dst.name)  # temp folders a killed convert to dst left behind
-    tmp = parent / f".{dst.name}{TEMP_MARK}{secrets.token_hex(4)}"
-    tmp.mkdir()
-    lock = os.open(tmp, os.O_RDONLY)
-    lock_temp(lock)  # a concurrent convert to dst must not clean our folder
-    try:
-        n = len(groups)
-        weight_map: dict[str, str] = {}
-        total = 0
-        for k, names in enumerate(groups, 1):
-            fname = "model.safetensors" if n == 1 else shard_name(k, n)
-            held = set(names)
-            mine = {a: t for a, t in aliases.items() if t in held}
 
-            def chunks(names: list[str] = names) -> Iterator[tuple[str, Any]]:
-                for name in names:
-                    p, (old, e) = by_new[name]
-                    yield name, bytes_of(tensor_of(old, e))
-                    advance(p.nbytes)
+    def write_one(path: Path, names: list[str]) -> int:
+        held = set(names)
+        mine = {a: t for a, t in aliases.items() if t in held}
 
-            total += write_stream(
-                tmp / fname,
-                [by_new[x][0] for x in names],
-                chunks(),
-                aliases=mine,
-                alias_meta={a: alias_meta[a] for a in mine},
-                metadata=metadata,
-                fsync=fsync,
-            )
-            weight_map.update(dict.fromkeys(names, fname))
-        if n > 1:
-            write_index(tmp / "model.safetensors.index.json", weight_map, total, fsync=fsync)
-        _swap_into_place(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
-    return len(groups)
+        def chunks() -> Iterator[tuple[str, Any]]:
+            for name in names:
+                p, (old, e) = by_new[name]
+                yield name, bytes_of(tensor_of(old, e))
+                advance(p.nbytes)
 
+        return write_stream(
+            path,
+            [by_new[x][0] for x in names],
+            chunks(),
+            aliases=mine,
+            alias_meta={a: alias_meta[a] for a in mine},
+            metadata=metadata,
+            fsync=fsync,
+        )
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), os.fspath(b))
-
-
-def _swap_into_place(tmp: Path, dst: Path) -> None:
-    """Rename a finished folder onto ``dst``; an existing ``dst`` is swapped out, then removed."""
-    old = None
-    if dst.exists():
-        if not dst.is_dir():
-            raise ParamscopeError(f"{dst}: exists and is not a folder")
-        if _exchange(tmp, dst):  # dst is never absent; tmp now holds the old folder
-            fsync_dir(dst.parent if str(dst.parent) else ".")
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        # Fallback: dst is briefly absent; a kill here leaves the old folder as a temp.
-        old = dst.parent / f".{dst.name}{TEMP_MARK}old-{secrets.token_hex(4)}"
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent if str(dst.parent) else ".")
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _, n = write_shards(dst, groups, write_one, fsync=fsync)
+    return n
 
 
 def _to_dcp(

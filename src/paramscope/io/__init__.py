@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._enums import Format
 from .._errors import ParamscopeError, SourceNotFoundError, UnknownFormatError
-from .._manifest import Manifest
+from .._files import check_kind, open_regular
+from .._manifest import NO_EXTRA, Manifest
 from .._names import Pattern, compile_pattern
 from .._units import parse_size
 from . import _safetensors
@@ -57,6 +59,7 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
         raise err
     if not p.exists():
         raise SourceNotFoundError(p)
+    check_kind(p)  # a FIFO would block the first read, /dev/zero would never end
     if p.is_dir():
         if (p / ".metadata").is_file():  # torch.distributed.checkpoint
             return p, Format.DCP
@@ -96,7 +99,7 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         >>> # detect_format("weights.bin") -> Format.SAFETENSORS if it is one
     """
     spath = os.fspath(path)
-    with open(spath, "rb") as f:
+    with open_regular(spath) as f:
         head = f.read(16)
     size = os.path.getsize(spath)
     if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
@@ -233,43 +236,7 @@ def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
     match = compile_pattern(select) if select is not None else (lambda _n: True)
     if fmt in (Format.SAFETENSORS, Format.SHARDED):
         m = read_manifest(file)
-        wanted = [n for n in m if match(n)]
-        for n in list(wanted):  # a quantised entry comes with its scales and zero points
-            quant = m[n].extra.get("quant")
-            if isinstance(quant, dict):
-                wanted += [
-                    a
-                    for a in (quant.get("scale"), quant.get("zero"))
-                    if isinstance(a, str) and a in m and a not in wanted
-                ]
-        by_file: dict[str, list[str]] = {}
-        for n in wanted:
-            e = m[n]
-            stored = e.tie or n
-            loc = m[stored].location
-            if loc is None:  # pragma: no cover - stored entries always have a location
-                raise ParamscopeError(f"{file}: entry {stored!r} has no stored bytes")
-            by_file.setdefault(loc.file, []).append(stored)
-        values: dict[str, torch.Tensor] = {}
-        for fpath, names in by_file.items():
-            if _sharded_is_torch(fpath):
-                from . import _torch
-
-                keep = set(names)
-                values.update({k: v for k, v in _torch.load_torch(fpath) if k in keep})
-            else:
-                header = _safetensors.parse_header(fpath)
-                values.update(_safetensors.load_tensors(header, dict.fromkeys(names)))
-        pd = ParamDict(metadata=m.metadata)
-        for n in wanted:
-            e = m[n]
-            if e.tie is not None and e.tie in pd:
-                pd.tie(n, e.tie)
-            else:
-                pd.add(n, values[e.tie or n])
-            pd._meta[n] = _meta_of(m, n)
-        _retie(pd, m)
-        return pd
+        return _load_lazily(file, m, [n for n in m if match(n)])
     if fmt is Format.DCP:
         from . import _dcp
 
@@ -283,6 +250,89 @@ def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
         if n in m:
             pd._meta[n] = _meta_of(m, n)
     return pd
+
+
+#: A valid entry name as :func:`paramscope.validate_name` sees it, in one match.
+_NAME = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
+
+
+def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
+    """The ParamDict of ``wanted`` names of a safetensors (or sharded) checkpoint; a
+    quantised entry comes with its scales and zero points (added at the end).
+
+    Its values are a :class:`~paramscope.io._safetensors.LazyTensors`: an entry's tensor is
+    made (viewing a copy-on-write mmap) when first read, so loading 1.4 M entries costs the
+    header's rows and a few dict slots each, not 1.4 M tensors. Entries without paramscope
+    metadata share one :class:`EntryMeta` per (role, trainable, tags). Torch shards of a
+    sharded checkpoint are read whole, as before.
+    """
+    from .._names import ensure_new, validate_name
+    from .._paramdict import EntryMeta, ParamDict
+
+    pd = ParamDict(metadata=m.metadata)
+    values = _safetensors.LazyTensors()
+    pd._values = values
+    order, metas = pd._order, pd._meta
+    files: dict[str, Any] = {}  # file → its number in values, or its tensors (torch shard)
+    shared: dict[tuple[Any, ...], EntryMeta] = {}
+    early = False  # an alias came before its target: tied at the end
+    asked = len(wanted)
+    seen: set[str] | None = None
+    for i, n in enumerate(wanted):  # grows: scales and zero points of quantised entries
+        e = m[n]
+        quant = e.extra.get("quant") if i < asked and e.extra else None
+        if isinstance(quant, dict):
+            seen = set(wanted) if seen is None else seen
+            for a in (quant.get("scale"), quant.get("zero")):
+                if isinstance(a, str) and a in m and a not in seen:
+                    wanted.append(a)
+                    seen.add(a)
+        if e.tie is not None and e.tie in order:
+            pd.tie(n, e.tie)
+        else:
+            stored = e.tie or n
+            loc = e.location if e.tie is None else m[stored].location
+            if loc is None:  # pragma: no cover - stored entries always have a location
+                raise ParamscopeError(f"{file}: entry {stored!r} has no stored bytes")
+            if _NAME.fullmatch(n) is None:
+                validate_name(n)  # raises, naming the bad segment
+            if n in order:  # pragma: no cover - a manifest's names are unique
+                ensure_new(n, order)
+            src = files.get(loc.file)
+            if src is None:
+                src = files[loc.file] = _source(values, loc.file, m, wanted)
+            if isinstance(src, int):
+                values.put(n, src, stored)
+            else:
+                dict.__setitem__(values, n, src[stored])
+            order[n] = None
+            early = early or e.tie is not None
+        if e.extra:
+            metas[n] = _meta_of(m, n)
+        else:
+            key = (e.role, e.trainable, e.tags)
+            meta = shared.get(key)
+            if meta is None:
+                meta = shared[key] = EntryMeta(e.role, e.trainable, e.tags, NO_EXTRA)
+            metas[n] = meta
+    if early:
+        _retie(pd, m)
+    return pd
+
+
+def _source(values: Any, fpath: str, m: Manifest, wanted: list[str]) -> Any:
+    """A file's number in ``values`` (safetensors), or the wanted tensors of a torch shard."""
+    if _sharded_is_torch(fpath):
+        from . import _torch
+
+        keep = set()
+        for n in wanted:
+            e = m[n]
+            loc = m[e.tie or n].location
+            if loc is not None and loc.file == fpath:
+                keep.add(e.tie or n)
+        return {k: v for k, v in _torch.load_torch(fpath) if k in keep}
+    return values.add_file(_safetensors.parse_header(fpath))
 
 
 def _sharded_is_torch(fpath: str) -> bool:
@@ -314,7 +364,11 @@ def save(
     extra go under ``__metadata__["paramscope"]`` as JSON. The file opens with
     ``safetensors.safe_open`` and Hugging Face loaders. With ``max_shard_size`` (``"5GB"``,
     decimal units as Hugging Face uses) ``path`` is a folder that receives
-    ``model-0000k-of-0000N.safetensors`` shards and ``model.safetensors.index.json``.
+    ``model-0000k-of-0000N.safetensors`` shards and ``model.safetensors.index.json``: they are
+    built aside and committed with the index as the commit point, so the folder reads as the
+    previous checkpoint or the new one at every instant, and the folder's other files
+    (``config.json``, tokenizer files, subfolders) are never touched (see
+    :func:`paramscope.io._sharded.write_shards`; DCP: :func:`paramscope.io._dcp.save_dcp`).
 
     Args:
         source: a ParamDict, a plain dict of tensors, or a module (its ``from_module`` view).
@@ -333,7 +387,10 @@ def save(
 
     Raises:
         UnsupportedDTypeError: a tensor is on the meta device or has a dtype safetensors lacks.
-        ParamscopeError: ``metadata`` is not str → str.
+        ParamscopeError: ``metadata`` is not str → str; a sharded ``path`` is a file or holds
+            a DCP checkpoint.
+        OSError: writing failed (a full disk); the message names the destination file, and
+            the destination is left as it was.
 
     Example:
         >>> # paramscope.save(pd, "model.safetensors")

@@ -3,24 +3,48 @@
 The index is ``{"metadata": {"total_size": N, ...}, "weight_map": {name: shard file}}``.
 Shard paths must stay inside the index's folder: absolute paths, ``..`` and symlinks leading
 out are refused. Entries the index names that no shard holds, and stored entries the index
-does not name, are reported with their names.
+does not name, are reported with their names. The index is refused unread when it is not a
+regular file (a FIFO, ``/dev/zero``) or is over 100 MB.
+
+Writing (:func:`write_shards`) builds the files aside and commits them into the folder with the
+index as the commit point, touching none of the folder's other files.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+import secrets
+import stat
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._atomic import TEMP_MARK, atomic_write, clean_stale_temps
+from .._atomic import (
+    BACKUP_MARK,
+    TEMP_MARK,
+    atomic_write,
+    clean_stale_temps,
+    folder_lock,
+    fsync_dir,
+    name_error,
+    remove_own,
+    temp_folder,
+)
 from .._enums import Format, RoleSource
-from .._errors import ShardIndexError
+from .._errors import FormatError, ParamscopeError, ShardIndexError
 from .._manifest import Entry, Manifest
 from . import _safetensors as st
 
-__all__ = ["SHARD_RE", "read_index", "read_sharded_manifest", "write_sharded"]
+__all__ = [
+    "SHARD_RE",
+    "read_index",
+    "read_sharded_manifest",
+    "write_sharded",
+    "write_shards",
+]
 
 MAX_INDEX = 100_000_000
 SHARD_RE = r"(.+)-(\d{5})-of-(\d{5})(\.safetensors)"
@@ -79,6 +103,10 @@ def _no_duplicates(path: str) -> Any:
 def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Parse and validate an index file.
 
+    The index must be a regular file (a symlink to one is fine) of at most 100 MB: a FIFO, a
+    device such as ``/dev/zero`` or a socket is refused without being read (it is opened
+    without blocking and checked on the open descriptor), and at most the limit is read.
+
     Args:
         index: the ``*.index.json`` path.
 
@@ -86,15 +114,30 @@ def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         ``(metadata, weight_map)``.
 
     Raises:
-        ShardIndexError: malformed JSON or structure.
+        ShardIndexError: not a regular file, over the size limit, malformed JSON or structure.
+
+    Example:
+        >>> # meta, weight_map = read_index("ckpt/model.safetensors.index.json")
     """
+    from .._errors import FormatError
+    from .._files import open_regular
+
     spath = os.fspath(index)
-    size = os.path.getsize(spath)
-    if size > MAX_INDEX:
-        raise ShardIndexError(spath, f"index is {size} bytes, over the 100 MB limit")
     try:
-        with open(spath, "rb") as f:
-            obj = json.loads(f.read().decode("utf-8"), object_pairs_hook=_no_duplicates(spath))
+        f = open_regular(spath)
+    except ShardIndexError:
+        raise
+    except FormatError as exc:
+        raise ShardIndexError(spath, f"index: {exc.problem}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_INDEX:
+            raise ShardIndexError(spath, f"index is {size} bytes, over the 100 MB limit")
+        raw = f.read(MAX_INDEX + 1)
+    if len(raw) > MAX_INDEX:  # grew while being read
+        raise ShardIndexError(spath, f"index is over {MAX_INDEX} bytes, the 100 MB limit")
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(spath))
     except ShardIndexError:
         raise
     except (ValueError, RecursionError) as exc:  # bad UTF-8 / JSON, too deep, huge ints
@@ -265,8 +308,8 @@ def write_sharded(
     """Write ``prefix-0000k-of-0000N.safetensors`` shards and ``prefix.safetensors.index.json``.
 
     With one shard only, writes ``prefix.safetensors`` and no index (as Hugging Face does).
-    Every file is written atomically; the index is written last, then the files of an earlier
-    save that the new one does not use (shards, index, single file) are removed.
+    The checkpoint replaces the folder's previous one atomically (see :func:`write_shards`);
+    the folder's other files and subfolders are never touched.
 
     Args:
         folder: destination folder (created).
@@ -280,57 +323,249 @@ def write_sharded(
 
     Returns:
         The index path, or the single file's path.
-    """
-    import re
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(folder)
+    Example:
+        >>> # write_sharded("ckpt", entries, max_size=5 << 30, aliases={}, alias_meta={},
+        >>> #               metadata={})
+    """
     by_name = {e.name: e for e in entries}
     sizes = [(e.name, e.tensor.element_size() * e.tensor.numel()) for e in entries]
     plan = plan_shards(sizes, max_size)
-    pattern = re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.safetensors")
-    single = folder / f"{prefix}.safetensors"
-    index = folder / f"{prefix}.safetensors.index.json"
-    if len(plan) <= 1:
-        st.write_file(
-            single,
-            entries,
-            aliases=aliases,
-            alias_meta=alias_meta,
-            metadata=metadata,
-            fsync=fsync,
-        )
-        # An index left by an earlier sharded save would win over the new file when the
-        # folder is read: remove it first, then its shards.
-        if index.is_file():
-            index.unlink()
-        _remove_stale_shards(folder, pattern, keep=set())
-        return single
-    weight_map: dict[str, str] = {}
-    total = 0
-    n = len(plan)
-    for k, names in enumerate(plan, 1):
-        fname = shard_name(k, n, prefix)
+
+    def write_one(path: Path, names: list[str]) -> int:
         held = set(names)
         mine = {a: t for a, t in aliases.items() if t in held}
-        total += st.write_file(
-            folder / fname,
+        return st.write_file(
+            path,
             [by_name[x] for x in names],
             aliases=mine,
             alias_meta={a: dict(alias_meta.get(a, {})) for a in mine},
             metadata=metadata,
             fsync=fsync,
         )
-        weight_map.update(dict.fromkeys(names, fname))
-    write_index(index, weight_map, total, fsync=fsync)
-    _remove_stale_shards(folder, pattern, keep=set(weight_map.values()))
-    if single.is_file():  # the single file of an earlier unsharded save
-        single.unlink()
-    return index
+
+    if not plan:  # nothing stored: one empty file carrying the aliases' metadata, if any
+        plan = [[]]
+    out, _ = write_shards(folder, plan, write_one, prefix=prefix, fsync=fsync)
+    return out
 
 
-def _remove_stale_shards(folder: Path, pattern: Any, keep: set[str]) -> None:
-    for p in folder.iterdir():
-        if pattern.fullmatch(p.name) and p.name not in keep and TEMP_MARK not in p.name:
-            p.unlink()
+def _own_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(shard file names, backups of shard or single file names) of one checkpoint prefix."""
+    p = re.escape(prefix)
+    shard = re.compile(p + r"-\d{5}-of-\d{5}\.safetensors")
+    backup = re.compile(
+        r"\." + p + r"(?:-\d{5}-of-\d{5})?\.safetensors" + re.escape(BACKUP_MARK) + r"[0-9a-f]+"
+    )
+    return shard, backup
+
+
+def _other_index(folder: Path, index_name: str) -> str | None:
+    """An index file in ``folder`` other than ours: a reader would pick it over a single file."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    for name in sorted(names):
+        if name.endswith(".index.json") and name != index_name and TEMP_MARK not in name:
+            try:
+                if stat.S_ISREG(os.stat(folder / name).st_mode):
+                    return name
+            except OSError:
+                continue
+    return None
+
+
+def write_shards(
+    folder: str | os.PathLike[str],
+    groups: Sequence[Sequence[str]],
+    write_one: Callable[[Path, list[str]], int],
+    *,
+    prefix: str = "model",
+    fsync: bool = True,
+) -> tuple[Path, int]:
+    """Write a sharded (or single-file) safetensors checkpoint into a folder, atomically.
+
+    Every file is first written into a locked temp folder (inside ``folder``, or beside it
+    when ``folder`` does not exist yet) and fsynced. A new ``folder`` is then the temp folder
+    renamed into place. An existing one receives only the checkpoint's own files, under
+    :func:`~paramscope._atomic.folder_lock`, with the index as the commit point:
+
+    1. an old shard that a new one will overwrite and that the old index names is first
+       hard-linked (or copied) to a backup ``.NAME.paramscope-tmp-bak-XXXX``, and the old index
+       is atomically rewritten to name the backups (still the previous checkpoint);
+    2. the new shards are renamed to their final names;
+    3. the new index is renamed into place (for one shard: ``prefix.safetensors`` is in place
+       and the old index is removed);
+    4. the previous checkpoint's own files are removed: shards of ``prefix`` the new index
+       does not name, backups, and ``prefix.safetensors`` when an index was written.
+
+    At every instant the folder reads as the previous checkpoint or the new one. Other files
+    and subfolders are never touched; a killed writer's temps and backups are removed by the
+    next write (backups only after its commit, as the index on disk may name them). With one
+    shard, an index is still written (``prefix-00001-of-00001.safetensors``) when another
+    ``*.index.json`` in the folder would hide a lone ``prefix.safetensors`` from readers.
+
+    Args:
+        folder: the destination folder (created with its parents).
+        groups: the entry names of each shard, in order.
+        write_one: ``write_one(path, names)`` writes one shard file (atomically) and returns
+            its bytes of tensor data.
+        prefix: file name stem.
+        fsync: flush files and folders to disk.
+
+    Returns:
+        ``(the index or single file written, number of weight files)``.
+
+    Raises:
+        ParamscopeError: ``folder`` is a file, holds a DCP checkpoint (``.metadata``, which
+            readers would pick instead), or one of the names to write is a folder.
+
+    Example:
+        >>> # write_shards("ckpt", [["a"], ["b"]], lambda path, names: ...)
+    """
+    folder = Path(folder)
+    index_name = f"{prefix}.safetensors.index.json"
+    exists = os.path.lexists(folder)
+    if exists and not folder.is_dir():
+        raise ParamscopeError(f"{folder}: exists and is not a folder")
+    if exists and (folder / ".metadata").is_file():
+        raise ParamscopeError(
+            f"{folder}: holds a DCP checkpoint (.metadata), which readers pick before "
+            "safetensors shards; remove its files (.metadata, __*_*.distcp, paramscope.json) "
+            "or choose another folder"
+        )
+    n = len(groups)
+    indexed = n > 1 or (exists and _other_index(folder, index_name) is not None)
+    names = (
+        [shard_name(k, n, prefix) for k in range(1, n + 1)]
+        if indexed
+        else [f"{prefix}.safetensors"]
+    )
+    if exists:
+        for name in [*names, index_name]:
+            if (folder / name).is_dir() and not (folder / name).is_symlink():
+                raise ParamscopeError(
+                    f"{folder / name}: is a folder; cannot write the checkpoint file there"
+                )
+        parent, stem = folder, index_name
+    else:
+        parent, stem = folder.parent if str(folder.parent) else Path("."), folder.name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise name_error(exc, parent) from exc
+    clean_stale_temps(parent, stem)  # temp folders a killed writer left
+    if exists:  # and whole temp folders beside it (a killed writer of a new folder)
+        clean_stale_temps(folder.parent if str(folder.parent) else Path("."), folder.name)
+    with temp_folder(parent, stem) as tmp:
+        weight_map: dict[str, str] = {}
+        total = 0
+        for fname, group in zip(names, groups, strict=True):
+            try:
+                total += write_one(tmp / fname, list(group))
+            except OSError as exc:  # name the destination, not the temp folder
+                where = exc.filename
+                if where is None or (isinstance(where, str) and where.startswith(str(tmp))):
+                    raise OSError(exc.errno, exc.strerror, os.fspath(folder / fname)) from exc
+                raise
+            weight_map.update(dict.fromkeys(group, fname))
+        if indexed:
+            write_index(tmp / index_name, weight_map, total, fsync=fsync)
+        out = folder / (index_name if indexed else names[0])
+        if not exists:
+            try:
+                os.rename(tmp, folder)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                    raise name_error(exc, folder) from exc
+                # the folder appeared meanwhile: commit into it like into any existing folder
+            else:
+                if fsync:
+                    fsync_dir(parent)
+                return out, n
+        with folder_lock(folder):
+            _commit(tmp, folder, names, index_name if indexed else None, prefix, fsync)
+    return out, n
+
+
+def _old_index(index: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The metadata and weight map of the index now in place; empty if absent or malformed.
+
+    An index that exists but cannot be read (``EIO``, ``EACCES``) stops the write: its shards
+    could not be kept whole while new ones take their names.
+    """
+    if not os.path.lexists(index):
+        return {}, {}
+    try:
+        meta, wm = read_index(index)
+    except FormatError:  # not JSON, not a regular file, a dangling link: no checkpoint to keep
+        return {}, {}
+    except FileNotFoundError:
+        return {}, {}
+    return meta, {str(k): v for k, v in wm.items() if isinstance(v, str)}
+
+
+def _backup(src: Path, folder: Path) -> str:
+    """Keep ``src`` alive under a backup name (a hard link, else a copy); return that name."""
+    import shutil
+
+    bak = folder / f".{src.name}{BACKUP_MARK}{secrets.token_hex(4)}"
+    try:
+        os.link(src, bak, follow_symlinks=False)
+        return bak.name
+    except FileNotFoundError:
+        raise
+    except OSError:  # no hard links here (some network and FAT file systems): copy
+        pass
+    try:
+        with open(src, "rb") as fin, atomic_write(bak) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise name_error(exc, bak) from exc
+    return bak.name
+
+
+def _commit(
+    tmp: Path, folder: Path, names: list[str], index_name: str | None, prefix: str, fsync: bool
+) -> None:
+    """Move the files built in ``tmp`` into ``folder`` (steps 1-4 of :func:`write_shards`)."""
+    index = folder / f"{prefix}.safetensors.index.json"
+    meta, old = _old_index(index)
+    referenced = {os.path.normpath(v) for v in old.values()}
+    backups: dict[str, str] = {}
+    for name in names:
+        if name in referenced and os.path.lexists(folder / name):
+            try:
+                backups[name] = _backup(folder / name, folder)
+            except FileNotFoundError:
+                continue
+    if backups:  # step 1: the old index names the backups (still the old checkpoint)
+        if fsync:
+            fsync_dir(folder)
+        body = {
+            "metadata": meta,
+            "weight_map": {k: backups.get(os.path.normpath(v), v) for k, v in old.items()},
+        }
+        with atomic_write(index, fsync=fsync) as f:
+            f.write(json.dumps(body, indent=2).encode())
+    for name in names:  # step 2: new shards in place (the old index does not see them)
+        os.replace(tmp / name, folder / name)
+    if fsync:
+        fsync_dir(folder)
+    if index_name is not None:  # step 3: the commit point
+        os.replace(tmp / index_name, index)
+    elif os.path.lexists(index):
+        remove_own(index)
+    if fsync:
+        fsync_dir(folder)
+    shard, backup = _own_patterns(prefix)  # step 4: the previous checkpoint's files
+    keep = set(names)
+    single = f"{prefix}.safetensors"
+    for entry in os.listdir(folder):
+        stale_shard = shard.fullmatch(entry) is not None and entry not in keep
+        stale_single = entry == single and index_name is not None
+        if stale_shard or stale_single or backup.fullmatch(entry):
+            remove_own(folder / entry)
