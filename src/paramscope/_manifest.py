@@ -2,7 +2,10 @@
 
 A :class:`Manifest` maps entry names to :class:`Entry` records (shape, dtype, byte size, role,
 trainable, tie target, tags, where the bytes live). Counting, ``inspect`` and ``verify``'s
-structure checks work on a manifest alone.
+structure checks work on a manifest alone. A reader may back a manifest with
+:class:`EntryRows` (its own compact rows, each entry built when read) so that a header of
+millions of entries costs no object per entry; entries without metadata share one read-only
+``extra`` (:data:`NO_EXTRA`).
 
 Roles, when no paramscope metadata says them, are inferred by :func:`infer_role`:
 
@@ -16,15 +19,24 @@ Roles, when no paramscope metadata says them, are inferred by :func:`infer_role`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._dtypes import DType
 from ._enums import Format, Role, RoleSource
 from ._names import compile_pattern, missing
 
-__all__ = ["BUFFER_NAMES", "Entry", "Location", "Manifest", "infer_role"]
+__all__ = [
+    "BUFFER_NAMES",
+    "NO_EXTRA",
+    "Entry",
+    "EntryRows",
+    "FrozenDict",
+    "Location",
+    "Manifest",
+    "infer_role",
+]
 
 BUFFER_NAMES: frozenset[str] = frozenset(
     {
@@ -43,6 +55,9 @@ BUFFER_NAMES: frozenset[str] = frozenset(
 )
 
 
+_FLOATS = frozenset(d for d in DType if d.is_float)
+
+
 def infer_role(name: str, dtype: DType, shape: tuple[int, ...]) -> Role:
     """Guess whether an entry is a parameter or a buffer from its name, dtype and shape.
 
@@ -58,14 +73,52 @@ def infer_role(name: str, dtype: DType, shape: tuple[int, ...]) -> Role:
         >>> infer_role("bn.running_mean", DType.F32, (8,)).value
         'buffer'
     """
-    if not dtype.is_float:
+    if dtype not in _FLOATS:
         return Role.BUFFER
-    last = name.rsplit(".", 1)[-1]
-    if last in BUFFER_NAMES:
+    if name.rpartition(".")[2] in BUFFER_NAMES:
         return Role.BUFFER
     if name.endswith("attn.bias") and len(shape) == 4:
         return Role.BUFFER
     return Role.PARAM
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses to change, for metadata many entries share (one object instead of
+    one each: a per-entry ``{}`` costs 64 bytes, 90 MB over 1.4 M entries). It is a ``dict``
+    (JSON, ``isinstance``, ``==`` work as for any); copy it to change it.
+
+    Example:
+        >>> d = FrozenDict(role="param")
+        >>> d == {"role": "param"}, dict(d, trainable=True)["trainable"]
+        (True, True)
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this metadata is shared and read-only; copy it (dict(d)) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:  # it never changes (and dataclasses take it as a default)
+        return hash(frozenset(self))
+
+    def __reduce__(self) -> Any:
+        return (_frozen, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> FrozenDict:
+        return self
+
+
+def _frozen(items: dict[str, Any]) -> FrozenDict:
+    return NO_EXTRA if not items else FrozenDict(items)
+
+
+#: The shared, read-only empty ``extra`` (equal to ``{}``) of entries without metadata.
+NO_EXTRA = FrozenDict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +162,7 @@ class Entry:
     trainable: bool = True
     tie: str | None = None
     tags: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = NO_EXTRA
     location: Location | None = None
     hash: str | None = None
 
@@ -127,7 +180,8 @@ class Entry:
     def logical_numel(self) -> int:
         """Elements the entry stands for: the original shape of a quantised (packed) entry,
         else :attr:`numel`."""
-        quant = self.extra.get("quant") if isinstance(self.extra, Mapping) else None
+        extra = self.extra
+        quant = extra.get("quant") if extra and isinstance(extra, Mapping) else None
         if isinstance(quant, Mapping) and isinstance(quant.get("shape"), list):
             return math.prod(int(d) for d in quant["shape"])
         return self.numel
@@ -162,7 +216,9 @@ class Manifest(Mapping[str, Entry]):
     """An ordered, read-only mapping name → :class:`Entry`, built from headers alone.
 
     Args:
-        entries: the entries, in file order.
+        entries: the entries, in file order; or an :class:`EntryRows` (a reader's compact
+            rows, each entry built when asked for, so a huge header costs no object per
+            entry).
         format: where they came from.
         source: the path read (``None`` for in-memory sources).
         roles: whether roles were stored (``exact``) or guessed (``inferred``).
@@ -178,7 +234,7 @@ class Manifest(Mapping[str, Entry]):
 
     def __init__(
         self,
-        entries: list[Entry] | tuple[Entry, ...],
+        entries: list[Entry] | tuple[Entry, ...] | EntryRows,
         *,
         format: Format = Format.PARAMDICT,
         source: str | None = None,
@@ -187,7 +243,9 @@ class Manifest(Mapping[str, Entry]):
         files: list[str] | None = None,
         notes: list[str] | None = None,
     ) -> None:
-        self._entries: dict[str, Entry] = {e.name: e for e in entries}
+        self._entries: Mapping[str, Entry] = (
+            entries if isinstance(entries, EntryRows) else {e.name: e for e in entries}
+        )
         self.format = format
         self.source = source
         self.roles = roles
@@ -207,6 +265,25 @@ class Manifest(Mapping[str, Entry]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def values(self) -> ValuesView[Entry]:
+        """The entries, in order (built one at a time for a reader's compact rows).
+
+        Returns:
+            A values view.
+        """
+        return self._entries.values()
+
+    def items(self) -> ItemsView[str, Entry]:
+        """``(name, entry)`` pairs, in order.
+
+        Returns:
+            An items view.
+        """
+        return self._entries.items()
+
     def __repr__(self) -> str:
         return (
             f"Manifest({len(self)} entries, format={self.format.value}, "
@@ -225,9 +302,12 @@ class Manifest(Mapping[str, Entry]):
             [['a', 'b']]
         """
         groups: dict[str, list[str]] = {}
-        for e in self._entries.values():
-            if e.tie is not None:
-                groups.setdefault(e.tie, [e.tie]).append(e.name)
+        if isinstance(self._entries, EntryRows):  # only its tie map can hold aliases
+            pairs: Any = ((n, t) for n, t in self._entries.ties.items() if n in self._entries)
+        else:
+            pairs = ((e.name, e.tie) for e in self._entries.values() if e.tie is not None)
+        for name, tie in pairs:
+            groups.setdefault(tie, [tie]).append(name)
         return list(groups.values())
 
     def select(self, pattern: str | list[str]) -> Manifest:
@@ -276,3 +356,91 @@ class Manifest(Mapping[str, Entry]):
         m = self._with(out)
         m.roles = RoleSource.INFERRED
         return m
+
+
+class EntryRows(Mapping[str, Entry]):
+    """name → :class:`Entry`, each built on access from a reader's compact row.
+
+    A reader keeps one small tuple per entry (a safetensors header: dtype, shape, offsets) and
+    hands this mapping to :class:`Manifest`; an :class:`Entry` exists only while it is used,
+    so a header of 1.4 M entries costs its tuples, not 1.4 M entries and locations.
+
+    Args:
+        *parts: ``(rows, make)`` pairs: ``rows`` maps name → row, ``make(name, row)`` builds
+            the entry. Names are listed part by part, each in its own order; a name should be
+            in one part only.
+        ties: alias → stored name for every entry whose ``tie`` is set (the others have
+            none), so :meth:`Manifest.ties` needs no entry built.
+        owner: what the rows come from (a parsed header), kept alive as long as they are.
+
+    Example:
+        >>> rows = EntryRows(({"w": (2, 3)}, lambda n, r: Entry(n, r, DType.F32)))
+        >>> Manifest(rows)["w"].numel
+        6
+    """
+
+    __slots__ = ("_parts", "owner", "ties")
+
+    def __init__(
+        self,
+        *parts: tuple[Mapping[str, Any], Callable[[str, Any], Entry]],
+        ties: Mapping[str, str] | None = None,
+        owner: Any = None,
+    ) -> None:
+        self._parts = parts
+        self.ties: Mapping[str, str] = ties or {}
+        self.owner = owner
+
+    def __getitem__(self, name: str) -> Entry:
+        for rows, make in self._parts:
+            row = rows.get(name, _ABSENT)
+            if row is not _ABSENT:
+                return make(name, row)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        for rows, _ in self._parts:
+            yield from rows
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows, _ in self._parts)
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in rows for rows, _ in self._parts)
+
+    def values(self) -> ValuesView[Entry]:
+        """The entries, built one at a time.
+
+        Returns:
+            A values view.
+        """
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, Entry]:
+        """``(name, entry)`` pairs, each entry built as it comes.
+
+        Returns:
+            An items view.
+        """
+        return _Items(self)
+
+
+_ABSENT: Any = object()
+
+
+class _Values(ValuesView[Entry]):
+    _mapping: EntryRows
+
+    def __iter__(self) -> Iterator[Entry]:
+        for rows, make in self._mapping._parts:
+            for name, row in rows.items():
+                yield make(name, row)
+
+
+class _Items(ItemsView[str, Entry]):
+    _mapping: EntryRows
+
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
+        for rows, make in self._mapping._parts:
+            for name, row in rows.items():
+                yield name, make(name, row)

@@ -252,7 +252,7 @@ def group_prefix(name: str, depth: int) -> str:
         >>> group_prefix("h.0.attn.c_attn.weight", 2), group_prefix("lm_head.weight", 2)
         ('h.0', 'lm_head')
     """
-    parts = name.split(".")
+    parts = name.split(".", depth)  # no more splits than needed: a name may hold 1e7 dots
     return ".".join(parts[: max(0, min(depth, len(parts) - 1))])
 
 

@@ -10,13 +10,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import _output
 
 __all__ = ["app"]
 
+
+class _Group(TyperGroup):
+    """The command group: an ``EOFError`` escaping a command is a file that ended early (bad
+    input, exit 2), not click's ``Aborted!`` (exit 1), which is for an interrupted terminal."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command, turning a stray ``EOFError`` into a :class:`ParamscopeError`.
+
+        Args:
+            ctx: click's context.
+
+        Returns:
+            What the command returns.
+        """
+        given = [a for a in ctx.args if not a.startswith("-")][:1] or ["input"]
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            from .._errors import FormatError
+
+            raise FormatError(
+                given[0], f"the data ends before the format says it should ({exc or 'EOF'})"
+            ) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="paramscope",
     help="See, store, change and shrink deep-learning parameters.",
     add_completion=False,
@@ -132,8 +160,12 @@ def inspect(
 
     obj = _target(target, arg)
     if isinstance(obj, str):
-        result = inspect_(obj, depth=1 if depth is None else depth, pattern=filter).to_dict()
-        _output.emit_json(result) if json else _output.print_inspect(result)
+        ins = inspect_(obj, depth=1 if depth is None else depth, pattern=filter)
+        result = ins.to_dict(stream=True)  # entries made as they are written
+        if json:
+            _output.emit_json(result)
+        else:
+            _output.print_inspect(_output.limit_rows(result))
         return
     s = summary(obj, depth=2 if depth is None else depth)  # type: ignore[arg-type]
     result = s.to_dict()
@@ -362,6 +394,9 @@ def convert(
     if json:
         _output.emit_json(result)
     else:
+        from .._text import printable_tree
+
+        result = printable_tree(result)
         print(
             f"{result['source']} -> {result['output']} [{result['format']}]: "
             f"{result['entries']} entries, {result['aliases']} aliases, "

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .._text import printable_tree
 from .._units import format_bytes, format_count
 
 __all__ = ["emit_json", "print_count", "print_inspect", "print_verify"]
+
+
+def _shown(printer: Callable[..., None]) -> Callable[..., None]:
+    """Make a printer's data safe for a terminal: every string from a file (entry names,
+    notes, metadata, paths) has its control and format characters escaped (``\\x1b``,
+    ``\\n``), so a file cannot recolour the terminal or forge output lines."""
+
+    @functools.wraps(printer)
+    def wrapper(d: Any, *args: Any, **kwargs: Any) -> None:
+        printer(printable_tree(d), *args, **kwargs)
+
+    return wrapper
 
 
 #: Width used off a terminal (a pipe, a file, CliRunner): wide enough that no table is cut.
@@ -50,25 +64,155 @@ class _RStripped:
         return False
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:
-        return "nan"
-    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as indented, strictly valid JSON on stdout (inf/nan become strings).
+
+    The text is ``json.dumps(obj, indent=2)``'s, written in pieces as it is encoded, so a lazy
+    list (``inspect``'s entries of a header with millions) is never held whole.
 
     Args:
         obj: a JSON-able object.
     """
-    sys.stdout.write(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+    out = sys.stdout
+    pieces: list[str] = []
+    size = 0
+    for piece in _chunks(obj, 0):
+        pieces.append(piece)
+        size += len(piece)
+        if size >= 1 << 20:
+            out.write("".join(pieces))
+            pieces.clear()
+            size = 0
+    pieces.append("\n")
+    out.write("".join(pieces))
+
+
+_escape = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _key(k: Any) -> str:
+    """A dict key as ``json.dumps`` writes it."""
+    if isinstance(k, str):
+        return _escape(k)  # type: ignore[no-any-return]
+    if isinstance(k, float):
+        if k != k or k in (_INF, -_INF):
+            raise ValueError("Out of range float values are not JSON compliant: " + repr(k))
+        return _escape(float.__repr__(k))  # type: ignore[no-any-return]
+    if k is True or k is False or k is None:
+        return _escape(json.dumps(k))  # type: ignore[no-any-return]
+    if isinstance(k, int):
+        return _escape(int.__repr__(k))  # type: ignore[no-any-return]
+    raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
+
+
+_INF = float("inf")
+
+
+def _pretty(o: Any, level: int) -> str:
+    """``json.dumps(o, indent=2)`` for a value at nesting ``level``, as one string, with inf
+    and nan written as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (strictly valid JSON).
+    The pure-Python encoder's nested generators cost ~30 µs per ``inspect`` entry."""
+    if isinstance(o, str):
+        return _escape(o)  # type: ignore[no-any-return]
+    if o is None:
+        return "null"
+    if o is True:
+        return "true"
+    if o is False:
+        return "false"
+    if isinstance(o, int):
+        return int.__repr__(o)
+    if isinstance(o, float):  # inf and nan (not JSON) become strings
+        if o != o:
+            return '"nan"'
+        if o in (_INF, -_INF):
+            return '"inf"' if o > 0 else '"-inf"'
+        return float.__repr__(o)
+    pad = "\n" + "  " * (level + 1)
+    if isinstance(o, (list, tuple)):
+        if not o:
+            return "[]"
+        body = ("," + pad).join([_pretty(v, level + 1) for v in o])
+        return "[" + pad + body + "\n" + "  " * level + "]"
+    if isinstance(o, dict):
+        if not o:
+            return "{}"
+        body = ("," + pad).join([_key(k) + ": " + _pretty(v, level + 1) for k, v in o.items()])
+        return "{" + pad + body + "\n" + "  " * level + "}"
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _is_lazy(o: Any) -> bool:
+    """A list made as it is iterated (``inspect``'s groups and entries)."""
+    return getattr(o, "is_lazy", False) is True
+
+
+def _chunks(o: Any, level: int) -> Iterator[str]:
+    """:func:`_pretty`'s text in pieces: containers part by part, and each item of a lazy
+    list (``inspect``'s entries) whole, so nothing is held entire."""
+    lazy = _is_lazy(o)
+    if isinstance(o, dict) and o:
+        pad = ",\n" + "  " * (level + 1)
+        sep = "{" + pad[1:]
+        for k, v in o.items():
+            yield sep + _key(k) + ": "
+            sep = pad
+            yield from _chunks(v, level + 1)
+        yield "\n" + "  " * level + "}"
+    elif isinstance(o, (list, tuple)) and o:
+        pad = ",\n" + "  " * (level + 1)
+        sep = "[" + pad[1:]
+        for v in o:
+            yield sep
+            sep = pad
+            if lazy and not (isinstance(v, dict) and any(_is_lazy(x) for x in v.values())):
+                yield _pretty(v, level + 1)  # an item of a lazy list (an entry), whole
+            else:
+                yield from _chunks(v, level + 1)
+        yield "\n" + "  " * level + "]"
+    else:
+        yield _pretty(o, level)
+
+
+#: Entry rows the ``inspect`` table shows at most (``--json`` always lists every entry).
+INSPECT_ROWS = 1000
+
+
+def limit_rows(d: dict[str, Any], rows: int = INSPECT_ROWS) -> dict[str, Any]:
+    """The ``inspect`` dict cut to at most ``rows`` table rows (groups and entries), with
+    ``d["hidden"] = {"groups", "entries"}`` saying what was left out.
+
+    Reads each group's entries only as far as shown, so lazy lists stay unread past the cut.
+
+    Args:
+        d: the inspect dict (``Inspection.to_dict``).
+        rows: the most rows to keep.
+
+    Returns:
+        A shallow copy with the groups (and their entries) cut.
+
+    Example:
+        >>> d = {"groups": [{"prefix": "", "entries": [{"name": "a"}, {"name": "b"}]}]}
+        >>> limit_rows(d, 2)["hidden"]
+        {'groups': 0, 'entries': 1}
+    """
+    import itertools
+
+    kept: list[dict[str, Any]] = []
+    hidden_groups = hidden_entries = 0
+    left = rows
+    for g in d["groups"]:
+        n = len(g["entries"])
+        if left <= 0:
+            hidden_groups += 1
+            hidden_entries += n
+            continue
+        left -= 1
+        shown = list(itertools.islice(g["entries"], max(0, left)))
+        left -= len(shown)
+        hidden_entries += n - len(shown)
+        kept.append({**g, "entries": shown})
+    return {**d, "groups": kept, "hidden": {"groups": hidden_groups, "entries": hidden_entries}}
 
 
 def _short(n: int) -> str:
@@ -78,6 +222,7 @@ def _short(n: int) -> str:
     return str(n)
 
 
+@_shown
 def print_count(d: dict[str, Any]) -> None:
     """Print a count result (the dict of ``Count.to_dict``) as aligned text.
 
@@ -120,6 +265,7 @@ def print_count(d: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+@_shown
 def print_verify(d: dict[str, Any]) -> None:
     """Print a verify report (``VerifyReport.to_dict``) as text.
 
@@ -136,6 +282,7 @@ def print_verify(d: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+@_shown
 def print_inspect(d: dict[str, Any]) -> None:
     """Print the grouped entry table of ``inspect`` with rich.
 
@@ -200,6 +347,14 @@ def print_inspect(d: dict[str, Any]) -> None:
         "",
     )
     console.print(table)
+    hidden = d.get("hidden") or {}
+    if hidden.get("entries") or hidden.get("groups"):
+        console.print(
+            f"… {format_count(hidden['entries'])} more entries"
+            + (f" in {format_count(hidden['groups'])} more groups" if hidden["groups"] else "")
+            + " not shown (the total counts them); inspect --json lists every entry, "
+            "--filter or --depth narrow the table"
+        )
     summary = (
         f"params {format_count(t['params'])} (trainable {format_count(t['trainable'])}, frozen "
         f"{format_count(t['frozen'])}), buffers {format_count(t['buffers'])}, "
@@ -281,6 +436,7 @@ def filter_tree(
     raise error
 
 
+@_shown
 def print_summary(d: dict[str, Any]) -> None:
     """Print a module summary (``Summary.to_dict``): tree, by-type table, ties, notes.
 
@@ -375,6 +531,7 @@ def print_summary(d: dict[str, Any]) -> None:
         console.print(escape(f"note: {note}"))
 
 
+@_shown
 def print_memory(d: dict[str, Any]) -> None:
     """Print a memory estimate (``MemoryEstimate.to_dict``).
 
@@ -412,6 +569,7 @@ def print_memory(d: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+@_shown
 def print_zoo(rows: list[dict[str, Any]]) -> None:
     """Print the zoo listing.
 
@@ -445,6 +603,7 @@ def _rows_text(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
 
 
+@_shown
 def print_sparsity(d: dict[str, Any], limit: int = 40) -> None:
     """Print a SparsityReport dict (per tensor, then the total).
 
@@ -470,9 +629,11 @@ def print_sparsity(d: dict[str, Any], limit: int = 40) -> None:
         f"total: {format_count(t['elements'])} elements, {format_count(t['zeros'])} "
         f"zeros ({100 * t['sparsity']:.1f}%), {format_count(t['kept'])} kept"
     )
+    lines += [f"note: {n}" for n in d.get("notes", [])]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+@_shown
 def print_quant(d: dict[str, Any], limit: int = 40) -> None:
     """Print a QuantReport dict (per tensor, then the total).
 
@@ -500,9 +661,11 @@ def print_quant(d: dict[str, Any], limit: int = 40) -> None:
         lines.append(f"… {len(d['tensors']) - limit} more tensors (total is over all)")
     if not d["tensors"]:
         lines.append("no tensor was selected for quantisation")
+    lines += [f"note: {n}" for n in d.get("notes", [])]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+@_shown
 def print_diff(d: dict[str, Any], limit: int = 20) -> None:
     """Print a diff report (``DiffReport.to_dict``, plus ``a`` and ``b``) as text.
 

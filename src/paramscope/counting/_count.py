@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,136 @@ class Node:
                 c.to_dict(None if depth is None else depth - 1) for c in self.children.values()
             ]
         return out
+
+
+class _Children(dict):  # type: ignore[type-arg]
+    """A node's children, built from the entries under it when first looked at.
+
+    :func:`count_manifest` fills the root's totals in one pass; the tree below costs a node
+    per distinct name prefix (a hostile header can name millions), so each level is built only
+    when something reads it, from the names under its node (one pointer per entry).
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, m: Manifest, names: list[str] | None, depth: int, prefix: str) -> None:
+        super().__init__()
+        self._pending: tuple[Manifest, list[str] | None, int, str] | None = (
+            m,
+            names,
+            depth,
+            prefix,
+        )
+
+    def _fill(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        m, names, depth, prefix = pending
+        entries = m.values() if names is None else (m[n] for n in names)
+        under: dict[str, list[str]] = {}
+        for e in entries:
+            if e.tie is not None:
+                continue
+            parts = e.name.split(".", depth + 1)
+            if len(parts) <= depth + 1:  # a leaf at this level
+                continue
+            seg = parts[depth]
+            child = dict.get(self, seg)
+            if child is None:
+                child = Node(f"{prefix}.{seg}" if depth else seg)
+                dict.__setitem__(self, seg, child)
+                child.children = _Children(m, under.setdefault(seg, []), depth + 1, child.path)
+            child._add(e)
+            under[seg].append(e.name)
+
+    def __getitem__(self, key: str) -> Node:
+        self._fill()
+        return dict.__getitem__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._fill()
+        return dict.__len__(self)
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return dict.__contains__(self, key)
+
+    def __eq__(self, other: object) -> bool:
+        self._fill()
+        if isinstance(other, _Children):
+            other._fill()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._fill()
+        return dict.__repr__(self)
+
+    def __reduce__(self) -> Any:
+        self._fill()
+        return (dict, (dict(self.items()),))
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._fill()
+        return dict.get(self, key, default)
+
+    def keys(self) -> Any:
+        self._fill()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._fill()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._fill()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Node]:
+        self._fill()
+        return dict(dict.items(self))
+
+    def __setitem__(self, key: str, value: Node) -> None:
+        self._fill()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._fill()
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._fill()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> Any:
+        self._fill()
+        return dict.popitem(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._fill()
+        dict.update(self, *args, **kwargs)
+
+    def clear(self) -> None:
+        self._pending = None
+        dict.clear(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._fill()
+        return dict.__reversed__(self)
 
 
 @dataclass
@@ -257,7 +387,9 @@ def count(
         recorded = set(scan.pruned)
     else:
         m = to_manifest(source)
-        recorded = {e.name for e in m.values() if _recorded_nonzero(e) is not None}
+        recorded = (  # only nonzero=True reads it: no pass over a huge header otherwise
+            {e.name for e in m.values() if _recorded_nonzero(e) is not None} if nonzero else set()
+        )
     found: dict[str, dict[str, int | None]] = {}
     digests: dict[str, tuple[Any, ...]] = {}
     notes: list[str] = []
@@ -355,11 +487,14 @@ def _module_tensor(model: Any, name: str) -> Any:
 def _nonzero_one(e: Entry, t: Any, out: dict[str, dict[str, int | None]]) -> None:
     import torch
 
+    from .._values import widen
+
     if "quant" in e.extra:
         return
-    nnz = int(torch.count_nonzero(t))
-    if nnz < t.numel():
-        out[e.name] = {"params": t.numel(), "nonzero": nnz}
+    w = widen(t)  # any dtype: F8, U64, FP4 pairs (values, not bytes)
+    nnz = int(torch.count_nonzero(w))
+    if nnz < w.numel():
+        out[e.name] = {"params": w.numel(), "nonzero": nnz}
 
 
 def _content_key(e: Entry, t: Any) -> tuple[Any, ...] | None:
@@ -489,28 +624,28 @@ def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
     quantized = 0
     sparse: dict[str, dict[str, int | None]] = {}
     by_dtype: dict[str, dict[str, int]] = {}
+    nested = False
     for e in m.values():
         if e.tie is not None:
             continue
-        if "quant" in e.extra:
-            quantized += 1
-        nnz = _recorded_nonzero(e)
-        if nnz is not None:  # recorded by prune
-            sparse[e.name] = {"params": e.logical_numel, "nonzero": nnz}
-        d = by_dtype.setdefault(e.dtype.value, {"elements": 0, "bytes": 0})
-        d["elements"] += e.numel
-        d["bytes"] += e.nbytes
-        if e.extra.get("persistent") is False:
-            nonpersistent += e.numel
-        node = root
-        node._add(e)
-        parts = e.name.split(".")[:-1]
-        for i, seg in enumerate(parts):
-            child = node.children.get(seg)
-            if child is None:
-                child = node.children[seg] = Node(".".join(parts[: i + 1]))
-            child._add(e)
-            node = child
+        numel = e.numel
+        if e.extra:
+            if "quant" in e.extra:
+                quantized += 1
+            nnz = _recorded_nonzero(e)
+            if nnz is not None:  # recorded by prune
+                sparse[e.name] = {"params": e.logical_numel, "nonzero": nnz}
+            if e.extra.get("persistent") is False:
+                nonpersistent += numel
+        d = by_dtype.get(e.dtype.value)
+        if d is None:
+            d = by_dtype[e.dtype.value] = {"elements": 0, "bytes": 0}
+        d["elements"] += numel
+        d["bytes"] += e.dtype.nbytes(numel)
+        root._add(e)
+        nested = nested or "." in e.name
+    if nested:  # the levels below the root are built when read (see _Children)
+        root.children = _Children(m, None, 0, "")
     notes = list(m.notes)
     if quantized:
         notes.append(
@@ -539,7 +674,7 @@ def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
     )
 
 
-@dataclass
+@dataclass(slots=True)  # a hostile header's inspect --depth 2 may make millions
 class Group:
     """Entries sharing a name prefix, with subtotals (``inspect``'s rows).
 
@@ -555,10 +690,15 @@ class Group:
     params: int = 0
     buffers: int = 0
     bytes: int = 0
-    entries: list[Entry] = field(default_factory=list)
+    entries: Sequence[Entry] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, stream: bool = False) -> dict[str, Any]:
         """JSON form: ``prefix, params, buffers, bytes, entries``.
+
+        Args:
+            stream: give ``entries`` as a lazy list whose dicts are made as it is iterated
+                (for a sink that writes them one by one: a group of a hostile header may hold
+                millions); a plain list otherwise.
 
         Returns:
             The dict.
@@ -568,8 +708,93 @@ class Group:
             "params": self.params,
             "buffers": self.buffers,
             "bytes": self.bytes,
-            "entries": [e.to_dict() for e in self.entries],
+            "entries": _Lazy(self.entries, Entry.to_dict)
+            if stream
+            else [e.to_dict() for e in self.entries],
         }
+
+
+class _Lazy(list):  # type: ignore[type-arg]
+    """A list-typed stand-in that maps ``fn`` over ``items`` as it is iterated (nothing kept).
+
+    Only for sinks that iterate (``cli._output``): its own storage is empty, so code reading
+    a list's items directly (the C json encoder) must not get it.
+    """
+
+    def __init__(self, items: Sequence[Any], fn: Any) -> None:
+        super().__init__()
+        self._items = items
+        self._fn = fn
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return len(self._items) > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        fn = self._fn
+        return (fn(x) for x in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    #: Marks a list that sinks must iterate item by item (``cli._output._chunks``).
+    is_lazy = True
+
+
+def _streamed(g: Group) -> dict[str, Any]:
+    return g.to_dict(stream=True)
+
+
+class _Named(Sequence[Entry]):
+    """A group's entries held by name, each :class:`Entry` built when read (a group of a
+    hostile header's millions of entries costs one pointer each; a group of one, the many
+    groups of ``inspect --depth 2`` on one, holds its name without a list)."""
+
+    __slots__ = ("_m", "_names")
+
+    def __init__(self, m: Manifest) -> None:
+        self._m = m
+        self._names: str | list[str] | None = None
+
+    def append(self, name: str) -> None:
+        held = self._names
+        if held is None:
+            self._names = name
+        elif isinstance(held, str):
+            self._names = [held, name]
+        else:
+            held.append(name)
+
+    def _list(self) -> list[str]:
+        held = self._names
+        return [] if held is None else [held] if isinstance(held, str) else held
+
+    def __len__(self) -> int:
+        held = self._names
+        return 0 if held is None else 1 if isinstance(held, str) else len(held)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._m[n] for n in self._list()[i]]
+        return self._m[self._list()[i]]
+
+    def __iter__(self) -> Iterator[Entry]:
+        m = self._m
+        return (m[n] for n in self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group]:
@@ -599,8 +824,8 @@ def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group
         key = group_prefix(e.name, depth)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = Group(key)
-        g.entries.append(e)
+            g = groups[key] = Group(key, entries=_Named(m))
+        g.entries.append(e.name)  # type: ignore[attr-defined]
         if e.tie is None:
             if e.role is Role.PARAM:
                 g.params += e.logical_numel
@@ -626,8 +851,12 @@ class Inspection:
     depth: int
     filter: Pattern | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, stream: bool = False) -> dict[str, Any]:
         """JSON form used by ``paramscope inspect --json``.
+
+        Args:
+            stream: each group's ``entries`` as a lazy list (see :meth:`Group.to_dict`), for
+                the CLI's sinks, which write them one at a time.
 
         Returns:
             ``source, format, roles, depth, filter, total, groups, notes``.
@@ -648,7 +877,9 @@ class Inspection:
                 "entries": t.entries,
             },
             "ties": t.ties,
-            "groups": [g.to_dict() for g in self.groups],
+            "groups": _Lazy(self.groups, _streamed)
+            if stream
+            else [g.to_dict() for g in self.groups],
             "notes": t.notes,
         }
 

@@ -53,9 +53,9 @@ MAX_LINE = 1 << 16  # a GLOBAL name or a protocol-0 number: never a long line
 # ------------------------------------------------------------------------------ reading
 
 
-
 #: Types a dict key or set member may have (and a tuple of them): cheap, flat hashing.
 _FLAT = frozenset({str, int, float, bool, type(None), bytes, complex})
+
 
 class PickleSource:
     """Bounded reads from an in-memory pickle or an open file.
