@@ -290,7 +290,7 @@ def test_report_json_keys_equal_attributes():
     r.add("w", torch.tensor([[0.0, 1.0], [2.0, 0.0]]))
     r.add("v", {"elements": 6, "zeros": 1})
     d = json.loads(json.dumps(r.to_dict()))
-    assert list(d) == ["tensors", "total"]
+    assert list(d) == ["tensors", "total", "notes"] and d["notes"] == []
     assert [list(row) for row in d["tensors"]] == [FIELDS, FIELDS]
     assert d["total"] == {"name": "total", "elements": 10, "zeros": 3, "sparsity": 0.3, "kept": 7}
 

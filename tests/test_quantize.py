@@ -418,7 +418,8 @@ def test_report_totals_are_consistent():
     assert total["max_abs_error"] == max(r["max_abs_error"] for r in rows)
     assert min(r["cosine"] for r in rows) <= total["cosine"] <= max(r["cosine"] for r in rows)
     d = report.to_dict()
-    assert set(d) == {"tensors", "total"} and d["total"] == total and d["tensors"] == rows
+    assert set(d) == {"tensors", "total", "notes"} and d["total"] == total and d["tensors"] == rows
+    assert d["notes"] == []
 
 
 def test_report_accumulator_matches_one_vector():

@@ -302,3 +302,12 @@ def test_functions_that_need_values_name_what_they_take(every_target, tmp_path: 
     assert not (tmp_path / "out.safetensors").exists()
     r = _cli("verify", "zoo:mlp")
     assert r.returncode == 2 and "needs a checkpoint" in r.stderr
+
+
+def test_a_dcp_folder_beside_its_config_is_a_checkpoint(tmp_path: Path) -> None:
+    from paramscope._targets import target_kind
+
+    paramscope.save({"w": torch.ones(2, 2)}, tmp_path / "ckpt", format="dcp")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(GPT2_CONFIG))
+    assert target_kind(tmp_path / "ckpt") == "checkpoint"
+    assert paramscope.count(str(tmp_path / "ckpt")).params == 4

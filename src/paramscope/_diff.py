@@ -289,18 +289,20 @@ def _compare(
     """
     import torch
 
+    from ._values import widen
+
     wide = torch.complex128 if (x.is_complex() or y.is_complex()) else torch.float64
     max_abs, sq_diff, sq_ref, changed, within = 0.0, 0.0, 0.0, 0, True
     for cx, cy in zip(_chunks(x.detach().cpu()), _chunks(y.detach().cpu()), strict=True):
-        try:
-            fx, fy = cx.to(wide), cy.to(wide)
-        except (RuntimeError, TypeError):  # a packed sub-byte type: compare its bytes
-            fx = cx.contiguous().view(torch.uint8).to(torch.float64)
-            fy = cy.contiguous().view(torch.uint8).to(torch.float64)
+        # FP4 pairs are decoded to values (both sides alike, so positions still match)
+        fx, fy = widen(cx).to(wide), widen(cy).to(wide)
         both_nan = torch.isnan(fx) & torch.isnan(fy)
         d = (fx - fy).abs().masked_fill(both_nan, 0)
         nan_d = torch.isnan(d)  # exactly one side NaN: a difference of NaN
-        differ = ((fx != fy) & ~both_nan) | nan_d
+        if cx.is_floating_point() or cx.is_complex():
+            differ = ((fx != fy) & ~both_nan) | nan_d
+        else:  # integers: exact, even past float64's 2**53
+            differ = (cx != cy).reshape(-1)
         changed += int(differ.sum())
         if nan_d.any():
             max_abs = math.nan

@@ -55,6 +55,12 @@ class DType(StrEnum):
         return _BITS[self]
 
     @property
+    def computes(self) -> bool:
+        """True for F16, BF16, F32 and F64: the floats torch computes with everywhere (what
+        prune, quantise and casts work on; F8 kinds and FP4 are storage formats)."""
+        return self in (DType.F16, DType.BF16, DType.F32, DType.F64)
+
+    @property
     def is_float(self) -> bool:
         """True for floating-point and complex types (candidates for learned parameters)."""
         return not (self is DType.BOOL or self.value[0] in "IU")

@@ -81,7 +81,8 @@ def is_hf_config(path: Path) -> bool:
 
 def _config_in_folder(p: Path) -> Path | None:
     has_config = p.is_dir() and (p / "config.json").is_file()
-    if has_config and not any(any(p.glob(g)) for g in _WEIGHTS):
+    has_dcp = has_config and (p / ".metadata").is_file()  # a DCP checkpoint beside its config
+    if has_config and not has_dcp and not any(any(p.glob(g)) for g in _WEIGHTS):
         return p / "config.json"
     return None
 

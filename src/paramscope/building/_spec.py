@@ -673,6 +673,10 @@ def _parse_yaml(text: str, origin: str) -> Any:
         raise SpecError("", f"{origin}: invalid YAML: {exc}") from None
 
 
+#: The largest spec file read (a spec is a few kB; a huge file is a mistake or an attack).
+_MAX_SPEC_BYTES = 16_000_000
+
+
 def _read(source: SpecSource) -> tuple[dict[str, Any], Path | None]:
     """The spec as a dict, and the folder its relative paths resolve against."""
     if isinstance(source, Mapping):
@@ -681,9 +685,18 @@ def _read(source: SpecSource) -> tuple[dict[str, Any], Path | None]:
         spec, folder = _parse_json(source, "JSON string"), None
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise SourceNotFoundError(path)
-        text = path.read_text(encoding="utf-8")
+        from .._files import open_regular
+
+        with open_regular(path) as f:  # never a FIFO or a device
+            raw = f.read(_MAX_SPEC_BYTES + 1)
+        if len(raw) > _MAX_SPEC_BYTES:
+            raise SpecError("", f"{path}: a spec file over {_MAX_SPEC_BYTES:,} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError("", f"{path}: not UTF-8 text: {exc}") from None
         if path.suffix.lower() in (".yaml", ".yml"):
             spec = _parse_yaml(text, str(path))
         elif path.suffix.lower() == ".json" or text.lstrip().startswith("{"):

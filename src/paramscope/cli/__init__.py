@@ -53,5 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(message: str, code: int) -> int:
     sys.stdout.flush()
-    sys.stderr.write(f"paramscope: error: {message}\n")
+    from .._text import printable
+
+    sys.stderr.write(f"paramscope: error: {printable(message)}\n")  # one line, always
     raise SystemExit(code)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from .._enums import Role, StrEnum
 from .._errors import ParamscopeError
 from .._names import Pattern, compile_pattern
+from ._notes import left_note
 
 if TYPE_CHECKING:
     import torch
@@ -588,6 +589,7 @@ class SparsityReport:
         tensors: one dict per tensor with exactly ``name, elements, zeros, sparsity, kept``
             (``kept = elements - zeros``; zeros that were there before count too).
         total: the same keys over all tensors, with name ``"total"``.
+        notes: what was left out and why (entries in dtypes torch cannot compute with).
 
     Example:
         >>> import torch
@@ -600,6 +602,7 @@ class SparsityReport:
 
     tensors: list[dict[str, Any]] = field(default_factory=list)
     total: dict[str, Any] = field(default_factory=lambda: _row("total", 0, 0))
+    notes: list[str] = field(default_factory=list)
 
     def add(self, name: str, tensor_or_counts: Any) -> None:
         """Add one tensor's row and update the total.
@@ -617,8 +620,11 @@ class SparsityReport:
         else:
             import torch
 
-            elements = tensor_or_counts.numel()
-            zeros = elements - int(torch.count_nonzero(tensor_or_counts))
+            from .._values import widen
+
+            values = widen(tensor_or_counts)
+            elements = values.numel()
+            zeros = elements - int(torch.count_nonzero(values))
         if not 0 <= zeros <= elements:
             raise ParamscopeError(f"{name!r}: zeros must be in [0, {elements}], found {zeros}")
         self.tensors.append(_row(name, elements, zeros))
@@ -630,7 +636,11 @@ class SparsityReport:
         Returns:
             Plain dicts and lists, keys equal to the attribute names.
         """
-        return {"tensors": [dict(t) for t in self.tensors], "total": dict(self.total)}
+        return {
+            "tensors": [dict(t) for t in self.tensors],
+            "total": dict(self.total),
+            "notes": list(self.notes),
+        }
 
 
 # ---------------------------------------------------------------------------------- prune
@@ -641,7 +651,9 @@ class _Target:
     holders: list[tuple[Any, str]]  # (module, local name) for every path, modules only
 
 
-def _targets_of(target: Any, select: Pattern | None, skip: Pattern | None) -> list[_Target]:
+def _targets_of(
+    target: Any, select: Pattern | None, skip: Pattern | None, left: list[str]
+) -> list[_Target]:
     import torch
 
     from .._paramdict import ParamDict
@@ -663,13 +675,13 @@ def _targets_of(target: Any, select: Pattern | None, skip: Pattern | None) -> li
                     continue
                 entry = _Target(pre + local, p, [(mod, local)])
                 by_id[id(p)] = entry
-                if _selected(entry.name, p, Role.PARAM, select, skip):
+                if _selected(entry.name, p, Role.PARAM, select, skip, left):
                     out.append(entry)
         return out
     if isinstance(target, ParamDict):
         for name in target.stored():
             t = target[name]
-            if _selected(name, t, target.meta(name).role, select, skip):
+            if _selected(name, t, target.meta(name).role, select, skip, left):
                 out.append(_Target(name, t, []))
         return out
     if isinstance(target, Mapping):
@@ -682,7 +694,7 @@ def _targets_of(target: Any, select: Pattern | None, skip: Pattern | None) -> li
             if id(t) in seen:
                 continue
             seen.add(id(t))
-            if _selected(name, t, Role.PARAM, select, skip):
+            if _selected(name, t, Role.PARAM, select, skip, left):
                 out.append(_Target(name, t, []))
         return out
     raise ParamscopeError(
@@ -692,9 +704,23 @@ def _targets_of(target: Any, select: Pattern | None, skip: Pattern | None) -> li
 
 
 def _selected(
-    name: str, t: torch.Tensor, role: Role, select: Pattern | None, skip: Pattern | None
+    name: str,
+    t: torch.Tensor,
+    role: Role,
+    select: Pattern | None,
+    skip: Pattern | None,
+    left: list[str],
 ) -> bool:
-    return t.is_floating_point() and should_prune(name, tuple(t.shape), role, select, skip)
+    """Whether ``t`` is pruned; a float the rules choose in a dtype torch cannot compute with
+    (F8, FP4 …) is added to ``left`` instead (left as stored, with a note)."""
+    from .._values import computes
+
+    if not t.is_floating_point() or not should_prune(name, tuple(t.shape), role, select, skip):
+        return False
+    if not computes(t):
+        left.append(name)
+        return False
+    return True
 
 
 def prune(
@@ -770,7 +796,8 @@ def prune(
         raise ParamscopeError(
             f"as_masks: expected an nn.Module target, found {type(target).__name__}"
         )
-    items = _targets_of(target, select, skip)
+    left: list[str] = []
+    items = _targets_of(target, select, skip, left)
     for it in items:  # refuse before changing anything
         if it.tensor.device.type == "meta":
             raise ParamscopeError(f"{it.name!r}: on the meta device, it has no values to prune")
@@ -821,6 +848,8 @@ def prune(
         )
 
     report = SparsityReport()
+    if left:
+        report.notes.append(left_note("pruned", left))
     with torch.no_grad():
         for it, keep in zip(items, masks, strict=True):
             if as_masks:

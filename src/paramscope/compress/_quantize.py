@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingNameError, ParamscopeError
+from .._values import computes
+from ._notes import left_note
 
 if TYPE_CHECKING:
     import torch
@@ -755,6 +757,7 @@ class QuantReport:
     Attributes:
         tensors: one row per quantised tensor, in order.
         total: the row named ``"total"``.
+        notes: what was left out and why (entries in dtypes torch cannot compute with).
 
     Example:
         >>> r = QuantReport()
@@ -765,6 +768,7 @@ class QuantReport:
 
     tensors: list[dict[str, Any]] = field(default_factory=list)
     total: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     _sums: ErrorSums = field(default_factory=ErrorSums, repr=False, compare=False)
     _before: int = field(default=0, repr=False, compare=False)
     _after: int = field(default=0, repr=False, compare=False)
@@ -798,7 +802,11 @@ class QuantReport:
         Returns:
             The JSON-able dict (SQNR may be ``inf``).
         """
-        return {"tensors": [dict(r) for r in self.tensors], "total": dict(self.total)}
+        return {
+            "tensors": [dict(r) for r in self.tensors],
+            "total": dict(self.total),
+            "notes": list(self.notes),
+        }
 
 
 # ---------------------------------------------------------------------------------- dicts
@@ -909,6 +917,7 @@ def quantize(
     src = _as_paramdict(target)
     out = ParamDict(metadata=src.metadata)
     report = QuantReport()
+    left: list[str] = []
     names = list(src)
     taken = set(names)
     pending: dict[str, list[str]] = {}
@@ -937,6 +946,9 @@ def quantize(
                 name, tuple(t.shape), t.is_floating_point(), m.role.value, select, skip
             )
         )
+        if quant and not computes(t):  # F8, FP4 …: left as stored, with a note
+            left.append(name)
+            quant = False
         if not quant:
             out.add(name, t, role=m.role, trainable=m.trainable, tags=m.tags, extra=m.extra)
         else:
@@ -953,6 +965,8 @@ def quantize(
         done.add(name)
         for alias in pending.pop(name, []):
             add_alias(alias, name)
+    if left:
+        report.notes.append(left_note("quantised", left))
     return out, report
 
 
@@ -996,7 +1010,20 @@ def dequantize(pd: ParamDict) -> ParamDict:
                         f"entry {name!r}: its quantisation {key} entry {ref!r} is missing; "
                         "load it too (or do not select the quantised entry)"
                     )
+                if ref == name or is_quantized_entry(pd.meta(ref).extra):
+                    # never drop data: a scale that is the entry itself (or another
+                    # quantised entry) would remove that entry from the result
+                    raise ParamscopeError(
+                        f"entry {name!r}: expected its quantisation {key} to name a separate "
+                        f"scale/zero entry, found {ref!r}, which is "
+                        + ("the entry itself" if ref == name else "quantised data itself")
+                    )
                 aux.add(ref)
+            if qm.get("zero") is not None and qm.get("zero") == qm.get("scale"):
+                raise ParamscopeError(
+                    f"entry {name!r}: its quantisation scale and zero both name "
+                    f"{qm['scale']!r}; expected two entries"
+                )
     out = ParamDict(metadata=pd.metadata)
     for name in pd:
         if name in aux:

@@ -15,16 +15,23 @@ import contextlib
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from .._errors import FormatError
 from .._manifest import Entry, Manifest
+from .._values import count_nonzero
+from ._notes import left_note
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SourceReader", "progress"]
+__all__ = ["MAX_OPEN", "SourceReader", "progress"]
+
+#: Source files a :class:`SourceReader` keeps open at once (entries are read file by file, so
+#: a few suffice); a checkpoint of thousands of shards stays far below ``ulimit -n``.
+MAX_OPEN = 16
 
 
 class SourceReader:
@@ -56,7 +63,7 @@ class SourceReader:
         )
         self.entries: list[Entry] = sorted(stored, key=key)
         self.aliases = {e.name: e.tie for e in self.manifest.values() if e.tie is not None}
-        self._files: dict[str, IO[bytes]] = {}
+        self._files: OrderedDict[str, IO[bytes]] = OrderedDict()  # most recently used last
         self._whole: Any = None
         self.notes: list[str] = []
         if not self.streaming:
@@ -77,6 +84,17 @@ class SourceReader:
             f.close()
         self._files.clear()
         self._whole = None
+
+    def _file(self, path: str) -> IO[bytes]:
+        """The open file ``path``, opened on first use; at most :data:`MAX_OPEN` stay open."""
+        f = self._files.get(path)
+        if f is not None:
+            self._files.move_to_end(path)
+            return f
+        while len(self._files) >= MAX_OPEN:  # a source of thousands of shards: close the oldest
+            self._files.popitem(last=False)[1].close()
+        f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed in close()
+        return f
 
     @property
     def total_bytes(self) -> int:
@@ -107,13 +125,16 @@ class SourceReader:
             return self._whole[e.name]
         loc = e.location
         assert loc is not None
-        f = self._files.get(loc.file)
-        if f is None:
-            f = self._files[loc.file] = open(loc.file, "rb")  # noqa: SIM115 - closed in close()
+        f = self._file(loc.file)
         buf = torch.empty(loc.length, dtype=torch.uint8)
         if loc.length:
-            f.seek(loc.offset)
-            got = f.readinto(memoryview(buf.numpy()))
+            try:
+                f.seek(loc.offset)
+                got = f.readinto(memoryview(buf.numpy()))
+            except OSError as exc:  # EIO and the like name no file: name the source
+                if exc.filename is None and exc.errno is not None:
+                    raise OSError(exc.errno, exc.strerror, loc.file) from exc
+                raise
             if got != loc.length:
                 raise FormatError(
                     loc.file,
@@ -190,7 +211,20 @@ def _alias_meta(reader: SourceReader) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: The metadata entries without tags or extra share (one read-only dict per role/trainable,
+#: not one per entry: a plan of a million entries stays small).
+_PLAIN_META: dict[tuple[str, bool], dict[str, Any]] = {}
+
+
 def _meta_of(e: Entry, **changes: Any) -> dict[str, Any]:
+    if not changes and not e.tags and (not e.extra or set(e.extra) == {"nonzero"}):
+        key = (e.role.value, e.trainable)
+        shared = _PLAIN_META.get(key)
+        if shared is None:
+            from .._manifest import FrozenDict
+
+            shared = _PLAIN_META[key] = FrozenDict(role=key[0], trainable=key[1])
+        return shared
     meta: dict[str, Any] = {"role": e.role.value, "trainable": e.trainable}
     if e.tags:
         meta["tags"] = list(e.tags)
@@ -268,11 +302,15 @@ def prune_file(
         )
     report = P.SparsityReport()
     with SourceReader(src) as reader:
-        chosen = {
-            e.name
+        ruled = [
+            e
             for e in reader.entries
             if e.dtype.is_float and P.should_prune(e.name, e.shape, e.role, select, skip)
-        }
+        ]
+        chosen = {e.name for e in ruled if e.dtype.computes}
+        if len(chosen) < len(ruled):  # F8, FP4 …: left as stored, with a note
+            left = [e.name for e in ruled if not e.dtype.computes]
+            report.notes.append(left_note("pruned", left))
         targets = [e for e in reader.entries if e.name in chosen]
         thr = ties = None
         counts: dict[str, int] = {}
@@ -317,7 +355,7 @@ def prune_file(
                                 generator=gen,
                             )
                         t.masked_fill_(~keep, 0)
-                        nnz = int(torch.count_nonzero(t))
+                        nnz = count_nonzero(t)
                         late[e.name] = {"extra": {**extra_of[e.name], "nonzero": nnz}}
                         report.add(e.name, (t.numel(), t.numel() - nnz))
                     yield e.name, _bytes_of(t)
@@ -443,11 +481,15 @@ def quantize_file(
     cfg = Q.QuantConfig(bits, scheme, group_size if group_size is not None else granularity)
     report = Q.QuantReport()
     with SourceReader(src) as reader:
-        chosen = {
-            e.name
+        ruled = [
+            e
             for e in reader.entries
             if Q.should_quantize(e.name, e.shape, e.dtype.is_float, e.role.value, select, skip)
-        }
+        ]
+        chosen = {e.name for e in ruled if e.dtype.computes}
+        if len(chosen) < len(ruled):  # F8, FP4 …: left as stored, with a note
+            left = [e.name for e in ruled if not e.dtype.computes]
+            report.notes.append(left_note("quantised", left))
         plan: list[Any] = []
         for e in reader.entries:
             if e.name in chosen:

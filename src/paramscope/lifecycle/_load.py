@@ -107,6 +107,15 @@ class LoadReport:
         Returns:
             Several lines.
         """
+        from dataclasses import fields, replace
+
+        from .._text import printable_tree
+
+        # names come from files: escape what a terminal would act on (ESC, newlines …)
+        shown = {f.name: printable_tree(getattr(self, f.name)) for f in fields(self)}
+        return replace(self, **shown)._format()
+
+    def _format(self) -> str:
         verdict = "OK" if self.ok else "PROBLEMS"
         what = "would load" if self.dry_run else "loaded"
         lines = [

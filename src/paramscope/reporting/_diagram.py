@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ParamscopeError
 from .._manifest import Entry, Manifest
+from .._text import printable
 
 if TYPE_CHECKING:
     import torch
@@ -260,6 +261,7 @@ def _layout(
 
 
 def _mermaid_text(text: str) -> str:
+    text = printable(text)  # names from files: no ESC, CR or bidi override reaches the output
     text = text.replace('"', "'").replace(":", " -").replace("\n", " ")
     return re.sub(r"[{}\[\];#<>\\`|]", "", text)
 
@@ -282,6 +284,7 @@ def _to_mermaid(root: _State, edges: list[tuple[str, str, str]]) -> str:
 
 
 def _dot_text(text: str) -> str:
+    text = printable(text)  # names from files: no ESC, CR or bidi override reaches the output
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 

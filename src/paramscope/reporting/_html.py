@@ -354,8 +354,10 @@ def _value_stats(t: torch.Tensor) -> dict[str, Any]:
 
     if t.is_meta or t.numel() == 0 or t.is_complex():
         return {}
+    from .._values import widen
+
     with torch.no_grad():
-        flat = t.detach().reshape(-1)
+        flat = widen(t.detach()).reshape(-1)  # F8, U64, FP4: the same values, computable
         n = flat.numel()
         out: dict[str, Any] = {"zeros": n - int(torch.count_nonzero(flat))}
         if n > SAMPLE_LIMIT:
