@@ -299,3 +299,18 @@ def test_paramscope_metadata_of_the_wrong_type_is_one_clear_error(
             call(str(path))
     r = cli("count", str(path))
     assert r.returncode == 2 and said in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_convert_casts_real_floats_only_and_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "x.safetensors"
+    c = torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64)
+    f4 = torch.tensor([[0x21]], dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    f8 = torch.tensor([1.5, -2.0]).to(torch.float8_e4m3fn)
+    paramscope.save({"c": c, "f4": f4, "f8": f8, "w": torch.ones(2)}, src)
+    for fmt, out in (("safetensors", tmp_path / "y.safetensors"), ("dcp", tmp_path / "dcp")):
+        report = paramscope.convert(src, out, dtype="bf16", format=fmt)
+        assert any("c, f4" in n and "imaginary" in n for n in report.notes), report.notes
+        back = paramscope.load(out)
+        assert torch.equal(back["c"], c)  # never silently real
+        assert torch.equal(back["f4"].view(torch.uint8), f4.view(torch.uint8))
+        assert back["f8"].dtype == torch.bfloat16 and back["f8"].tolist() == [1.5, -2.0]

@@ -131,11 +131,20 @@ def convert(
         names = [e.name for e in stored] + orphans + list(keep_alias)
         mapping = apply_renames(names, rules) if rules else {n: n for n in names}
         report.renamed = {k: v for k, v in mapping.items() if k != v}
+        if cast is not None:  # complex and sub-byte floats keep their dtype, said in a note
+            kept = [e.name for e in stored if e.dtype.is_float and not _castable(e.dtype)]
+            if kept:
+                shown = ", ".join(kept[:5]) + (f" … (+{len(kept) - 5})" if len(kept) > 5 else "")
+                report.notes.append(
+                    f"{len(kept)} floating entries kept their dtype, not cast to {cast.value}: "
+                    f"{shown} (complex values would lose their imaginary part; FP4/FP6 cannot "
+                    "be cast by torch)"
+                )
         if fmt == "dcp":
             return _to_dcp(reader, stored, orphans, keep_alias, mapping, cast, dst, report)
 
         def target_dtype(e: Any) -> Any:
-            return cast if (cast is not None and e.dtype.is_float) else e.dtype
+            return cast if (cast is not None and _castable(e.dtype)) else e.dtype
 
         items = [(e.name, e) for e in stored] + [(a, m[reader.aliases[a]]) for a in orphans]
         from .io._safetensors import Planned
@@ -188,6 +197,12 @@ def convert(
             )
         report.format = "sharded" if report.shards > 1 else "safetensors"
         return report
+
+
+def _castable(dtype: Any) -> bool:
+    """Whether ``--dtype`` casts entries of this dtype: real floats torch can cast (F8 kinds
+    included); never complex (the imaginary part would be dropped) or FP4/FP6."""
+    return dtype.is_float and dtype.value not in ("C64", "F4", "F6_E2M3", "F6_E3M2")
 
 
 def _write_file(
@@ -283,7 +298,7 @@ def _to_dcp(
     m = reader.manifest
     for e in stored:
         t = reader.read(e)
-        if cast is not None and e.dtype.is_float and e.dtype is not cast:
+        if cast is not None and _castable(e.dtype) and e.dtype is not cast:
             t = t.to(cast.to_torch())
             report.casts += 1
         pd.add(mapping[e.name], t)
