@@ -15,7 +15,6 @@ import collections
 import os
 import pathlib
 import pickle
-import struct
 import subprocess
 import sys
 import warnings
@@ -29,6 +28,7 @@ from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
 import paramscope
+from _helpers import _g, _i, _s, raises_exactly
 from paramscope import FormatError, UnsafePickleError
 from paramscope.io import _dcp
 
@@ -38,29 +38,7 @@ FS = "torch.distributed.checkpoint.filesystem"
 # ----------------------------------------------------------------------------- helpers
 
 
-def raises_exactly(cls: type[Exception], fn, *fragments: str) -> Exception:
-    with pytest.raises(cls) as info:
-        fn()
-    assert type(info.value) is cls, f"{type(info.value).__name__}: {info.value}"
-    for frag in fragments:
-        assert frag in str(info.value), (frag, str(info.value))
-    return info.value
-
-
 # Hand-assembled pickle opcodes (protocol 2), for what no Python object pickles into.
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _i(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
 def _d(**items: bytes) -> bytes:
     """A dict literal: ``EMPTY_DICT`` then one ``SETITEM`` per item."""
     return b"}" + b"".join(_s(k) + v + b"s" for k, v in items.items())

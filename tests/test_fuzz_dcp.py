@@ -14,7 +14,6 @@ import io
 import pathlib
 import pickle
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
+from _helpers import _g, _i, _s
 from paramscope import FormatError, ParamscopeError, UnsafePickleError
 from paramscope.io import _dcp
 
@@ -100,19 +100,6 @@ def outcome(fn: Callable[[], object]) -> Exception | None:
 
 
 # ------------------------------------------------------------------- opcodes on objects
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _i(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
 
 GLOBALS = sorted(_dcp.ALLOWED_GLOBALS)

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import paramscope
+from _helpers import _g, _s, _t
 from paramscope import ParamscopeError
 from paramscope.compress._stream import SourceReader
 
@@ -115,19 +116,6 @@ def allowed_fingerprint() -> list[tuple[object, str]]:
 
 
 # ---------------------------------------------------------------------- pickle pieces
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _t(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
 
 
 def _int(n: int) -> bytes:

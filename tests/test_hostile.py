@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import paramscope
+from _helpers import _g, _i, _s, _t, raises_exactly
 from paramscope import FormatError, UnsafePickleError
 from paramscope._errors import HeaderError, ShardIndexError, UnknownFormatError
 from paramscope.io import _dcp, _safetensors
@@ -30,15 +31,6 @@ class SystemMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
-def raises_exactly(cls: type[Exception], fn, *fragments: str) -> Exception:
-    with pytest.raises(cls) as info:
-        fn()
-    assert type(info.value) is cls, f"{type(info.value).__name__}: {info.value}"
-    for frag in fragments:
-        assert frag in str(info.value), (frag, str(info.value))
-    return info.value
-
-
 def st_file(path: Path, header: bytes, data: bytes = b"", length: int | None = None) -> Path:
     n = len(header) if length is None else length
     path.write_bytes(struct.pack("<Q", n) + header + data)
@@ -46,23 +38,6 @@ def st_file(path: Path, header: bytes, data: bytes = b"", length: int | None = N
 
 
 # Hand-assembled pickle opcodes (protocol 2), for what no Python object pickles into.
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _i(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _t(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
 def _tensor(key: str = "0", size=(2,), stride=(1,), numel: int = 4) -> bytes:
     pid = _t(_s("storage"), _g("torch", "FloatStorage"), _s(key), _s("cpu"), _i(numel)) + b"Q"
     hooks = _g("collections", "OrderedDict") + b")R"

@@ -27,29 +27,12 @@ import torch
 from torch import nn
 
 import paramscope
+from _helpers import _g, _i, _s, _t, raises_exactly
 from paramscope import FormatError, ParamscopeError, UnsafePickleError
 from paramscope.compress._stream import SourceReader
 from paramscope.io import _numpy, _torch
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def raises_exactly(cls: type[Exception], fn, *fragments: str) -> Exception:
-    with pytest.raises(cls) as info:
-        fn()
-    assert type(info.value) is cls, f"{type(info.value).__name__}: {info.value}"
-    for frag in fragments:
-        assert frag in str(info.value), (frag, str(info.value))
-    return info.value
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _i(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)
 
 
 def _f(x: float) -> bytes:
@@ -59,14 +42,6 @@ def _f(x: float) -> bytes:
 def _long(n: int) -> bytes:
     raw = n.to_bytes((n.bit_length() + 8) // 8 or 1, "little", signed=True)
     return b"\x8a" + bytes([len(raw)]) + raw
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _t(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
 
 
 HOOKS = _g("collections", "OrderedDict") + b")R"
