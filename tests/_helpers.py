@@ -40,3 +40,32 @@ def _g(module: str, name: str) -> bytes:
 def _t(*items: bytes) -> bytes:
     """MARK items TUPLE."""
     return b"(" + b"".join(items) + b"t"
+
+
+Snapshot = dict[int, tuple[object, dict[str, object]]]
+
+
+def snapshot(targets: list[object]) -> Snapshot:
+    """The ``vars`` of every target that has them (classes, singletons a file could poison)."""
+    return {id(o): (o, dict(vars(o))) for o in targets if hasattr(o, "__dict__")}
+
+
+def restore(snap: Snapshot) -> list[str]:
+    """Put every target back as it was; the names of what had changed."""
+    changed = []
+    for obj, before in snap.values():
+        now = dict(vars(obj))
+        diff = [k for k in before.keys() | now.keys() if before.get(k, now) is not now.get(k)]
+        if not diff:
+            continue
+        changed += [f"{getattr(obj, '__qualname__', obj)}.{k}" for k in sorted(diff)]
+        if isinstance(obj, type):
+            for k in diff:
+                if k in before:
+                    type.__setattr__(obj, k, before[k])
+                else:
+                    type.__delattr__(obj, k)
+        else:
+            vars(obj).clear()
+            vars(obj).update(before)
+    return changed

@@ -28,7 +28,7 @@ from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
 import paramscope
-from _helpers import _g, _i, _s, raises_exactly
+from _helpers import _g, _i, _s, raises_exactly, restore, snapshot
 from paramscope import FormatError, UnsafePickleError
 from paramscope.io import _dcp
 
@@ -73,37 +73,12 @@ TARGETS: list[object] = [
 ]
 
 
-def _snapshot() -> dict[int, tuple[object, dict[str, object]]]:
-    return {id(o): (o, dict(vars(o))) for o in TARGETS if hasattr(o, "__dict__")}
-
-
-def _restore(snap: dict[int, tuple[object, dict[str, object]]]) -> list[str]:
-    """Put every target back as it was; the names of what had changed."""
-    changed = []
-    for obj, before in snap.values():
-        now = dict(vars(obj))
-        diff = [k for k in before.keys() | now.keys() if before.get(k, now) is not now.get(k)]
-        if not diff:
-            continue
-        changed += [f"{getattr(obj, '__qualname__', obj)}.{k}" for k in sorted(diff)]
-        if isinstance(obj, type):
-            for k in diff:
-                if k in before:
-                    type.__setattr__(obj, k, before[k])
-                else:
-                    type.__delattr__(obj, k)
-        else:
-            vars(obj).clear()
-            vars(obj).update(before)
-    return changed
-
-
 @pytest.fixture
 def process_unchanged():
     """Fail a test whose file changed a class or singleton of the process (and undo it)."""
-    snap = _snapshot()
+    snap = snapshot(TARGETS)
     yield
-    changed = _restore(snap)
+    changed = restore(snap)
     assert not changed, f"the .metadata changed the process: {changed}"
 
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
-from _helpers import _g, _i, _s
+from _helpers import _g, _i, _s, restore, snapshot
 from paramscope import FormatError, ParamscopeError, UnsafePickleError
 from paramscope.io import _dcp
 
@@ -64,29 +64,6 @@ TARGETS: list[object] = [
     collections.OrderedDict,
     torch.Size,
 ]
-
-
-def _snapshot() -> dict[int, tuple[object, dict[str, object]]]:
-    return {id(o): (o, dict(vars(o))) for o in TARGETS if hasattr(o, "__dict__")}
-
-
-def _restore(snap: dict[int, tuple[object, dict[str, object]]]) -> list[str]:
-    """Put every target back as it was; the names of what had changed."""
-    changed = []
-    for obj, before in snap.values():
-        now = dict(vars(obj))
-        diff = [k for k in before.keys() | now.keys() if before.get(k, now) is not now.get(k)]
-        changed += [f"{getattr(obj, '__qualname__', obj)}.{k}" for k in sorted(diff)]
-        if diff and isinstance(obj, type):
-            for k in diff:
-                if k in before:
-                    type.__setattr__(obj, k, before[k])
-                else:
-                    type.__delattr__(obj, k)
-        elif diff:
-            vars(obj).clear()
-            vars(obj).update(before)
-    return changed
 
 
 def outcome(fn: Callable[[], object]) -> Exception | None:
@@ -181,7 +158,7 @@ def test_opcodes_on_what_the_unpickler_hands_out(dcp_folder, work, case):
     """BUILD / APPEND(S) / SETITEM(S) / ADDITEMS on every allowed global or constructed value."""
     folder, original = dcp_folder
     attack, on_a_global = case
-    snap = _snapshot()
+    snap = snapshot(TARGETS)
     try:
         (folder / ".metadata").write_bytes(b"\x80\x04" + attack + b"0" + original[2:])
         err = outcome(lambda: _dcp.read_dcp_metadata(folder))
@@ -189,7 +166,7 @@ def test_opcodes_on_what_the_unpickler_hands_out(dcp_folder, work, case):
             assert type(err) is UnsafePickleError, err
     finally:
         (folder / ".metadata").write_bytes(original)
-        changed = _restore(snap)
+        changed = restore(snap)
     assert not changed, f"the .metadata changed the process: {changed}"
     assert str(Path("x")) == "x"
 
