@@ -131,7 +131,7 @@ def test_cli_convert_and_verify_values(model, tmp_path: Path) -> None:
     bad = {"w": torch.tensor([1.0, float("nan")])}
     paramscope.save(bad, tmp_path / "bad.safetensors")
     r = run("verify", "bad.safetensors", "--values", "--json")
-    assert r.returncode == 2 and json.loads(r.stdout)["values"][0]["nan"] == 1
+    assert r.returncode == 1 and json.loads(r.stdout)["values"][0]["nan"] == 1  # not sound
     r = run("convert", "missing.pt", "x.safetensors")
     assert r.returncode == 2 and "missing.pt" in r.stderr
 

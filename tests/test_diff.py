@@ -46,11 +46,9 @@ def _save(pd: ParamDict | dict[str, torch.Tensor], path: Path) -> Path:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
+    code = main(list(args))
     out = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else int(code)), out.out, out.err
+    return code, out.out, out.err
 
 
 def test_identical_files_are_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

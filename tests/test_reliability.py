@@ -52,7 +52,7 @@ def fifo(tmp_path: Path) -> Path:
 def test_a_fifo_is_refused_at_once(fifo: Path, tmp_path: Path, args: list[str]) -> None:
     out = tmp_path / "out.safetensors"
     r = cli(*(a.format(p=fifo, out=out) for a in args), timeout=30)  # a hang fails here
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == (1 if args[0] == "verify" else 2), r.stderr
     if args[0] == "verify":  # verify reports its problems on stdout, exit 2
         assert "found a FIFO" in r.stdout and str(fifo) in r.stdout
     else:
@@ -114,7 +114,7 @@ def test_every_command_takes_storage_only_dtypes(tmp_path: Path) -> None:
         ["diff", str(src), str(src)],
     ):
         r = cli(*args)
-        assert r.returncode in (0, 2), (args, r.stderr)  # verify finds the NaN/Inf: 2
+        assert r.returncode in (0, 1), (args, r.stderr)  # verify finds the NaN/Inf: 1
         assert "internal error" not in r.stderr, (args, r.stderr)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "group_prefix",
     "missing",
     "no_match",
+    "parse_rules",
     "validate_name",
 ]
 
@@ -91,6 +92,44 @@ def compile_pattern(pattern: Pattern) -> Callable[[str], bool]:
         else:
             regexes.append(re.compile(fnmatch.translate(p)))
     return lambda name: any(r.fullmatch(name) for r in regexes)
+
+
+def parse_rules(
+    rules: Sequence[tuple[str, str]] | Sequence[str] | None, what: str = "rename rule"
+) -> list[tuple[str, str]]:
+    """Rename rules as ``(regex, replacement)`` pairs, from pairs or ``"REGEX=REPLACEMENT"``.
+
+    The CLI's ``--rename``/``--remap`` strings and Python's pairs mean the same; the first
+    ``=`` splits a string (a regex needing ``=`` can use ``\\x3d``).
+
+    Args:
+        rules: pairs, strings, or ``None``.
+        what: what the rules are called in messages (``"--remap"``).
+
+    Returns:
+        The pairs, in order.
+
+    Raises:
+        InvalidNameError: a string without ``=``, or a pair that is not two strings.
+
+    Example:
+        >>> parse_rules(["^module[.]=", ("enc", "encoder")])
+        [('^module[.]', ''), ('enc', 'encoder')]
+    """
+    out: list[tuple[str, str]] = []
+    for r in rules or []:
+        if isinstance(r, str):
+            pattern, sep, repl = r.partition("=")
+            if not sep:
+                raise InvalidNameError(f"{what} {r!r}: expected REGEX=REPLACEMENT")
+            out.append((pattern, repl))
+        elif isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(x, str) for x in r):
+            out.append((r[0], r[1]))
+        else:
+            raise InvalidNameError(
+                f"{what} {r!r}: expected a (regex, replacement) pair or 'REGEX=REPLACEMENT'"
+            )
+    return out
 
 
 def apply_renames(names: Iterable[str], rules: Sequence[tuple[str, str]]) -> dict[str, str]:

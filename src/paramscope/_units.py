@@ -6,7 +6,12 @@ import re
 
 from ._errors import ParamscopeError
 
-__all__ = ["format_bytes", "format_count", "parse_size"]
+__all__ = [
+    "format_bytes",
+    "format_count",
+    "format_short_count",
+    "parse_size",
+]
 
 _UNITS = {
     "": 1,
@@ -93,3 +98,28 @@ def format_count(n: int) -> str:
         '7,850'
     """
     return f"{n:,}"
+
+
+def format_short_count(n: int) -> str:
+    """A count in words of magnitude, never a unit letter that reads as bytes.
+
+    Args:
+        n: the count.
+
+    Returns:
+        E.g. ``"6.74 billion"``, ``"124.4 million"``, ``"7.9 thousand"``; the number itself
+        below 1,000.
+
+    Example:
+        >>> format_short_count(6738415616), format_short_count(124439808), format_short_count(7)
+        ('6.74 billion', '124.4 million', '7')
+    """
+    for div, word, digits in (
+        (10**12, "trillion", 2),
+        (10**9, "billion", 2),
+        (10**6, "million", 1),
+        (10**3, "thousand", 1),
+    ):
+        if n >= div:
+            return f"{n / div:.{digits}f} {word}"
+    return str(n)

@@ -5,50 +5,59 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["main"]
+__all__ = ["BAD_INPUT", "INTERNAL", "OK", "VERDICT", "main"]
+
+
+#: Exit codes, one meaning each.
+OK, VERDICT, BAD_INPUT, INTERNAL = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI.
+    """Run the CLI and return its exit code.
 
-    Exit codes: 0 success, 2 bad input (a :class:`ParamscopeError`, a usage error, an
-    unreadable file), 1 internal error. Set ``PARAMSCOPE_DEBUG=1`` for tracebacks.
+    Exit codes, one meaning each: ``0`` success; ``1`` a negative verdict (``match``: the
+    checkpoint would not load cleanly, ``diff``: the sources differ, ``verify``: the checkpoint
+    is not sound); ``2`` bad input (a :class:`ParamscopeError`, a usage error, an unreadable or
+    missing file); ``3`` an internal error (a bug: set ``PARAMSCOPE_DEBUG=1`` for the
+    traceback). Errors are one line on stderr.
 
     Args:
         argv: arguments (default ``sys.argv[1:]``).
 
     Returns:
-        The exit code (also passed to ``sys.exit`` when run as a script).
+        The exit code (the console script and ``python -m paramscope`` exit with it).
 
     Example:
-        >>> # main(["count", "model.safetensors", "--json"])
+        >>> main(["count", "no/such/file.safetensors"])  # one line on stderr, then the code
+        2
     """
     from .._errors import ParamscopeError
     from ._app import app
 
     debug = os.environ.get("PARAMSCOPE_DEBUG") == "1"
     try:
-        app(args=argv, prog_name="paramscope")  # usage errors exit 2 inside (click convention)
-    except SystemExit:
+        app(args=argv, prog_name="paramscope")  # click exits itself; usage errors with 2
+    except SystemExit as exc:
         sys.stdout.flush()
-        raise
+        code = exc.code
+        return code if isinstance(code, int) else (OK if code is None else BAD_INPUT)
     except ParamscopeError as exc:
         if debug:
             raise
-        return _fail(str(exc), 2)
+        return _fail(str(exc), BAD_INPUT)
     except OSError as exc:
         if debug:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        return _fail(f"{where}{exc.strerror or exc}", 2)
+        return _fail(f"{where}{exc.strerror or exc}", BAD_INPUT)
     except Exception as exc:
         if debug:
             raise
         return _fail(
             f"internal error: {type(exc).__name__}: {exc} (set PARAMSCOPE_DEBUG=1 for a traceback)",
-            1,
+            INTERNAL,
         )
-    return 0
+    return OK
 
 
 def _fail(message: str, code: int) -> int:
@@ -56,4 +65,4 @@ def _fail(message: str, code: int) -> int:
     from .._text import printable
 
     sys.stderr.write(f"paramscope: error: {printable(message)}\n")  # one line, always
-    raise SystemExit(code)
+    return code

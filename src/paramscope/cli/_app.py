@@ -2,7 +2,8 @@
 
 Each command calls one library function and hands the result to one output sink; ``--json``
 prints the same result as JSON. Data goes to stdout; errors go to stderr as one line, with
-exit code 2 for bad input and 1 for internal errors (traceback with ``PARAMSCOPE_DEBUG=1``).
+exit code 2 for bad input and 3 for internal errors (traceback with ``PARAMSCOPE_DEBUG=1``);
+1 is a negative verdict (``match``, ``diff``, ``verify``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="paramscope",
-    help="See, store, change and shrink deep-learning parameters.",
+    help="See, store, change and shrink deep-learning parameters.\n\nExit codes: 0 ok; "
+    "1 a negative verdict (match: would not load cleanly, diff: differ, verify: not sound); "
+    "2 bad input; 3 internal error.",
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
@@ -251,14 +254,9 @@ def match(
             f"{target}: match needs a model TARGET (zoo:, module:callable or "
             "config.json), found a checkpoint"
         )
-    rules = []
-    for rule in remap or []:
-        pattern, sep, repl = rule.partition("=")
-        if not sep:
-            from .._errors import ParamscopeError
+    from .._names import parse_rules
 
-            raise ParamscopeError(f"--remap {rule!r}: expected REGEX=REPLACEMENT")
-        rules.append((pattern, repl))
+    rules = parse_rules(remap, "--remap")  # the library's rule reading, one meaning
     report = match_(model, checkpoint, remap=rules or None, fix_prefix=fix_prefix)
     if json:
         _output.emit_json(report.to_dict())
@@ -410,20 +408,8 @@ def convert(
 def zoo(json: JsonOpt = False) -> None:
     """List the built-in models with their parameter counts (built on the meta device)."""
     from ..building import zoo as zoo_
-    from ..counting import count as count_
 
-    rows = []
-    for name in zoo_.names():
-        c = count_(_target(f"zoo:{name}", None))  # type: ignore[arg-type]
-        rows.append(
-            {
-                "name": f"zoo:{name}",
-                "params": c.params,
-                "buffers": c.buffers,
-                "ties": len(c.ties),
-                "description": zoo_.describe(name),
-            }
-        )
+    rows = zoo_.listing()
     _output.emit_json(rows) if json else _output.print_zoo(rows)
 
 
@@ -438,14 +424,14 @@ def verify(
     ] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Check header rules, index/shard agreement and stored hashes; exit 0 when sound, 2 if not."""
+    """Check header rules, index/shard agreement and stored hashes; exit 0 when sound, 1 if not."""
     from .._verify import verify as verify_
 
     report = verify_(path, values=values)
     result = report.to_dict()
     _output.emit_json(result) if json else _output.print_verify(result)
     if not report.ok:
-        raise typer.Exit(2)
+        raise typer.Exit(1)  # a negative verdict: the checkpoint is not sound
 
 
 @app.command()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._text import printable_tree
-from .._units import format_bytes, format_count
+from .._units import format_bytes, format_count, format_short_count
 
 __all__ = ["emit_json", "print_count", "print_inspect", "print_verify"]
 
@@ -215,13 +215,6 @@ def limit_rows(d: dict[str, Any], rows: int = INSPECT_ROWS) -> dict[str, Any]:
     return {**d, "groups": kept, "hidden": {"groups": hidden_groups, "entries": hidden_entries}}
 
 
-def _short(n: int) -> str:
-    for div, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
-
-
 @_shown
 def print_count(d: dict[str, Any]) -> None:
     """Print a count result (the dict of ``Count.to_dict``) as aligned text.
@@ -237,7 +230,7 @@ def print_count(d: dict[str, Any]) -> None:
         ("buffers", d["buffers"]),
     ]
     for label, n in rows:
-        lines.append(f"  {label:<10} {format_count(n):>18}  ({_short(n)})")
+        lines.append(f"  {label:<10} {format_count(n):>18}  ({format_short_count(n)})")
     lines.append(f"  {'bytes':<10} {format_count(d['bytes']):>18}  ({format_bytes(d['bytes'])})")
     lines.append(f"  {'entries':<10} {format_count(d['entries']):>18}")
     for dtype, v in d["by_dtype"].items():
@@ -578,8 +571,8 @@ def print_zoo(rows: list[dict[str, Any]]) -> None:
     """
     width = max(len(r["name"]) for r in rows)
     lines = [
-        f"{r['name']:<{width}}  {format_count(r['params']):>15}  {_short(r['params']):>7}  "
-        f"{r['description']}"
+        f"{r['name']:<{width}}  {format_count(r['params']):>15}  "
+        f"{format_short_count(r['params']):>14}  {r['description']}"
         for r in rows
     ]
     sys.stdout.write("\n".join(lines) + "\n")

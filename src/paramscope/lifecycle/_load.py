@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ParamscopeError
-from .._names import apply_renames, did_you_mean
+from .._names import apply_renames, did_you_mean, parse_rules
 
 if TYPE_CHECKING:
     import torch
@@ -351,12 +351,12 @@ def _apply_prefix(names: Mapping[str, str], fix: tuple[str, str], want: set[str]
 def _plan(
     model: Any,
     info: Mapping[str, tuple[tuple[int, ...], str]],
-    remap: Sequence[tuple[str, str]] | None,
+    remap: Sequence[tuple[str, str]] | Sequence[str] | None,
     fix_prefix: bool,
     dtype: Any,
 ) -> tuple[LoadReport, dict[str, str]]:
     """The report, and model name → source name for everything that will load."""
-    rename = apply_renames(info, remap) if remap else {n: n for n in info}
+    rename = apply_renames(info, parse_rules(remap, "remap")) if remap else {n: n for n in info}
     src_by_new = {new: old for old, new in rename.items()}
     expected, optional = _expected(model)
     report = LoadReport(tied=_ties_of(model))
@@ -490,7 +490,7 @@ def load_into(
     source: Any,
     *,
     strict: bool = False,
-    remap: Sequence[tuple[str, str]] | None = None,
+    remap: Sequence[tuple[str, str]] | Sequence[str] | None = None,
     assign: bool | None = None,
     dtype: Any = None,
     fix_prefix: bool = False,
@@ -509,7 +509,8 @@ def load_into(
         source: a checkpoint path, a ParamDict, a dict of tensors or a module.
         strict: raise (changing nothing) when anything is missing, unexpected, mismatched or
             would be left on meta.
-        remap: ``(regex, replacement)`` rules applied to the checkpoint's names first.
+        remap: ``(regex, replacement)`` rules (or ``"REGEX=REPLACEMENT"`` strings) applied to
+            the checkpoint's names first.
         assign: assign the checkpoint's tensors instead of copying into the model's
             (``None``: assign when the model has meta tensors, else copy).
         dtype: the floating dtype to load as (``torch.bfloat16``…); ``None`` keeps the
@@ -597,7 +598,7 @@ def match(
     model: torch.nn.Module,
     checkpoint: Any,
     *,
-    remap: Sequence[tuple[str, str]] | None = None,
+    remap: Sequence[tuple[str, str]] | Sequence[str] | None = None,
     fix_prefix: bool = False,
 ) -> LoadReport:
     """Will this checkpoint load into this model? The report, changing nothing.

@@ -24,7 +24,7 @@ from ..._names import missing
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REFERENCE", "REFERENCE_PARAMS", "build", "describe", "names"]
+__all__ = ["REFERENCE", "REFERENCE_PARAMS", "build", "describe", "listing", "names"]
 
 
 class _Spec(NamedTuple):
@@ -174,6 +174,36 @@ def describe(name: str) -> str:
         'GPT-2 small (124M), tied LM head, HF GPT2LMHeadModel layout'
     """
     return _spec(name).description
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every zoo model with its counts, built on the meta device (what ``paramscope zoo`` shows).
+
+    Returns:
+        One ``{"name", "params", "buffers", "ties", "description"}`` per model, ``name`` with its
+        ``zoo:`` prefix; ``params`` counts a tied weight once.
+
+    Example:
+        >>> rows = listing()
+        >>> rows[0]["name"], rows[0]["params"]
+        ('zoo:mlp', 235146)
+    """
+    from ..._targets import resolve_target
+    from ...counting import count
+
+    rows = []
+    for name in names():
+        c = count(resolve_target(f"zoo:{name}"))
+        rows.append(
+            {
+                "name": f"zoo:{name}",
+                "params": c.params,
+                "buffers": c.buffers,
+                "ties": len(c.ties),
+                "description": describe(name),
+            }
+        )
+    return rows
 
 
 def build(name: str, **overrides: Any) -> torch.nn.Module:
