@@ -9,7 +9,7 @@ __all__ = ["example_model", "write_example"]
 
 
 def example_model() -> object:
-    """The seed articles' MLP (784 → 256 → 128 → 10) with a BatchNorm; layer 0 frozen.
+    """The classic MNIST MLP (784 → 256 → 128 → 10) with a BatchNorm; layer 0 frozen.
 
     Returns:
         A deterministic ``torch.nn.Sequential`` (seed 0).
@@ -52,5 +52,5 @@ def write_example(path: str | os.PathLike[str]) -> Path:
     from .io import save
 
     pd = ParamDict.from_module(example_model())  # type: ignore[arg-type]
-    pd.metadata["example"] = "seed MLP 784-256-128-10"
+    pd.metadata["example"] = "MNIST MLP 784-256-128-10"
     return save(pd, path)

@@ -1,6 +1,6 @@
 """Rebuild a runnable ``nn.Sequential`` from a bare state dict: names and shapes only.
 
-:func:`infer_model` recognises simple stacks, the kind the seeds save and reload:
+:func:`infer_model` recognises simple stacks, the kind a bare state dict of a tutorial model holds:
 
 - **Linear stacks**: 2-D weights ``(out, in)`` with optional biases, each layer's
   ``in_features`` equal to the previous layer's ``out_features``.

@@ -441,7 +441,7 @@ def example(
     ),
     json: JsonOpt = False,
 ) -> None:
-    """Write an example checkpoint: the seed MLP 784→256→128→10, a BatchNorm, layer 0 frozen."""
+    """Write an example checkpoint: an MNIST MLP 784→256→128→10, a BatchNorm, layer 0 frozen."""
     from .._example import write_example
 
     written = write_example(path)

@@ -49,7 +49,7 @@ _ZOO: dict[str, _Spec] = {
     "mlp-3-5-2": _Spec(
         "_mlp",
         "SimpleNN 3-5-2 with ReLU: modules hidden, relu, output",
-        "SimpleNN(3, 5, 2) of the seed article: hidden=Linear(3, 5), relu, output=Linear(5, 2)",
+        "SimpleNN(3, 5, 2) of the tutorial: hidden=Linear(3, 5), relu, output=Linear(5, 2)",
         32,
     ),
     "lenet5": _Spec(

@@ -1,7 +1,7 @@
-"""Multi-layer perceptrons: the seeds' MNIST MLP (``mlp``) and their SimpleNN (``mlp-3-5-2``).
+"""Multi-layer perceptrons: the classic MNIST MLP (``mlp``) and SimpleNN (``mlp-3-5-2``).
 
 ``mlp`` is an ``nn.Sequential`` of Linear and ReLU, so its entries are ``0.weight``,
-``2.weight``, ...; ``mlp-3-5-2`` is the seed article's ``SimpleNN`` with named modules
+``2.weight``, ...; ``mlp-3-5-2`` is the tutorial ``SimpleNN`` (3 → 5 → 2) with named modules
 ``hidden``, ``relu`` and ``output``.
 """
 
@@ -37,7 +37,7 @@ class MLPConfig:
 
 @dataclass(frozen=True)
 class SimpleNNConfig:
-    """Sizes of the seed article's one-hidden-layer network.
+    """Sizes of the tutorial one-hidden-layer network (SimpleNN).
 
     Args:
         input_size: input features.
@@ -51,7 +51,7 @@ class SimpleNNConfig:
 
 
 class SimpleNN(nn.Module):
-    """Linear → ReLU → Linear with the seed article's module names.
+    """Linear → ReLU → Linear with the tutorial's module names (hidden, relu, output).
 
     Args:
         config: the sizes.
