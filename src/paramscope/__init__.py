@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from .counting import ModuleNode as ModuleNode
     from .counting import Node as Node
     from .counting import Summary as Summary
-    from .counting import _formulas as formulas
+    from .counting import _formulas as formulas  # noqa: F401 - public submodule (__all__ is derived)
     from .counting import count as count
     from .counting import estimate_memory as estimate_memory
     from .counting import formula_for as formula_for
