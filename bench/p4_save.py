@@ -94,7 +94,7 @@ class _TimedFile:
 def instrumented(acc: _Acc) -> Iterator[None]:
     """Patch timers around paramscope's save phases (module globals only; src/ is untouched)."""
     import paramscope._atomic as atomic
-    import paramscope.io._safetensors as st
+    import paramscope.io._writer as st  # where save looks up hash_bytes and _as_bytes
 
     orig_hash, orig_prep = st.hash_bytes, st._as_bytes
     orig_fsync, orig_fdatasync = os.fsync, getattr(os, "fdatasync", None)

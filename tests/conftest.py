@@ -31,3 +31,32 @@ def golden(request: pytest.FixtureRequest):
         assert text == expected, f"output differs from {path} (pytest --update-golden to accept)"
 
     return check
+
+
+class CliResult:
+    """What one in-process ``paramscope`` run returned: ``code``, ``out`` (stdout), ``err``."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __iter__(self):  # ``code, out, err = cli(...)``
+        return iter((self.code, self.out, self.err))
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``paramscope ARGS...`` in this process through :func:`paramscope.cli.main` (the
+    console script's own entry point) and return a :class:`CliResult`. Tests that need a fresh
+    process (torch not imported, a signal, an environment) use a subprocess instead."""
+    from paramscope.cli import main
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()  # drop what came before
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

@@ -628,3 +628,21 @@ def test_module_docstring_example_builds():
     )
     assert result.freeze_counts is not None and result.freeze_counts.frozen == 40
     assert model(torch.zeros(2, 4)).shape == (2, 1)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from paramscope.building import (
+        _spec,
+        _spec_builder,
+        _spec_errors,
+        _spec_module,
+        _spec_read,
+        _spec_types,
+    )
+
+    for module in (_spec, _spec_errors, _spec_types, _spec_module, _spec_builder, _spec_read):
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__

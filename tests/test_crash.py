@@ -46,6 +46,7 @@ import paramscope
 from paramscope._convert import convert
 from paramscope.compress import prune_file, quantize_file
 import paramscope.compress._stream, paramscope.io._safetensors, paramscope.io._sharded
+import paramscope.io._reader, paramscope.io._writer
 
 def make(seed, n, numel):
     g = torch.Generator().manual_seed(seed)

@@ -12,7 +12,7 @@ import paramscope
 from paramscope import ParamDict
 from paramscope._diff import DiffReport, diff
 from paramscope.cli import main
-from paramscope.compress._stream import SourceReader
+from paramscope.io._reader import SourceReader
 
 KEYS = {
     "added",

@@ -374,7 +374,7 @@ def test_sharded_save_failing_mid_write_keeps_previous_bytes(tmp_path: Path, mon
     d = tmp_path / "D"
     paramscope.save(tied(1), d, max_shard_size=600)
     before = tree(d)
-    real = paramscope.io._safetensors.write_file
+    real = paramscope.io._writer.write_file
     calls = [0]
 
     def flaky(*args: Any, **kwargs: Any) -> int:
@@ -383,7 +383,7 @@ def test_sharded_save_failing_mid_write_keeps_previous_bytes(tmp_path: Path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(paramscope.io._safetensors, "write_file", flaky)
+    monkeypatch.setattr(paramscope.io._writer, "write_file", flaky)
     with pytest.raises(OSError, match="No space left") as info:
         paramscope.save(tied(2), d, max_shard_size=600)
     assert str(d / "model-00002-of-00003.safetensors") in str(info.value)
@@ -543,7 +543,7 @@ def test_thousands_of_shards_under_a_low_open_file_limit(tmp_path: Path) -> None
         import resource
         import paramscope
         from paramscope._convert import convert
-        import paramscope.compress._stream, paramscope.io._sharded, torch
+        import paramscope.io._reader, paramscope.io._sharded, paramscope.io._writer, torch
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
         rep = convert({str(src)!r}, {str(tmp_path / "out")!r}, max_shard_size=64, fsync=False)
         rep2 = convert({str(src)!r}, {str(tmp_path / "one.safetensors")!r}, fsync=False)

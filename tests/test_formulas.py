@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 
@@ -277,9 +279,13 @@ def test_batch_norm_buffers_apart() -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(F)
-    assert result.attempted > 20
-    assert result.failed == 0
+    attempted = 0
+    for info in [None, *pkgutil.iter_modules(F.__path__)]:
+        module = F if info is None else importlib.import_module(f"{F.__name__}.{info.name}")
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 20
 
 
 # --------------------------------------------------------------------------- formula_for

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 import paramscope
 from _helpers import _g, _s, _t
 from paramscope import ParamscopeError
-from paramscope.compress._stream import SourceReader
+from paramscope.io._reader import SourceReader
 
 FUZZ = settings(
     max_examples=150,

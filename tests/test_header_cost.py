@@ -29,6 +29,7 @@ from paramscope import HeaderError
 from paramscope.cli import _output
 from paramscope.counting import _count
 from paramscope.io import _safetensors as st
+from paramscope.io import _safetensors_scan, _writer
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -232,8 +233,8 @@ def random_header(rng: random.Random) -> tuple[bytes, int]:
 @pytest.mark.parametrize(("ahead", "chunk"), [(1 << 20, 8 << 20), (1, 1), (5, 3), (64, 17)])
 def test_streaming_parse_equals_the_plain_parse(tmp_path, monkeypatch, ahead, chunk):
     # Tiny windows put a chunk (and a window) boundary everywhere, UTF-8 sequences included.
-    monkeypatch.setattr(st, "_AHEAD", ahead)
-    monkeypatch.setattr(st, "_CHUNK_TEXT", chunk)
+    monkeypatch.setattr(_safetensors_scan, "_AHEAD", ahead)
+    monkeypatch.setattr(_safetensors_scan, "_CHUNK_TEXT", chunk)
     rng = random.Random(ahead * 31 + chunk)
     seen = {"ok": 0, "error": 0}
     for i in range(300):
@@ -392,7 +393,7 @@ def test_written_header_is_byte_for_byte_the_dict_built_one(tmp_path, seed):
 
 
 def test_a_header_over_100_mb_is_refused_before_any_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(st, "MAX_HEADER", 4096)
+    monkeypatch.setattr(_writer, "MAX_HEADER", 4096)
     plan = [st.Planned(f"n{i}", st.DType.U8, (1,), 1, {"role": "param"}) for i in range(100)]
     produced = []
 

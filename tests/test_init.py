@@ -14,8 +14,18 @@ from torch import nn
 
 import paramscope
 from paramscope import ParamDict, ParamscopeError
-from paramscope.lifecycle import InitReport, init, init_schemes, register_scheme
-from paramscope.lifecycle import _init as init_module
+from paramscope.lifecycle import (
+    InitReport,
+    _init,
+    _init_plan,
+    _init_rules,
+    _init_schemes,
+    init,
+    init_schemes,
+    register_scheme,
+)
+
+INIT_MODULES = (_init, _init_schemes, _init_rules, _init_plan)
 
 
 class Block(nn.Module):
@@ -464,6 +474,6 @@ def test_lazy_package_does_not_import_torch() -> None:
 def test_doctests() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = doctest.testmod(init_module)
-    assert result.attempted >= 10
-    assert result.failed == 0
+        results = [doctest.testmod(m) for m in INIT_MODULES]
+    assert sum(r.attempted for r in results) >= 10
+    assert [r.failed for r in results] == [0] * len(INIT_MODULES)

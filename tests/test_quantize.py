@@ -11,21 +11,13 @@ import torch
 
 import paramscope
 from paramscope import ParamDict, ParamscopeError
-from paramscope.compress import _quantize as qz
-from paramscope.compress._quantize import (
-    ErrorSums,
-    QuantConfig,
-    QuantReport,
-    dequantize,
-    dequantize_tensor,
-    error_stats,
-    is_quantized_entry,
-    pack_int4,
-    quantize,
-    quantize_tensor,
-    should_quantize,
-    unpack_int4,
-)
+from paramscope._quantstore import is_quantized_entry
+from paramscope.compress import _int4, _qerrors, _qkernels, _qreport, _quantize
+from paramscope.compress._int4 import pack_int4, unpack_int4
+from paramscope.compress._qerrors import ErrorSums, error_stats, error_sums
+from paramscope.compress._qkernels import QuantConfig, dequantize_tensor, quantize_tensor
+from paramscope.compress._qreport import QuantReport
+from paramscope.compress._quantize import dequantize, quantize, should_quantize
 
 
 def _gauss(rows: int = 256, cols: int = 1024, seed: int = 0) -> torch.Tensor:
@@ -165,11 +157,11 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch):
     w = _gauss(33, 100, seed=3)
     cfgs = [QuantConfig(8, "symmetric", "channel"), QuantConfig(8, "asymmetric", "tensor")]
     ref = [quantize_tensor(w, c) for c in cfgs]
-    monkeypatch.setattr(qz, "_CHUNK", 64)  # rows of 100 > chunk: the split-row path
+    monkeypatch.setattr(_qkernels, "_CHUNK", 64)  # rows of 100 > chunk: the split-row path
     for c, r in zip(cfgs, ref, strict=True):
         q = quantize_tensor(w, c)
         assert torch.equal(q.data, r.data) and torch.equal(q.scale, r.scale)
-    monkeypatch.setattr(qz, "_CHUNK", 250)  # two rows per chunk
+    monkeypatch.setattr(_qkernels, "_CHUNK", 250)  # two rows per chunk
     q = quantize_tensor(w, cfgs[0])
     assert torch.equal(q.data, ref[0].data)
 
@@ -390,7 +382,7 @@ def test_error_stats_values_and_chunking(monkeypatch: pytest.MonkeyPatch):
     assert s["cosine"] == pytest.approx(25 / (5 * math.sqrt(26)))
     a, b = _gauss(16, 100, seed=4), _gauss(16, 100, seed=5)
     whole = error_stats(a, b)
-    monkeypatch.setattr(qz, "_STATS_CHUNK", 7)
+    monkeypatch.setattr(_qerrors, "_STATS_CHUNK", 7)
     chunked = error_stats(a, b)
     for k in whole:
         assert chunked[k] == pytest.approx(whole[k], rel=1e-5)  # float32 block products
@@ -428,8 +420,8 @@ def test_report_accumulator_matches_one_vector():
         dequantize_tensor(quantize_tensor(t, QuantConfig(4, "symmetric", 16))) for t in (a, b)
     )
     rep = QuantReport()
-    rep.add("a", qz.error_sums(a, qa), 1, 2)
-    rep.add("b", qz.error_sums(b, qb), 3, 4)
+    rep.add("a", error_sums(a, qa), 1, 2)
+    rep.add("b", error_sums(b, qb), 3, 4)
     whole = error_stats(
         torch.cat([a.flatten(), b.flatten()]), torch.cat([qa.flatten(), qb.flatten()])
     )
@@ -441,8 +433,8 @@ def test_report_accumulator_matches_one_vector():
 
 def test_module_import_does_not_import_torch():
     code = (
-        "import sys, paramscope.compress._quantize as q; "
-        "q.QuantConfig(bits=4); q.is_quantized_entry({}); "
+        "import sys, paramscope.compress._quantize as q, paramscope._quantstore as s; "
+        "q.QuantConfig(bits=4); s.is_quantized_entry({}); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -458,3 +450,14 @@ def test_quantize_paramdict_keeps_untouched_metadata():
     assert out.meta("bn.running_var") == pd.meta("bn.running_var")
     back = dequantize(out)
     assert back.meta("enc.weight").extra == {"note": 1} and back.meta("enc.weight").trainable
+
+
+def test_doctests():
+    import doctest
+
+    from paramscope import _quantstore
+
+    for module in (_quantstore, _int4, _qkernels, _qerrors, _qreport, _quantize):
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__

@@ -351,7 +351,8 @@ def _assert_page_intact(text: str, title: str, names: set[str]) -> dict[str, Any
     """One CSS, one JS, one JSON blob; the title and names come back exactly as given."""
     from paramscope.reporting import _html
 
-    assert text.count(_html._CSS) == 1 and text.count(_html._JS) == 1
+    css, js = _html._asset("report.css"), _html._asset("report.js")
+    assert text.count(css) == 1 and text.count(js) == 1
     assert text.count("<script") == 2 and text.count("</script>") == 2
     assert text.count("<style>") == 1 and text.count("</style>") == 1
     m = re.search(r"<title>(.*?)</title>", text, re.S)

@@ -594,13 +594,13 @@ def test_failed_save_leaves_previous_file(tmp_path):
 
 
 def test_failure_while_writing_data_leaves_previous_file(tmp_path, monkeypatch):
-    from paramscope.io import _safetensors
+    from paramscope.io import _writer
 
     path = tmp_path / "model.safetensors"
     paramscope.save(ParamDict({"a": torch.randn(4)}), path)
     before = path.read_bytes()
 
-    real = _safetensors.hash_bytes
+    real = _writer.hash_bytes
     calls = []
 
     def failing(buf, algo="xxh3-128"):
@@ -609,7 +609,7 @@ def test_failure_while_writing_data_leaves_previous_file(tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real(buf, algo)
 
-    monkeypatch.setattr(_safetensors, "hash_bytes", failing)
+    monkeypatch.setattr(_writer, "hash_bytes", failing)
     pd = ParamDict({"x": torch.randn(100), "y": torch.randn(100), "z": torch.randn(100)})
     with pytest.raises(OSError, match="simulated"):
         paramscope.save(pd, path)

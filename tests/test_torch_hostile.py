@@ -29,8 +29,8 @@ from torch import nn
 import paramscope
 from _helpers import _g, _i, _s, _t, raises_exactly
 from paramscope import FormatError, ParamscopeError, UnsafePickleError
-from paramscope.compress._stream import SourceReader
 from paramscope.io import _numpy, _torch
+from paramscope.io._reader import SourceReader
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._errors import UnknownFormatError as UnknownFormatError
     from ._errors import UnsafePickleError as UnsafePickleError
     from ._errors import UnsupportedDTypeError as UnsupportedDTypeError
+    from ._loading import load as load
     from ._manifest import Entry as Entry
     from ._manifest import Location as Location
     from ._manifest import Manifest as Manifest
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._names import validate_name as validate_name
     from ._paramdict import EntryMeta as EntryMeta
     from ._paramdict import ParamDict as ParamDict
+    from ._targets import read_manifest as read_manifest
     from ._targets import resolve_target as resolve_target
     from ._units import parse_size as parse_size
     from ._verify import VerifyReport as VerifyReport
@@ -82,8 +84,6 @@ if TYPE_CHECKING:
     from .counting import register_packed as register_packed
     from .counting import summary as summary
     from .io import detect_format as detect_format
-    from .io import load as load
-    from .io import read_manifest as read_manifest
     from .io import save as save
     from .lifecycle import FreezeCounts as FreezeCounts
     from .lifecycle import InitReport as InitReport
@@ -164,8 +164,8 @@ _LAZY: dict[str, str] = {
     "dequantize": ".compress",
     "prune": ".compress",
     "quantize": ".compress",
-    "load": ".io",
-    "read_manifest": ".io",
+    "load": "._loading",
+    "read_manifest": "._targets",
     "save": ".io",
     "LoadReport": ".lifecycle",
     "FreezeCounts": ".lifecycle",

@@ -1,6 +1,6 @@
 """convert: any readable checkpoint → safetensors (one file or HF shards) or DCP, streaming.
 
-Tensors are read one at a time (see :class:`paramscope.compress._stream.SourceReader`), cast
+Tensors are read one at a time (see :class:`paramscope.io._reader.SourceReader`), cast
 when a dtype is asked for (floating entries only; everything else is copied bitwise), renamed,
 and written progressively, so peak memory is about twice the largest tensor plus a constant.
 Ties are stored once and recorded as aliases. The output appears atomically: a file through a
@@ -110,9 +110,11 @@ def convert(
     Example:
         >>> # convert("pytorch_model.bin", "model.safetensors", dtype="bf16")
     """
+    from ._dtypes import parse_dtype
+    from ._progress import progress
     from ._units import parse_size
-    from .compress._stream import SourceReader, _bytes_of, _meta_of, progress
-    from .counting._memory import parse_dtype
+    from .io._reader import SourceReader
+    from .io._writer import Planned, plan_meta, tensor_bytes
 
     fmt = (format or "safetensors").lower()
     if fmt not in ("safetensors", "dcp"):
@@ -147,16 +149,14 @@ def convert(
             return cast if (cast is not None and _castable(e.dtype)) else e.dtype
 
         items = [(e.name, e) for e in stored] + [(a, m[reader.aliases[a]]) for a in orphans]
-        from .io._safetensors import Planned
-
         plan = []
         for name, e in items:
             dt = target_dtype(e)
-            meta = _meta_of(m.get(name, e))
+            meta = plan_meta(m.get(name, e))
             plan.append(Planned(mapping[name], dt, e.shape, dt.nbytes(e.numel), meta))
             report.casts += dt is not e.dtype
         aliases = {mapping[a]: mapping[t] for a, t in keep_alias.items()}
-        alias_meta = {mapping[a]: _meta_of(m[a]) for a in keep_alias}
+        alias_meta = {mapping[a]: plan_meta(m[a]) for a in keep_alias}
         report.entries, report.aliases = len(plan), len(aliases)
         report.bytes = sum(p.nbytes for p in plan)
 
@@ -172,7 +172,7 @@ def convert(
                     plan,
                     items,
                     tensor_of,
-                    _bytes_of,
+                    tensor_bytes,
                     aliases,
                     alias_meta,
                     m.metadata,
@@ -187,7 +187,7 @@ def convert(
                 plan,
                 items,
                 tensor_of,
-                _bytes_of,
+                tensor_bytes,
                 aliases,
                 alias_meta,
                 m.metadata,
@@ -217,7 +217,7 @@ def _write_file(
     fsync: bool,
     advance: Any,
 ) -> None:
-    from .io._safetensors import write_stream
+    from .io._writer import write_stream
 
     def chunks() -> Iterator[tuple[str, Any]]:
         for (name, e), p in zip(items, plan, strict=True):
@@ -250,8 +250,8 @@ def _write_sharded(
 
     The folder's other files are left alone; see :func:`paramscope.io._sharded.write_shards`.
     """
-    from .io._safetensors import write_stream
     from .io._sharded import plan_shards, write_shards
+    from .io._writer import write_stream
 
     groups = plan_shards([(p.name, p.nbytes) for p in plan], limit) or [[]]
     by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}

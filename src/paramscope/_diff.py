@@ -4,7 +4,7 @@
 dicts of tensors). The structural part comes from the manifests alone: names added and
 removed, probable renames (same shape, dtype and content), shape, dtype and tie changes. The
 value part reads at most one tensor per side at a time (files through
-:class:`~paramscope.compress._stream.SourceReader`), and skips reading altogether when both
+:class:`~paramscope.io._reader.SourceReader`), and skips reading altogether when both
 sides carry equal content digests written by :func:`paramscope.save`.
 
 Differences are measured in float64, a chunk at a time: the largest absolute difference, the
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from ._paramdict import ParamDict
-    from .compress._stream import SourceReader
+    from .io._reader import SourceReader
 
 __all__ = ["DiffReport", "diff"]
 
@@ -191,13 +191,15 @@ class _Side:
         self.reader: SourceReader | None = None
         self.pd: ParamDict | None = None
         if isinstance(source, (str, os.PathLike)):
-            from ._targets import target_kind, target_manifest
+            from ._target_kind import MODEL_KINDS, target_kind
 
-            if target_kind(source) in ("zoo", "callable", "config"):  # a model: structure only
+            if target_kind(source) in MODEL_KINDS:  # a model: structure only
+                from ._targets import target_manifest
+
                 self.manifest: Manifest = target_manifest(source)
                 self.what = f"{os.fspath(source)} (a model TARGET, built on meta)"
                 return
-            from .compress._stream import SourceReader
+            from .io._reader import SourceReader
 
             self.reader = SourceReader(source)
             self.manifest = self.reader.manifest
@@ -256,9 +258,9 @@ class _Side:
 def _xxh3(t: torch.Tensor) -> str:
     import xxhash
 
-    from .io._safetensors import _as_bytes
+    from .io._writer import tensor_bytes
 
-    return f"{XXH3}:{xxhash.xxh3_128(_as_bytes('', t)[2]).hexdigest()}"
+    return f"{XXH3}:{xxhash.xxh3_128(tensor_bytes(t)).hexdigest()}"
 
 
 def _chunks(t: torch.Tensor) -> Iterator[torch.Tensor]:

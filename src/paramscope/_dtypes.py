@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._enums import StrEnum
-from ._errors import UnsupportedDTypeError
+from ._errors import ParamscopeError, UnsupportedDTypeError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DType"]
+__all__ = ["DType", "parse_dtype"]
 
 
 class DType(StrEnum):
@@ -239,3 +239,61 @@ _FROM_NUMPY: dict[str, DType] = {
     "u8": DType.U64,
     "c8": DType.C64,
 }
+
+#: Spellings of dtypes users write (``bf16``, ``float16``, ``fp8``, ``int4`` …).
+_DTYPE_ALIASES = {
+    "fp32": DType.F32,
+    "float32": DType.F32,
+    "float": DType.F32,
+    "f32": DType.F32,
+    "fp16": DType.F16,
+    "float16": DType.F16,
+    "half": DType.F16,
+    "f16": DType.F16,
+    "bf16": DType.BF16,
+    "bfloat16": DType.BF16,
+    "fp64": DType.F64,
+    "float64": DType.F64,
+    "double": DType.F64,
+    "f64": DType.F64,
+    "fp8": DType.F8_E4M3,
+    "float8": DType.F8_E4M3,
+    "f8": DType.F8_E4M3,
+    "float8_e4m3fn": DType.F8_E4M3,
+    "float8_e5m2": DType.F8_E5M2,
+    "int8": DType.I8,
+    "i8": DType.I8,
+    "fp4": DType.F4,
+    "int4": DType.F4,
+    "nf4": DType.F4,
+}
+
+
+def parse_dtype(value: str | DType) -> DType:
+    """Read a dtype written the usual ways (``bf16``, ``float16``, ``BF16``, ``fp32`` …).
+
+    Args:
+        value: the spelling.
+
+    Returns:
+        The :class:`DType`.
+
+    Raises:
+        ParamscopeError: an unknown spelling.
+
+    Example:
+        >>> parse_dtype("bf16"), parse_dtype("F32")
+        (<DType.BF16: 'BF16'>, <DType.F32: 'F32'>)
+    """
+    if isinstance(value, DType):
+        return value
+    key = str(value).strip().removeprefix("torch.")
+    if key.lower() in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[key.lower()]
+    try:
+        return DType(key.upper())
+    except ValueError:
+        raise ParamscopeError(
+            f"dtype {value!r}: expected one of bf16, fp16, fp32, fp64, fp8, int8, fp4 "
+            "(or a safetensors name such as F32)"
+        ) from None

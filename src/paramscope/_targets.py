@@ -1,12 +1,20 @@
-"""Targets: what the CLI's TARGET (and :func:`paramscope.resolve_target`) can name.
+"""Resolving a TARGET: building the model it names, or computing its manifest from a config.
+
+What the CLI's TARGET (and :func:`paramscope.resolve_target`) can name:
 
 * a checkpoint file or folder — read from headers, nothing built;
 * ``zoo:NAME`` — a built-in model (``paramscope zoo`` lists them), built on the meta device;
 * ``package.module:callable`` — imported and called with ``--arg key=value`` keyword
   arguments (values parsed as JSON, else kept as strings) inside ``torch.device("meta")``, so
   a 70B model costs no memory; a module-level ``nn.Module`` instance is used as it is;
-* a Hugging Face ``config.json`` (or a folder holding one and no weights) — with the optional
-  ``transformers`` extra, the class named by ``architectures`` is built on the meta device.
+* a Hugging Face ``config.json`` (or a folder holding one and no weights) — counted
+  analytically for the families paramscope knows, else (with the optional ``transformers``
+  extra) the class named by ``architectures`` is built on the meta device.
+
+Telling these apart is :mod:`paramscope._target_kind` (a core module io uses to refuse model
+TARGETs where a checkpoint is needed). This module is a floor above io and building: it
+builds (``building``) and reads (``io``), and the rooms that take any TARGET (counting, diff,
+the public :func:`read_manifest`) call it.
 """
 
 from __future__ import annotations
@@ -14,27 +22,30 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
 from ._errors import ParamscopeError, SourceNotFoundError
+from ._target_kind import CALLABLE_RE as _CALLABLE_RE
+from ._target_kind import MODEL_KINDS, is_hf_config, model_target_error, target_kind
+from ._target_kind import config_path as _config_path
+
+if TYPE_CHECKING:
+    from ._manifest import Manifest
 
 __all__ = [
     "is_hf_config",
     "model_target_error",
     "parse_args",
+    "read_manifest",
     "resolve_source",
     "resolve_target",
     "target_kind",
     "target_manifest",
 ]
-
-_CALLABLE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.npz", "*.index.json")
 
 
 def parse_args(pairs: Iterable[str]) -> dict[str, Any]:
@@ -63,84 +74,6 @@ def parse_args(pairs: Iterable[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = raw
     return out
-
-
-def is_hf_config(path: Path) -> bool:
-    """Whether ``path`` is a Hugging Face model config rather than a checkpoint or an index.
-
-    Args:
-        path: a file.
-
-    Returns:
-        True for a config.json-like file (see :func:`paramscope._hfconfig.looks_like_config`).
-    """
-    from ._hfconfig import looks_like_config
-
-    return looks_like_config(path)
-
-
-def _config_in_folder(p: Path) -> Path | None:
-    has_config = p.is_dir() and (p / "config.json").is_file()
-    has_dcp = has_config and (p / ".metadata").is_file()  # a DCP checkpoint beside its config
-    if has_config and not has_dcp and not any(any(p.glob(g)) for g in _WEIGHTS):
-        return p / "config.json"
-    return None
-
-
-def _config_path(p: Path) -> Path | None:
-    """The config.json an existing path names (itself, or a folder's with no weights)."""
-    return p if is_hf_config(p) else _config_in_folder(p)
-
-
-def target_kind(target: str | os.PathLike[str]) -> str | None:
-    """What a TARGET names, without importing torch or building anything.
-
-    Args:
-        target: a path, ``zoo:NAME``, ``package.module:callable`` or an HF ``config.json``.
-
-    Returns:
-        ``"checkpoint"``, ``"config"``, ``"zoo"`` or ``"callable"``; ``None`` when it names
-        nothing that exists.
-
-    Example:
-        >>> target_kind("zoo:gpt2"), target_kind("mypkg.models:build")
-        ('zoo', 'callable')
-    """
-    spec = os.fspath(target)
-    if spec.startswith("zoo:"):
-        return "zoo"
-    p = Path(spec)
-    if p.exists():
-        return "checkpoint" if _config_path(p) is None else "config"
-    if _CALLABLE_RE.match(spec):
-        return "callable"
-    return None
-
-
-def model_target_error(target: str | os.PathLike[str], what: str) -> ParamscopeError | None:
-    """The error for a model TARGET given where a checkpoint is needed, or ``None``.
-
-    Args:
-        target: what the caller was given.
-        what: the function or command, for the message (``"load"``, ``"verify"`` …).
-
-    Returns:
-        A :class:`ParamscopeError` to raise when ``target`` names a model, else ``None``.
-
-    Example:
-        >>> str(model_target_error("zoo:gpt2", "verify")).split(":")[0]
-        'zoo'
-    """
-    kind = target_kind(target)
-    if kind not in ("zoo", "callable", "config"):
-        return None
-    name = {"zoo": "a zoo model", "callable": "a model factory", "config": "a model config"}[kind]
-    return ParamscopeError(
-        f"{os.fspath(target)}: {what} needs a checkpoint (a safetensors/.pt/.bin/.npz file, "
-        f"an HF sharded folder or index, a DCP folder); this is {name}, which builds a model "
-        "on the meta device and has no values: count, inspect, summary, memory, match, "
-        "report and diagram take it"
-    )
 
 
 def resolve_source(target: str | os.PathLike[str], args: Mapping[str, Any] | None = None) -> Any:
@@ -196,11 +129,43 @@ def target_manifest(target: str | os.PathLike[str], args: Mapping[str, Any] | No
         from .io import read_manifest
 
         return read_manifest(obj)
-    from .counting._module import scan_module
+    from ._modtree import scan_module
 
     m = scan_module(obj).manifest()
     m.source = os.fspath(target)
     return m
+
+
+def read_manifest(target: str | os.PathLike[str]) -> Manifest:
+    """The :class:`Manifest` of a checkpoint, from headers only and without torch, or of a
+    model TARGET.
+
+    A model TARGET gives the manifest of the model: ``zoo:NAME`` and
+    ``package.module:callable`` are built on the meta device; an HF ``config.json`` is counted
+    analytically where paramscope can (no torch), else built on meta through transformers.
+    Checkpoints are read by :func:`paramscope.io.read_manifest`.
+
+    Args:
+        target: a safetensors file, an HF sharded folder or ``*.index.json``, a torch
+            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, a DCP folder, or a model TARGET.
+
+    Returns:
+        The manifest; ``manifest.roles`` says whether roles were stored or inferred.
+
+    Raises:
+        SourceNotFoundError, UnknownFormatError, HeaderError, ShardIndexError,
+        UnsafePickleError, FormatError: see their docs.
+
+    Example:
+        >>> # m = paramscope.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
+        >>> sorted(read_manifest("zoo:mlp-3-5-2"))[:2]
+        ['hidden.bias', 'hidden.weight']
+    """
+    if target_kind(target) in MODEL_KINDS:
+        return target_manifest(target)
+    from . import io
+
+    return io.read_manifest(target)
 
 
 def _analytic(config_path: Path, overrides: dict[str, Any]) -> Any:

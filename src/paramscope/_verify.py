@@ -83,8 +83,10 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
     Example:
         >>> # paramscope.verify("model.safetensors").ok
     """
-    from ._targets import model_target_error
-    from .io import _safetensors, read_manifest
+    from ._target_kind import model_target_error
+    from .io import read_manifest
+    from .io._digest import verify_hashes
+    from .io._safetensors_header import parse_header
 
     err = model_target_error(path, "verify")
     if err is not None:
@@ -111,11 +113,11 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
         if f.endswith(".json"):
             continue
         try:
-            header = _safetensors.parse_header(f)
+            header = parse_header(f)
         except ParamscopeError as exc:  # pragma: no cover - read_manifest parsed it already
             report.problems.append(str(exc))
             continue
-        checked, problems = _safetensors.verify_hashes(header)
+        checked, problems = verify_hashes(header)
         report.hashed += checked
         report.problems.extend(problems)
         unhashed += len(header.tensors) - checked
@@ -129,7 +131,7 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
 
 def _check_values(path: str | os.PathLike[str], report: VerifyReport) -> None:
     from ._values import count_nan_inf
-    from .compress._stream import SourceReader
+    from .io._reader import SourceReader
 
     with SourceReader(path) as reader:
         for e in reader.entries:

@@ -15,21 +15,21 @@ if TYPE_CHECKING:
     from ._infer import InferError as InferError
     from ._infer import infer_model as infer_model
     from ._spec import BuildResult as BuildResult
-    from ._spec import SpecError as SpecError
-    from ._spec import SpecModule as SpecModule
     from ._spec import build as build
     from ._spec import build_with_report as build_with_report
-    from ._spec import read_spec as read_spec
+    from ._spec_errors import SpecError as SpecError
+    from ._spec_module import SpecModule as SpecModule
+    from ._spec_read import read_spec as read_spec
 
 _LAZY: dict[str, str] = {
     "InferError": "._infer",
     "infer_model": "._infer",
     "BuildResult": "._spec",
-    "SpecError": "._spec",
-    "SpecModule": "._spec",
+    "SpecError": "._spec_errors",
+    "SpecModule": "._spec_module",
     "build": "._spec",
     "build_with_report": "._spec",
-    "read_spec": "._spec",
+    "read_spec": "._spec_read",
 }
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY, {"zoo": ".zoo"})

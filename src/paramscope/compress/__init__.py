@@ -2,7 +2,8 @@
 
 In-memory functions work on a model or a ParamDict; the ``*_file`` functions stream a
 checkpoint of any size tensor by tensor into a new file. Names load on first use (PEP 562):
-importing this package never imports torch.
+importing this package never imports torch. Importing it registers paramscope's quantised
+storage convention as an io codec (:mod:`._codec`), which ``load(..., dequantize=True)`` uses.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_getattr
+from . import _codec  # noqa: F401 - registers the "paramscope" codec with io
 
 if TYPE_CHECKING:
     from ._api import prune as prune

@@ -43,7 +43,7 @@ def prune(
         0.5
     """
     if isinstance(target, (str, os.PathLike)):
-        from .._targets import model_target_error
+        from .._target_kind import model_target_error
 
         err = model_target_error(target, "prune")
         if err is not None:
@@ -86,7 +86,7 @@ def quantize(target: Any, *, dst: str | os.PathLike[str] | None = None, **option
         True
     """
     if isinstance(target, (str, os.PathLike)):
-        from .._targets import model_target_error
+        from .._target_kind import model_target_error
 
         err = model_target_error(target, "quantize")
         if err is not None:

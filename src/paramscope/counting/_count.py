@@ -316,7 +316,7 @@ def to_manifest(source: Any) -> Manifest:
     if isinstance(source, ParamDict):
         return source.manifest()
     if hasattr(source, "named_parameters"):
-        from ._module import scan_module
+        from .._modtree import scan_module
 
         return scan_module(source).manifest()
     if isinstance(source, dict):
@@ -380,7 +380,7 @@ def count(
         source = resolve_source(source)
     scan = None
     if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, dict)):
-        from ._module import scan_module
+        from .._modtree import scan_module
 
         scan = scan_module(source)  # type: ignore[arg-type]
         m = scan.manifest()
@@ -465,7 +465,7 @@ def _param_tensors(source: Any, m: Manifest, scan: Any) -> Iterator[Any]:
             wanted = [n for n, e in m.items() if e.tie is None and e.role is Role.PARAM]
             yield ((m[n], t) for n, t in iter_dcp_tensors(m.source or source, wanted))
         else:
-            from ..compress._stream import SourceReader
+            from ..io._reader import SourceReader
 
             with SourceReader(source) as reader:
                 yield ((e, reader.read(e)) for e in reader.entries if e.role is Role.PARAM)
@@ -478,7 +478,7 @@ def _param_tensors(source: Any, m: Manifest, scan: Any) -> Iterator[Any]:
 
 
 def _module_tensor(model: Any, name: str) -> Any:
-    from ..lifecycle._ties import owner
+    from .._modtree import owner
 
     mod, local = owner(model, name)
     return mod._parameters.get(local, mod._buffers.get(local))

@@ -1,7 +1,16 @@
 """Reading and writing checkpoints: one dispatch, formats told apart by their bytes.
 
 Every format offers the same verbs through this module: :func:`read_manifest` (headers only),
-:func:`load` (values, lazily memory-mapped where the format allows) and :func:`save`.
+:func:`load` (values, lazily memory-mapped where the format allows) and :func:`save`. Every
+format reads its bytes through one interface, :class:`~paramscope.io._source.ByteSource`, and
+streaming operations read tensors one at a time through
+:class:`~paramscope.io._reader.SourceReader` and write through
+:func:`~paramscope.io._writer.write_stream`.
+
+io stands on core only: it knows checkpoints, not models (a model TARGET is refused with the
+"needs a checkpoint" error; :func:`paramscope.read_manifest` resolves those a floor above) and
+not compression (``load(..., dequantize=True)`` applies the codecs registered in
+:mod:`._codecs`).
 """
 
 from __future__ import annotations
@@ -16,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from .._enums import Format
 from .._errors import ParamscopeError, SourceNotFoundError, UnknownFormatError
-from .._files import check_kind, open_regular
+from .._files import check_kind
 from .._manifest import NO_EXTRA, Manifest
 from .._names import Pattern, compile_pattern
+from .._quantstore import aux_names, quant_record
+from .._target_kind import model_target_error
 from .._units import parse_size
 from . import _safetensors
+from ._source import ByteSource, as_file, opened
 
 if TYPE_CHECKING:
     import torch
@@ -52,9 +64,7 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
             ``config.json``), not a checkpoint.
     """
     p = Path(path)
-    from .._targets import model_target_error  # light: no torch, nothing built
-
-    err = model_target_error(path, "this operation")
+    err = model_target_error(path, "this operation")  # light: no torch, nothing built
     if err is not None:
         raise err
     if not p.exists():
@@ -83,11 +93,11 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
     return p, detect_format(p)
 
 
-def detect_format(path: str | os.PathLike[str]) -> Format:
+def detect_format(path: str | os.PathLike[str] | ByteSource) -> Format:
     """Tell a file's format from its first bytes (the suffix is only a tie-breaker).
 
     Args:
-        path: the file.
+        path: the file (or a :class:`~paramscope.io._source.ByteSource` open on it).
 
     Returns:
         The :class:`Format`.
@@ -98,15 +108,19 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     Example:
         >>> # detect_format("weights.bin") -> Format.SAFETENSORS if it is one
     """
-    spath = os.fspath(path)
-    with open_regular(spath) as f:
-        head = f.read(16)
-    size = os.path.getsize(spath)
+    with opened(path) as src:
+        return _detect(src)
+
+
+def _detect(src: ByteSource) -> Format:
+    spath = src.name
+    head = src.read_at(0, 16)
+    size = src.size
     if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06"):
         import zipfile
 
         try:
-            with zipfile.ZipFile(spath) as z:
+            with zipfile.ZipFile(as_file(src)) as z:
                 names = z.namelist()
         except zipfile.BadZipFile as exc:
             raise UnknownFormatError(f"{spath}: broken zip archive: {exc}") from None
@@ -147,13 +161,13 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """The :class:`Manifest` of a checkpoint, from headers only and without torch.
 
-    A model TARGET gives the manifest of the model: ``zoo:NAME`` and
-    ``package.module:callable`` are built on the meta device; an HF ``config.json`` is counted
-    analytically where paramscope can (no torch), else built on meta through transformers.
+    Checkpoints only: the public :func:`paramscope.read_manifest` also takes model TARGETs
+    (``zoo:NAME``, ``package.module:callable``, an HF ``config.json``) and resolves them a
+    floor above io (:mod:`paramscope._targets`).
 
     Args:
         path: a safetensors file, an HF sharded folder or ``*.index.json``, a torch
-            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, a DCP folder, or a model TARGET.
+            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, or a DCP folder.
 
     Returns:
         The manifest; ``manifest.roles`` says whether roles were stored or inferred.
@@ -161,14 +175,11 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     Raises:
         SourceNotFoundError, UnknownFormatError, HeaderError, ShardIndexError,
         UnsafePickleError, FormatError: see their docs.
+        ParamscopeError: ``path`` is a model TARGET ("needs a checkpoint").
 
     Example:
-        >>> # m = paramscope.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
+        >>> # m = paramscope.io.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
     """
-    from .._targets import target_kind, target_manifest
-
-    if target_kind(path) in ("zoo", "callable", "config"):
-        return target_manifest(path)
     file, fmt = resolve(path)
     if fmt is Format.SAFETENSORS:
         return _safetensors.read_manifest(file)
@@ -208,22 +219,23 @@ def load(
     Args:
         path: any source :func:`read_manifest` accepts.
         select: a glob / ``re:`` pattern (or list) of names to load; ``None`` loads all.
-        dequantize: restore float tensors from entries quantised by
-            :func:`paramscope.quantize` (their scales and zero points are read along with
-            them and dropped from the result).
+        dequantize: restore float tensors from quantised entries (their scales and zero
+            points are read along with them and dropped from the result), through the codecs
+            registered in :mod:`._codecs` (:func:`paramscope.load` registers paramscope's).
 
     Returns:
         The ParamDict (``.metadata`` holds the file's free metadata).
 
     Raises:
-        Everything :func:`read_manifest` raises.
+        Everything :func:`read_manifest` raises; ParamscopeError for ``dequantize=True``
+        with no codec registered.
 
     Example:
-        >>> # pd = paramscope.load("model.safetensors", select="encoder.*")
+        >>> # pd = paramscope.io.load("model.safetensors", select="encoder.*")
     """
     pd = _load(path, select)
     if dequantize:
-        from ..compress._quantize import dequantize as dequantize_
+        from ._codecs import dequantize as dequantize_
 
         pd = dequantize_(pd)
     return pd
@@ -260,7 +272,7 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
     """The ParamDict of ``wanted`` names of a safetensors (or sharded) checkpoint; a
     quantised entry comes with its scales and zero points (added at the end).
 
-    Its values are a :class:`~paramscope.io._safetensors.LazyTensors`: an entry's tensor is
+    Its values are a :class:`~paramscope.io._lazytensors.LazyTensors`: an entry's tensor is
     made (viewing a copy-on-write mmap) when first read, so loading 1.4 M entries costs the
     header's rows and a few dict slots each, not 1.4 M tensors. Entries without paramscope
     metadata share one :class:`EntryMeta` per (role, trainable, tags). Torch shards of a
@@ -268,9 +280,10 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
     """
     from .._names import ensure_new, validate_name
     from .._paramdict import EntryMeta, ParamDict
+    from ._lazytensors import LazyTensors
 
     pd = ParamDict(metadata=m.metadata)
-    values = _safetensors.LazyTensors()
+    values = LazyTensors()
     pd._values = values
     order, metas = pd._order, pd._meta
     files: dict[str, Any] = {}  # file → its number in values, or its tensors (torch shard)
@@ -280,11 +293,11 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
     seen: set[str] | None = None
     for i, n in enumerate(wanted):  # grows: scales and zero points of quantised entries
         e = m[n]
-        quant = e.extra.get("quant") if i < asked and e.extra else None
-        if isinstance(quant, dict):
+        record = quant_record(e.extra) if i < asked and e.extra else None
+        if record is not None:
             seen = set(wanted) if seen is None else seen
-            for a in (quant.get("scale"), quant.get("zero")):
-                if isinstance(a, str) and a in m and a not in seen:
+            for a in aux_names(record):
+                if a in m and a not in seen:
                     wanted.append(a)
                     seen.add(a)
         if e.tie is not None and e.tie in order:
@@ -300,7 +313,7 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
                 ensure_new(n, order)
             src = files.get(loc.file)
             if src is None:
-                src = files[loc.file] = _source(values, loc.file, m, wanted)
+                src = files[loc.file] = _file_values(values, loc.file, m, wanted)
             if isinstance(src, int):
                 values.put(n, src, stored)
             else:
@@ -320,7 +333,7 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
     return pd
 
 
-def _source(values: Any, fpath: str, m: Manifest, wanted: list[str]) -> Any:
+def _file_values(values: Any, fpath: str, m: Manifest, wanted: list[str]) -> Any:
     """A file's number in ``values`` (safetensors), or the wanted tensors of a torch shard."""
     if _sharded_is_torch(fpath):
         from . import _torch
@@ -396,7 +409,7 @@ def save(
         >>> # paramscope.save(pd, "model.safetensors")
         >>> # paramscope.save(pd, "ckpt/", max_shard_size="5GB")
     """
-    from . import _sharded
+    from . import _sharded, _writer
 
     pd = _as_paramdict(source)
     if format == "dcp":
@@ -414,7 +427,7 @@ def save(
         raise ParamscopeError(f"metadata key {bad[0]!r}: expected str → str")
     if _safetensors.META_KEY in meta:
         raise ParamscopeError(f"metadata key {_safetensors.META_KEY!r} is reserved for paramscope")
-    entries = [_safetensors.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()]
+    entries = [_writer.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()]
     aliases = {a: pd.alias_of(a) or "" for a in pd if pd.alias_of(a) is not None}
     alias_meta = {a: pd.meta(a).to_json() for a in aliases}
     _check_json(pd)
@@ -433,7 +446,7 @@ def save(
         raise ParamscopeError(
             f"{dest}: is a folder; give a file name, or max_shard_size= to write shards into it"
         )
-    _safetensors.write_file(
+    _writer.write_file(
         dest, entries, aliases=aliases, alias_meta=alias_meta, metadata=meta, fsync=fsync
     )
     return dest

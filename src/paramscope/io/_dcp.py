@@ -64,6 +64,7 @@ from .._manifest import Entry, Manifest, infer_role
 from .._names import Pattern, compile_pattern
 from ._dcp_layout import check_chunk_files, check_metadata
 from ._dcp_pickle import ALLOWED_GLOBALS, DcpUnpickler, unpickle
+from ._source import as_file, opened
 
 if TYPE_CHECKING:
     from .._paramdict import ParamDict
@@ -150,9 +151,9 @@ def read_dcp_metadata(path: str | os.PathLike[str]) -> _md.Metadata:
     """
     file = _metadata_file(path)
     spath = os.fspath(file)
-    with open(file, "rb") as f:
+    with opened(spath) as src:
         try:
-            md = unpickle(f, spath)
+            md = unpickle(as_file(src), spath)
         except FormatError:  # UnsafePickleError too
             raise
         except Exception as exc:  # a broken pickle, a huge claimed length, a bad opcode
@@ -167,7 +168,9 @@ def _read_sidecar(folder: Path) -> dict[str, Any] | None:
     if not side.is_file():
         return None
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        with opened(side) as src:
+            raw = src.read_at(0, src.size)
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(side, f"not valid JSON: {exc}") from None
     ok = (

@@ -27,6 +27,7 @@ from .._dtypes import DType
 from .._enums import Format, RoleSource
 from .._errors import FormatError, UnsupportedDTypeError
 from .._manifest import Entry, Manifest, infer_role
+from ._source import ByteSource, as_file, opened
 
 if TYPE_CHECKING:
     import torch
@@ -113,10 +114,10 @@ def read_npy_header(f: IO[bytes], where: str) -> tuple[DType, tuple[int, ...], b
     return dtype, shape, d["fortran_order"]
 
 
-def _is_archive(spath: str) -> bool:
+def _is_archive(src: ByteSource) -> bool:
     """numpy.load's test: an archive by its first bytes, an array by the .npy magic."""
-    with open(spath, "rb") as f:
-        magic = f.read(len(NPY_MAGIC))
+    spath = src.name
+    magic = src.read_at(0, len(NPY_MAGIC))
     if magic.startswith(ZIP_PREFIXES):
         return True
     if magic == NPY_MAGIC:
@@ -177,16 +178,21 @@ def read_npz_manifest(path: str | os.PathLike[str]) -> Manifest:
         >>> # read_npz_manifest("weights.npz")["fc.weight"].shape
     """
     spath = os.fspath(path)
+    with opened(spath) as src:
+        return _npz_manifest(src, spath)
+
+
+def _npz_manifest(src: ByteSource, spath: str) -> Manifest:
     entries: list[Entry] = []
     try:
-        if not _is_archive(spath):
-            with open(spath, "rb") as f:
-                dtype, shape, _ = read_npy_header(f, spath)
-                _check_size(spath, dtype, shape, os.fstat(f.fileno()).st_size - f.tell())
+        if not _is_archive(src):
+            f = as_file(src)
+            dtype, shape, _ = read_npy_header(f, spath)
+            _check_size(spath, dtype, shape, src.size - f.tell())
             name = os.path.basename(spath).rsplit(".", 1)[0]
             entries.append(_entry(name, dtype, shape))
         else:
-            with zipfile.ZipFile(spath) as z:
+            with zipfile.ZipFile(as_file(src)) as z:
                 for info in _members(z, spath):
                     with z.open(info) as f:
                         where = f"{spath}[{info.filename}]"
@@ -233,19 +239,24 @@ def load_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]
         >>> # dict(load_npz("weights.npz"))["fc.weight"].shape
     """
     spath = os.fspath(path)
-    m = read_npz_manifest(spath)  # validates headers (refuses object arrays) before numpy reads
-    if not _is_archive(spath):
-        (e,) = m.values()
-        with open(spath, "rb") as f:
-            arr = _read_array(f, spath, e)
-        yield e.name, _to_torch(arr)
-        return
-    with zipfile.ZipFile(spath) as z:
-        for info, e in zip(_members(z, spath), m.values(), strict=True):
-            where = f"{spath}[{info.filename}]"
-            with z.open(info) as f:
-                arr = _read_array(f, where, e)
+    with opened(spath) as src:
+        m = _npz_manifest(src, spath)  # validates headers (refuses object arrays) first
+        if not _is_archive(src):
+            (e,) = m.values()
+            arr = _read_array(as_file(src), spath, e)
             yield e.name, _to_torch(arr)
+            return
+        with zipfile.ZipFile(as_file(src)) as z:
+            yield from _member_arrays(z, m, spath)
+
+
+def _member_arrays(z: zipfile.ZipFile, m: Manifest, spath: str) -> Iterator[tuple[str, Any]]:
+    """The arrays of an archive's members, in the manifest's order, as torch tensors."""
+    for info, e in zip(_members(z, spath), m.values(), strict=True):
+        where = f"{spath}[{info.filename}]"
+        with z.open(info) as f:
+            arr = _read_array(f, where, e)
+        yield e.name, _to_torch(arr)
 
 
 def _read_array(f: IO[bytes], where: str, e: Entry) -> Any:

@@ -36,7 +36,8 @@ from .._atomic import (
 from .._enums import Format, RoleSource
 from .._errors import FormatError, ParamscopeError, ShardIndexError
 from .._manifest import Entry, Manifest
-from . import _safetensors as st
+from . import _writer
+from ._source import open_source
 
 __all__ = [
     "SHARD_RE",
@@ -119,21 +120,20 @@ def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     Example:
         >>> # meta, weight_map = read_index("ckpt/model.safetensors.index.json")
     """
-    from .._errors import FormatError
-    from .._files import open_regular
-
     spath = os.fspath(index)
     try:
-        f = open_regular(spath)
+        src = open_source(spath)
     except ShardIndexError:
         raise
     except FormatError as exc:
         raise ShardIndexError(spath, f"index: {exc.problem}") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
+    try:
+        size = src.size
         if size > MAX_INDEX:
             raise ShardIndexError(spath, f"index is {size} bytes, over the 100 MB limit")
-        raw = f.read(MAX_INDEX + 1)
+        raw = src.read_at(0, MAX_INDEX + 1)
+    finally:
+        src.close()
     if len(raw) > MAX_INDEX:  # grew while being read
         raise ShardIndexError(spath, f"index is over {MAX_INDEX} bytes, the 100 MB limit")
     try:
@@ -296,7 +296,7 @@ def write_index(
 
 def write_sharded(
     folder: str | os.PathLike[str],
-    entries: Sequence[st.StoredEntry],
+    entries: Sequence[_writer.StoredEntry],
     *,
     max_size: int,
     aliases: Mapping[str, str],
@@ -335,7 +335,7 @@ def write_sharded(
     def write_one(path: Path, names: list[str]) -> int:
         held = set(names)
         mine = {a: t for a, t in aliases.items() if t in held}
-        return st.write_file(
+        return _writer.write_file(
             path,
             [by_name[x] for x in names],
             aliases=mine,

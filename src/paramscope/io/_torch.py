@@ -39,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .._enums import Format, Role, RoleSource
 from .._errors import FormatError, ParamscopeError, UnsafePickleError
 from .._manifest import Entry, Location, Manifest, infer_role
+from ._source import as_file, opened
 from ._torch_pickle import PickleMachine, PickleSource, Storage, TensorStub
 
 if TYPE_CHECKING:
@@ -103,10 +104,10 @@ def scan_pickle(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Storage], 
 
 def _scan(spath: str) -> _Scan:
     try:
-        with open(spath, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(512)
-            f.seek(0)
+        with opened(spath) as src:
+            f = as_file(src)
+            size = src.size
+            head = src.read_at(0, 512)
             if head[:4] == ZIP_MAGIC:
                 return _scan_zip(f, size, spath)
             return _scan_legacy(f, size, head, spath)

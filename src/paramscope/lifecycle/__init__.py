@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from ._freeze import unfreeze as unfreeze
     from ._init import InitReport as InitReport
     from ._init import init as init
-    from ._init import init_schemes as init_schemes
-    from ._init import register_scheme as register_scheme
+    from ._init_schemes import init_schemes as init_schemes
+    from ._init_schemes import register_scheme as register_scheme
     from ._load import LoadReport as LoadReport
     from ._load import load_into as load_into
     from ._load import match as match
@@ -36,8 +36,8 @@ _LAZY: dict[str, str] = {
     "unfreeze": "._freeze",
     "InitReport": "._init",
     "init": "._init",
-    "init_schemes": "._init",
-    "register_scheme": "._init",
+    "init_schemes": "._init_schemes",
+    "register_scheme": "._init_schemes",
     "LoadReport": "._load",
     "load_into": "._load",
     "match": "._load",

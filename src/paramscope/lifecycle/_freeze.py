@@ -64,11 +64,21 @@ class FreezeCounts:
 
 
 def _counts(target: Target) -> FreezeCounts:
-    from ..counting import count
+    """Parameter elements by trainability, as :func:`paramscope.count` counts them: ties once,
+    quantised and packed weights at their logical size, lazy tensors left out."""
+    from .._enums import Role
+    from .._modtree import scan_module
+    from .._paramdict import ParamDict
 
-    c = count(target)
-    pct = 100.0 * c.trainable / c.params if c.params else 0.0
-    return FreezeCounts(c.trainable, c.frozen, c.params, pct)
+    m = target.manifest() if isinstance(target, ParamDict) else scan_module(target).manifest()
+    params = trainable = 0
+    for e in m.values():
+        if e.tie is None and e.role is Role.PARAM:
+            n = e.logical_numel
+            params += n
+            trainable += n if e.trainable else 0
+    pct = 100.0 * trainable / params if params else 0.0
+    return FreezeCounts(trainable, params - trainable, params, pct)
 
 
 def _kind(target: Target, what: str) -> str:

@@ -1,7 +1,9 @@
 """Ties on a live model: make two names one Parameter, give one back its own copy, find them.
 
 Identity is object identity (never ``data_ptr``, which is 0 for every tensor on the meta
-device), so all three work on meta models.
+device), so all three work on meta models. Finding a name's owner and the ties of a module
+(:func:`owner`, :func:`find_ties`) is :mod:`paramscope._modtree`'s, shared with counting;
+they are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,43 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._errors import DTypeMismatchError, InvalidNameError, ShapeMismatchError
-from .._names import missing
+from .._modtree import find_ties, owner
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["find_ties", "owner", "set_tensor", "tie", "untie"]
-
-
-def owner(model: torch.nn.Module, name: str) -> tuple[Any, str]:
-    """The module that registers ``name`` and the local attribute name.
-
-    Args:
-        model: the root module.
-        name: a dotted parameter or buffer name.
-
-    Returns:
-        ``(module, local name)``.
-
-    Raises:
-        MissingNameError: no parameter or buffer of that name.
-
-    Example:
-        >>> import torch
-        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
-        >>> owner(m, "0.weight")[1]
-        'weight'
-    """
-    prefix, _, local = name.rpartition(".")
-    try:
-        mod = model.get_submodule(prefix) if prefix else model
-    except AttributeError:
-        mod = None
-    if mod is None or (local not in mod._parameters and local not in mod._buffers):
-        names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
-        names += [n for n, _ in model.named_buffers(remove_duplicate=False)]
-        raise missing(name, names, what="parameter or buffer")
-    return mod, local
 
 
 def set_tensor(model: torch.nn.Module, name: str, value: Any) -> None:
@@ -61,33 +32,6 @@ def set_tensor(model: torch.nn.Module, name: str, value: Any) -> None:
         mod._parameters[local] = value
     else:
         mod._buffers[local] = value
-
-
-def find_ties(model: torch.nn.Module) -> list[list[str]]:
-    """Groups of names that reach the same parameter or buffer object, first path first.
-
-    Args:
-        model: any module (meta included).
-
-    Returns:
-        One list per tie group.
-
-    Example:
-        >>> import torch
-        >>> lin = torch.nn.Linear(3, 3)
-        >>> find_ties(torch.nn.Sequential(lin, lin))
-        [['0.weight', '1.weight'], ['0.bias', '1.bias']]
-    """
-    groups: dict[int, list[str]] = {}
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        pre = f"{mod_name}." if mod_name else ""
-        for table in (mod._parameters, mod._buffers):
-            for local, t in table.items():
-                if t is not None:
-                    group = groups.setdefault(id(t), [])
-                    if pre + local not in group:
-                        group.append(pre + local)
-    return [g for g in groups.values() if len(g) > 1]
 
 
 def tie(model: torch.nn.Module, target: str, source: str) -> None:

@@ -188,18 +188,22 @@ def listing() -> list[dict[str, Any]]:
         >>> rows[0]["name"], rows[0]["params"]
         ('zoo:mlp', 235146)
     """
-    from ..._targets import resolve_target
-    from ...counting import count
+    import torch
+
+    from ..._enums import Role
+    from ..._modtree import scan_module  # counted as paramscope.count counts a module
 
     rows = []
     for name in names():
-        c = count(resolve_target(f"zoo:{name}"))
+        with torch.device("meta"):
+            m = scan_module(build(name)).manifest()
+        stored = [e for e in m.values() if e.tie is None]
         rows.append(
             {
                 "name": f"zoo:{name}",
-                "params": c.params,
-                "buffers": c.buffers,
-                "ties": len(c.ties),
+                "params": sum(e.logical_numel for e in stored if e.role is Role.PARAM),
+                "buffers": sum(e.numel for e in stored if e.role is not Role.PARAM),
+                "ties": len(m.ties()),
                 "description": describe(name),
             }
         )
