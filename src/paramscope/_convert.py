@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ParamscopeError
-from ._names import Pattern, apply_renames, compile_pattern
+from ._names import Pattern, apply_renames, compile_pattern, parse_rules
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -59,19 +59,6 @@ class ConvertReport:
             The dict.
         """
         return dict(self.__dict__)
-
-
-def _parse_rules(rename: Sequence[tuple[str, str]] | Sequence[str] | None) -> list[tuple[str, str]]:
-    rules: list[tuple[str, str]] = []
-    for r in rename or []:
-        if isinstance(r, str):
-            pattern, sep, repl = r.partition("=")
-            if not sep:
-                raise ParamscopeError(f"rename rule {r!r}: expected REGEX=REPLACEMENT")
-            rules.append((pattern, repl))
-        else:
-            rules.append((r[0], r[1]))
-    return rules
 
 
 def convert(
@@ -120,7 +107,7 @@ def convert(
     if fmt not in ("safetensors", "dcp"):
         raise ParamscopeError(f"format {format!r}: expected 'safetensors' or 'dcp'")
     cast = parse_dtype(dtype) if dtype is not None else None
-    rules = _parse_rules(rename)
+    rules = parse_rules(rename)
     match = compile_pattern(select) if select is not None else (lambda _n: True)
     report = ConvertReport(os.fspath(src), os.fspath(dst), fmt)
     with SourceReader(src) as reader:
