@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,22 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     """Run ``paramscope ARGS...`` in this process through :func:`paramscope.cli.main` (the
     console script's own entry point) and return a :class:`CliResult`. Tests that need a fresh
-    process (torch not imported, a signal, an environment) use a subprocess instead."""
+    process (torch not imported, a signal, an environment) use a subprocess instead
+    (``_helpers.run_cli``).
+
+    As in a subprocess of the tests: no ``PARAMSCOPE_DEBUG`` (errors are one line), no colour;
+    ``sys.path`` (which a ``module:callable`` TARGET extends with the current folder) is
+    restored after the test. Run in another folder with ``monkeypatch.chdir``."""
     from paramscope.cli import main
+
+    for name in ("PARAMSCOPE_DEBUG", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setattr(sys, "path", list(sys.path))
 
     def run(*args: object) -> CliResult:
         capsys.readouterr()  # drop what came before

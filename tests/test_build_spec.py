@@ -7,7 +7,6 @@ tensors), ``sum(p.numel() for p in model.parameters())`` for counts, and exact e
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 import paramscope
+from _helpers import without_torch
 from paramscope import ParamscopeError, SourceNotFoundError
 from paramscope.building import (
     BuildResult,
@@ -319,7 +319,10 @@ def test_load_strict_and_lenient(tmp_path):
         {**D2L, "load": {"path": "part.safetensors", "strict": False}}, base_dir=tmp_path
     )
     assert result.load_report is not None
-    assert "2.weight" in result.load_report.missing
+    names = list(result.model.state_dict())  # oracle: torch's keys; the file holds layer 0's
+    assert result.load_report.loaded == ["0.weight", "0.bias"]
+    assert result.load_report.missing == [n for n in names if not n.startswith("0.")]
+    assert result.load_report.unexpected == [] and not result.load_report.ok
 
 
 # -------------------------------------------------------------------------------- files
@@ -584,16 +587,12 @@ def test_errors_are_raised_before_anything_is_built_on_meta():
 
 def test_import_stays_torch_free():
     code = (
-        "import json, sys\n"
         "import paramscope.building as b\n"
         "names = [b.SpecError, b.InferError, b.build, b.build_with_report, b.infer_model,"
         " b.read_spec, b.BuildResult]\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules,"
-        " 'spec': b.read_spec('{\"type\": \"ReLU\"}')}))"
+        "result = b.read_spec('{\"type\": \"ReLU\"}')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"torch": False, "spec": {"type": "ReLU"}}
+    assert without_torch(code) == {"type": "ReLU"}
 
 
 def test_build_result_defaults():
@@ -629,20 +628,3 @@ def test_module_docstring_example_builds():
     assert result.freeze_counts is not None and result.freeze_counts.frozen == 40
     assert model(torch.zeros(2, 4)).shape == (2, 1)
 
-
-def test_doctests() -> None:
-    import doctest
-
-    from paramscope.building import (
-        _spec,
-        _spec_builder,
-        _spec_errors,
-        _spec_module,
-        _spec_read,
-        _spec_types,
-    )
-
-    for module in (_spec, _spec_errors, _spec_types, _spec_module, _spec_builder, _spec_read):
-        result = doctest.testmod(module)
-        assert result.failed == 0, module.__name__
-        assert result.attempted > 0, module.__name__

@@ -1,34 +1,29 @@
-"""The CLI on model targets: zoo:, module:callable, HF config.json; memory and zoo commands."""
+"""The CLI on model targets: zoo:, module:callable, HF config.json; memory and zoo commands.
+
+In process (the ``cli`` fixture), but for the one test whose point is a real pipe.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ENV = {**os.environ, "COLUMNS": "110", "NO_COLOR": "1", "TERM": "dumb"}
-ENV.pop("PARAMSCOPE_DEBUG", None)
+from _helpers import run_cli
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "paramscope", *args],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+@pytest.fixture
+def ok_json(cli):
+    """``paramscope ARGS... --json`` that must succeed: its JSON."""
 
+    def run(*args: str) -> object:
+        r = cli(*args, "--json")
+        assert r.code == 0, r.err
+        return json.loads(r.out)
 
-def ok_json(*args: str, cwd: Path | None = None) -> object:
-    r = run(*args, "--json", cwd=cwd)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return run
 
 
 def tree_adds_up(node: dict) -> None:
@@ -39,23 +34,23 @@ def tree_adds_up(node: dict) -> None:
         tree_adds_up(k)
 
 
-def test_count_zoo_gpt2_ties_once() -> None:
+def test_count_zoo_gpt2_ties_once(ok_json) -> None:
     d = ok_json("count", "zoo:gpt2")
     assert d["params"] == 124_439_808 and d["format"] == "module" and d["source"] == "zoo:gpt2"
     assert ["transformer.wte.weight", "lm_head.weight"] in d["ties"]
 
 
-def test_inspect_zoo_golden(golden) -> None:
-    r = run("inspect", "zoo:gpt2", "--depth", "3")
-    assert r.returncode == 0, r.stderr
-    golden("inspect_zoo_gpt2_depth3.txt", r.stdout)
-    r = run("inspect", "zoo:mlp-3-5-2")
-    assert r.returncode == 0, r.stderr
-    golden("inspect_zoo_mlp_3_5_2.txt", r.stdout)
+def test_inspect_zoo_golden(cli, golden) -> None:
+    r = cli("inspect", "zoo:gpt2", "--depth", "3")
+    assert r.code == 0, r.err
+    golden("inspect_zoo_gpt2_depth3.txt", r.out)
+    r = cli("inspect", "zoo:mlp-3-5-2")
+    assert r.code == 0, r.err
+    golden("inspect_zoo_mlp_3_5_2.txt", r.out)
 
 
 @pytest.mark.parametrize("depth", ["1", "2", "4"])
-def test_inspect_module_json_tree_adds_up(depth: str) -> None:
+def test_inspect_module_json_tree_adds_up(ok_json, depth: str) -> None:
     d = ok_json("inspect", "zoo:resnet18", "--depth", depth)
     assert d["total"]["params"] == 11_689_512 == d["tree"]["params"]
     tree_adds_up(d["tree"])
@@ -63,7 +58,7 @@ def test_inspect_module_json_tree_adds_up(depth: str) -> None:
     assert d["formulas"]["conv1"]["params"] == 3 * 64 * 7 * 7
 
 
-def test_memory_json_hand_computed() -> None:
+def test_memory_json_hand_computed(ok_json) -> None:
     d = ok_json(
         "memory",
         "zoo:llama-2-7b",
@@ -86,48 +81,56 @@ def test_memory_json_hand_computed() -> None:
     assert any("activations" in n for n in d["notes"])
 
 
-def test_memory_golden(golden) -> None:
-    r = run("memory", "zoo:gpt2", "--dtype", "bf16", "--train", "--mixed-precision")
-    assert r.returncode == 0, r.stderr
-    golden("memory_zoo_gpt2.txt", r.stdout)
+def test_memory_golden(cli, golden) -> None:
+    r = cli("memory", "zoo:gpt2", "--dtype", "bf16", "--train", "--mixed-precision")
+    assert r.code == 0, r.err
+    golden("memory_zoo_gpt2.txt", r.out)
 
 
-def test_zoo_listing_matches_references(golden) -> None:
+def test_zoo_listing_matches_references(cli, ok_json, golden) -> None:
     from paramscope.building import zoo
 
     rows = ok_json("zoo")
     assert [r["name"] for r in rows] == [f"zoo:{n}" for n in zoo.names()]
     for r in rows:
         assert r["params"] == zoo.REFERENCE_PARAMS[r["name"][4:]], r["name"]
-    r = run("zoo")
-    assert r.returncode == 0
-    golden("zoo_list.txt", r.stdout)
+    r = cli("zoo")
+    assert r.code == 0
+    golden("zoo_list.txt", r.out)
 
 
-def test_callable_target_with_args(tmp_path: Path) -> None:
+def test_callable_target_with_args(
+    cli, ok_json, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a module of the current folder, as `python -m` finds it
     (tmp_path / "cli_user_model.py").write_text(
         "from torch import nn\n"
         "def make(width=4, depth=1):\n"
         "    return nn.Sequential(*[nn.Linear(width, width) for _ in range(depth)])\n"
     )
-    d = ok_json(
-        "count", "cli_user_model:make", "--arg", "width=1000", "--arg", "depth=3", cwd=tmp_path
-    )
-    assert d["params"] == 3 * (1000 * 1000 + 1000)
-    r = run("count", "cli_user_model:make", "--arg", "colour=red", cwd=tmp_path)
-    assert r.returncode == 2 and "colour" in r.stderr and r.stderr.count("\n") == 1
+    try:
+        d = ok_json("count", "cli_user_model:make", "--arg", "width=1000", "--arg", "depth=3")
+        assert d["params"] == 3 * (1000 * 1000 + 1000)
+        r = cli("count", "cli_user_model:make", "--arg", "colour=red")
+        assert r.code == 2 and "colour" in r.err and r.err.count("\n") == 1
+    finally:
+        sys.modules.pop("cli_user_model", None)
 
 
-def test_bad_targets_exit_2() -> None:
-    r = run("count", "zoo:gpt3")
-    assert r.returncode == 2 and "zoo model" in r.stderr and "gpt2" in r.stderr
-    r = run("inspect", "nosuchpkg_zz.models:make")
-    assert r.returncode == 2 and "cannot import" in r.stderr
-    r = run("memory", "zoo:gpt2", "--optimizer", "lion")
-    assert r.returncode == 2 and "lion" in r.stderr
+def test_bad_targets_exit_2(cli) -> None:
+    for args, needles in (
+        (["count", "zoo:gpt3"], ["zoo model", "gpt2"]),
+        (["inspect", "nosuchpkg_zz.models:make"], ["cannot import", "nosuchpkg_zz"]),
+        (["memory", "zoo:gpt2", "--optimizer", "lion"], ["lion"]),
+    ):
+        r = cli(*args)
+        assert r.code == 2 and r.out == "", r
+        (line,) = r.err.splitlines()  # one line, no traceback
+        assert line.startswith("paramscope: error: ")
+        assert all(needle in line for needle in needles), (needles, line)
 
 
-def test_hf_config_target(tmp_path: Path) -> None:
+def test_hf_config_target(ok_json, tmp_path: Path) -> None:
     cfg = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -146,7 +149,7 @@ def test_hf_config_target(tmp_path: Path) -> None:
     assert d["params"] == emb + 2 * layer + 64 + 100 * 64
 
 
-def test_inspect_module_filter_keeps_matches_and_their_ancestors() -> None:
+def test_inspect_module_filter_keeps_matches_and_their_ancestors(ok_json) -> None:
     d = ok_json("inspect", "zoo:llama-2-7b", "--depth", "4", "--filter", "model.layers.1.*")
 
     def paths(node: dict) -> list[str]:
@@ -188,25 +191,20 @@ def test_inspect_module_filter_keeps_matches_and_their_ancestors() -> None:
         ),
     ],
 )
-def test_inspect_module_filter_matching_nothing_exits_2(args: list[str], needles: list[str]):
-    r = run("inspect", "zoo:gpt2", *args)
-    assert r.returncode == 2 and r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+def test_inspect_module_filter_matching_nothing_exits_2(
+    cli, args: list[str], needles: list[str]
+) -> None:
+    r = cli("inspect", "zoo:gpt2", *args)
+    assert r.code == 2 and r.out == ""
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
     for needle in needles:
         assert needle in lines[0], lines[0]
 
 
 def test_piped_output_is_never_cut() -> None:
     """A real pipe, with a narrow COLUMNS: numbers and names stay whole, lines unpadded."""
-    env = {**ENV, "COLUMNS": "40"}
-    p = subprocess.run(
-        [sys.executable, "-m", "paramscope", "inspect", "zoo:llama-3-8b", "--depth", "2"],
-        env=env,
-        capture_output=True,  # stdout is a real pipe
-        text=True,
-        timeout=180,
-    )
+    p = run_cli("inspect", "zoo:llama-3-8b", "--depth", "2", env={"COLUMNS": "40"})  # a pipe
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert any("8,030,261,248" in line and "LlamaForCausalLM" in line for line in lines)
@@ -215,18 +213,13 @@ def test_piped_output_is_never_cut() -> None:
     assert all(line == line.rstrip(" ") for line in lines)
 
 
-def test_cli_runner_output_is_never_cut() -> None:
-    from typer.testing import CliRunner
-
-    from paramscope.cli._app import app
-
-    r = CliRunner().invoke(
-        app, ["inspect", "zoo:llama-3-8b", "--depth", "2"], env={"COLUMNS": "40"}
-    )
-    assert r.exit_code == 0, r.output
-    assert "8,030,261,248" in r.output and "rotary_emb" in r.output and "…" not in r.output
-    r = CliRunner().invoke(
-        app, ["inspect", "zoo:llama-3-8b", "--depth", "5", "--filter", "*.q_proj"]
-    )
-    assert r.exit_code == 0, r.output
-    assert "4096×4096 = 16,777,216" in r.output
+def test_captured_output_is_never_cut(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output captured in this process (not a terminal), with a narrow COLUMNS."""
+    monkeypatch.setenv("COLUMNS", "40")
+    r = cli("inspect", "zoo:llama-3-8b", "--depth", "2")
+    assert r.code == 0, r.err
+    assert "8,030,261,248" in r.out and "rotary_emb" in r.out and "…" not in r.out
+    r = cli("inspect", "zoo:llama-3-8b", "--depth", "5", "--filter", "*.q_proj")
+    assert r.code == 0, r.err
+    rows = [line for line in r.out.splitlines()[1:] if "q_proj" in line]  # past the title
+    assert len(rows) == 32 and all("4096×4096 = 16,777,216" in line for line in rows)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +10,14 @@ import pytest
 import torch
 
 import paramscope
+from _helpers import small_gpt2
 from paramscope import ParamscopeError
 from paramscope._convert import convert
-from paramscope.building import zoo
-
-KW = {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 60, "n_positions": 16}
 
 
 @pytest.fixture
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return zoo.build("gpt2", **KW)
+    return small_gpt2()
 
 
 def no_temps(folder: Path) -> bool:
@@ -114,29 +108,33 @@ def test_verify_values_counts_nan_and_inf(tmp_path: Path) -> None:
     assert "'w'" in r.problems[0] and "1 NaN and 3 Inf" in r.problems[0]
 
 
-def test_cli_convert_and_verify_values(model, tmp_path: Path) -> None:
-    torch.save(model.state_dict(), tmp_path / "m.pt")
-    env = {**os.environ}
-    env.pop("PARAMSCOPE_DEBUG", None)
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "paramscope", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=180)
-
-    r = run("convert", "m.pt", "out", "--shard-size", "30KB", "--dtype", "fp16", "--json")
-    assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
-    assert d["format"] == "sharded" and d["aliases"] == 1 and r.stderr == ""
-    assert run("verify", "out", "--values").returncode == 0
+def test_cli_convert_and_verify_values(
+    cli, model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sd = model.state_dict()
+    torch.save(sd, tmp_path / "m.pt")
+    r = cli("convert", "m.pt", "out", "--shard-size", "30KB", "--dtype", "fp16", "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["format"] == "sharded" and d["aliases"] == 1 and r.err == ""
+    stored = {k: v for k, v in sd.items() if k != "lm_head.weight"}  # tied to wte: an alias
+    assert d["entries"] == len(stored) and d["casts"] == len(stored)
+    assert d["bytes"] == sum(2 * v.numel() for v in stored.values())  # fp16: 2 bytes each
+    assert d["shards"] == len(list((tmp_path / "out").glob("model-*-of-*.safetensors"))) > 1
+    back = paramscope.load(tmp_path / "out")
+    assert all(torch.equal(back[k], v.half()) for k, v in sd.items())
+    r = cli("verify", "out", "--values", "--json")
+    assert r.code == 0 and json.loads(r.out)["problems"] == []
     bad = {"w": torch.tensor([1.0, float("nan")])}
     paramscope.save(bad, tmp_path / "bad.safetensors")
-    r = run("verify", "bad.safetensors", "--values", "--json")
-    assert r.returncode == 1 and json.loads(r.stdout)["values"][0]["nan"] == 1  # not sound
-    r = run("convert", "missing.pt", "x.safetensors")
-    assert r.returncode == 2 and "missing.pt" in r.stderr
+    r = cli("verify", "bad.safetensors", "--values", "--json")
+    assert r.code == 1 and json.loads(r.out)["values"] == [{"name": "w", "nan": 1, "inf": 0}]
+    r = cli("convert", "missing.pt", "x.safetensors")
+    assert r.code == 2 and "missing.pt" in r.err
 
 
-def test_dcp_wired_into_read_load_save_convert_and_cli(model, tmp_path: Path) -> None:
+def test_dcp_wired_into_read_load_save_convert_and_cli(cli, model, tmp_path: Path) -> None:
     sd = model.state_dict()
     dcp_dir = paramscope.save(paramscope.ParamDict.from_module(model), tmp_path / "dcp",
                               format="dcp")
@@ -152,6 +150,8 @@ def test_dcp_wired_into_read_load_save_convert_and_cli(model, tmp_path: Path) ->
     convert(tmp_path / "from_dcp.safetensors", tmp_path / "dcp2", format="dcp")
     again = paramscope.load(tmp_path / "dcp2")
     assert all(torch.equal(again[k], v) for k, v in sd.items())
-    r = subprocess.run([sys.executable, "-m", "paramscope", "inspect", str(dcp_dir), "--json"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and json.loads(r.stdout)["format"] == "dcp"
+    r = cli("inspect", dcp_dir, "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["format"] == "dcp"
+    assert d["total"]["params"] == sum(p.numel() for p in model.parameters())

@@ -15,8 +15,6 @@ import collections
 import os
 import pathlib
 import pickle
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from torch.distributed.checkpoint import filesystem as dcp_fs
 from torch.distributed.checkpoint import metadata as dcp_md
 
 import paramscope
-from _helpers import _g, _i, _s, raises_exactly, restore, snapshot
+from _helpers import _g, _i, _s, raises_exactly, restore, run_python, snapshot
 from paramscope import FormatError, UnsafePickleError
 from paramscope.io import _dcp
 
@@ -143,13 +141,7 @@ def test_build_on_purepath_in_a_fresh_process(good, tmp_path):
             "print(float(_dcp.load_dcp(Path(sys.argv[2]))['w'].sum()))\n"
         )
         out = tmp_path / f"out-{name}"
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(folder), str(out)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        proc = run_python(code, folder, out, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.split() == ["UnsafePickleError", "x", "3.0"], proc.stdout
         assert not (tmp_path / "elsewhere").exists()
@@ -298,13 +290,7 @@ def test_deeply_nested_dict_key_is_refused_without_crashing(good, tmp_path):
         "try:\n    _dcp.read_dcp_metadata(sys.argv[1])\n"
         "except Exception as exc:\n    print(type(exc).__name__, str(exc)[-80:])\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_python(code, folder, timeout=120)
     assert proc.returncode == 0, f"crashed: {proc.returncode} {proc.stderr[-2000:]}"
     assert proc.stdout.startswith("UnsafePickleError"), proc.stdout
 
@@ -392,29 +378,14 @@ def test_64x64_tensor_with_one_2x2_chunk_is_refused(small, tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_cli_convert_of_untiled_dcp_exits_2_with_one_line(small, tmp_path):
+def test_cli_convert_of_untiled_dcp_exits_2_with_one_line(cli, small, tmp_path):
     rewrite_metadata(
         small, lambda md: setattr(md.state_dict_metadata["w"], "size", torch.Size([64, 64]))
     )
-    env = {k: v for k, v in os.environ.items() if k != "PARAMSCOPE_DEBUG"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "paramscope",
-            "convert",
-            str(small),
-            str(tmp_path / "o.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "'w'" in lines[0] and "tile" in lines[0], proc.stderr
+    r = cli("convert", small, tmp_path / "o.safetensors")
+    assert r.code == 2 and r.out == "", r
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "'w'" in lines[0] and "tile" in lines[0], r.err
     assert not (tmp_path / "o.safetensors").exists()
 
 

@@ -16,12 +16,10 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import paramscope
 from paramscope import DType, Entry, Manifest, ParamDict
 from paramscope._errors import FormatError
-from paramscope.cli._app import app
 from paramscope.counting import _count
 from paramscope.io import _dcp
 
@@ -269,19 +267,18 @@ def test_iter_dcp_tensors_reads_each_tensor_bitwise(torch_ckpt, model):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_count_dcp_note_and_values(model, torch_ckpt):
-    runner = CliRunner()
-    r = runner.invoke(app, ["count", str(torch_ckpt)])
-    assert r.exit_code == 0, r.output
+def test_cli_count_dcp_note_and_values(cli, model, torch_ckpt):
+    r = cli("count", torch_ckpt)
+    assert r.code == 0 and r.err == "", r
     assert f"{WTE} and {HEAD} have the same shape and dtype and may be one tied tensor" in (
-        r.output.replace("\n", " ")
+        r.out.replace("\n", " ")
     )
-    r = runner.invoke(app, ["count", str(torch_ckpt), "--values", "--json"])
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    r = cli("count", torch_ckpt, "--values", "--json")
+    assert r.code == 0 and r.err == "", r
+    d = json.loads(r.out)
     assert d["params"] == true_params(model) and d["ties"] == [[WTE, HEAD]]
-    r = runner.invoke(app, ["count", str(torch_ckpt), "--values", "--nonzero"])
-    assert r.exit_code == 0, r.output
-    assert f"tied       {WTE} = {HEAD}" in r.output
-    lines = [ln.split()[:2] for ln in r.output.splitlines()]
+    r = cli("count", torch_ckpt, "--values", "--nonzero")
+    assert r.code == 0 and r.err == "", r
+    assert f"tied       {WTE} = {HEAD}" in r.out
+    lines = [ln.split()[:2] for ln in r.out.splitlines()]
     assert ["params", f"{true_params(model):,}"] in lines

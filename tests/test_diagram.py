@@ -7,14 +7,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 import paramscope
-from paramscope import ParamscopeError
-from paramscope.cli import main
+from paramscope import ArgumentError, ArgumentTypeError, SourceNotFoundError
 from paramscope.reporting._diagram import diagram
 
 _ID = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -225,43 +223,34 @@ def test_big_model_stays_small() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(ParamscopeError, match="format"):
+    with pytest.raises(ArgumentError, match=r"diagram: format='svg': expected one of 'mermaid'"):
         diagram("zoo:mlp", format="svg")
-    with pytest.raises(ParamscopeError, match="depth"):
+    with pytest.raises(ArgumentError, match=r"diagram: depth=-1: expected >= 0"):
         diagram("zoo:mlp", depth=-1)
-    with pytest.raises(ParamscopeError):
+    with pytest.raises(SourceNotFoundError, match="no such file or folder"):
         diagram("no/such/checkpoint.safetensors")
+    with pytest.raises(ArgumentTypeError, match=r"^diagram: expected a checkpoint path .* int 42$"):
+        diagram(42)  # the message names diagram, not the inner count
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code: Any = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code or 0), out, err
-
-
-def test_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = _cli(capsys, "diagram", "zoo:mlp", "--depth", "2")
+def test_cli(cli, tmp_path: Path) -> None:
+    code, out, _ = cli("diagram", "zoo:mlp", "--depth", "2")
     assert code == 0
     assert out == diagram("zoo:mlp", depth=2)
     validate_mermaid(out)
 
     dest = tmp_path / "sub" / "gpt2.dot"
-    code, out, _ = _cli(
-        capsys, "diagram", "zoo:gpt2", "--format", "dot", "-d", "2", "-o", str(dest)
-    )
+    code, out, _ = cli("diagram", "zoo:gpt2", "--format", "dot", "-d", "2", "-o", dest)
     assert code == 0 and str(dest) in out
     text = dest.read_text("utf-8")
     assert text == diagram("zoo:gpt2", format="dot", depth=2)
     assert not list(dest.parent.glob(".*"))  # no temp file left behind
 
-    code, out, _ = _cli(capsys, "diagram", "zoo:mlp", "--arg", "sizes=[5, 7, 2]")
+    code, out, _ = cli("diagram", "zoo:mlp", "--arg", "sizes=[5, 7, 2]")
     assert code == 0
     assert "weight 7×5 = 35" in validate_mermaid(out).labels.values()
 
-    code, out, err = _cli(capsys, "diagram", "zoo:mlp", "--format", "svg")
-    assert code == 2 and out == "" and "unknown format" in err
-    code, _, err = _cli(capsys, "diagram", "zoo:mlp", "--depth", "-1")
-    assert code == 2
+    code, out, err = cli("diagram", "zoo:mlp", "--format", "svg")
+    assert code == 2 and out == "" and "format='svg'" in err
+    code, out, err = cli("diagram", "zoo:mlp", "--depth", "-1")
+    assert code == 2 and out == "" and "-1 is not in the range x>=0" in err

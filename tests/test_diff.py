@@ -11,7 +11,6 @@ import torch
 import paramscope
 from paramscope import ParamDict
 from paramscope._diff import DiffReport, diff
-from paramscope.cli import main
 from paramscope.io._reader import SourceReader
 
 KEYS = {
@@ -45,19 +44,13 @@ def _save(pd: ParamDict | dict[str, torch.Tensor], path: Path) -> Path:
     return paramscope.save(pd, path, fsync=False)
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_identical_files_are_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_identical_files_are_the_same(cli, tmp_path: Path) -> None:
     a = _save(_pd(), tmp_path / "a.safetensors")
     b = _save(_pd(), tmp_path / "b.safetensors")
     r = diff(a, b)
     assert r.same and r.identical == 4
-    assert r.to_dict() == {**DiffReport(identical=4).to_dict()}
-    code, out, _ = _cli(capsys, "diff", str(a), str(b))
+    assert r.to_dict() == DiffReport(identical=4, a=str(a), b=str(b)).to_dict()
+    code, out, _ = cli("diff", str(a), str(b))
     assert code == 0 and out.startswith("same")
 
 
@@ -210,30 +203,33 @@ def test_format_collapses_long_lists() -> None:
     assert "  added: n19" in text and "n20" not in text and "… 5 more added" in text
 
 
-def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_codes_and_json(cli, tmp_path: Path) -> None:
     pd = _pd()
     a = _save(pd, tmp_path / "a.safetensors")
     pd["enc.bias"][0] += 1
     b = _save(pd, tmp_path / "b.safetensors")
-    code, out, _ = _cli(capsys, "diff", str(a), str(a), "--json")
+    code, out, _ = cli("diff", str(a), str(a), "--json")
     assert code == 0 and json.loads(out)["same"] is True
-    code, out, err = _cli(capsys, "diff", str(a), str(b), "--json")
+    code, out, err = cli("diff", str(a), str(b), "--json")
     d = json.loads(out)
     assert code == 1 and err == ""
     assert set(d) == KEYS | {"a", "b"} and d["same"] is False
-    assert d["value_changed"][0]["name"] == "enc.bias" and d["value_changed"][0]["changed"] == 1
-    code, out, _ = _cli(capsys, "diff", str(a), str(b))
+    assert d == json.loads(json.dumps(diff(str(a), str(b)).to_dict()))  # the library's report
+    (row,) = d["value_changed"]
+    assert row["name"] == "enc.bias" and row["changed"] == 1 and row["max_abs_diff"] == 1.0
+    ref = paramscope.load(b)["enc.bias"].double()  # relative to b: |a - b| / |b|
+    assert row["rel_l2"] == pytest.approx(1.0 / float(ref.norm()))
+    code, out, _ = cli("diff", str(a), str(b))
     assert code == 1 and "values: enc.bias" in out
-    assert _cli(capsys, "diff", str(a), str(b), "--no-values")[0] == 0
-    assert _cli(capsys, "diff", str(a), str(b), "--atol", "2")[0] == 0
-    assert _cli(capsys, "diff", str(a), str(b), "--atol", "-1")[0] == 2
+    assert cli("diff", str(a), str(b), "--no-values").code == 0
+    assert cli("diff", str(a), str(b), "--atol", "2").code == 0
+    r = cli("diff", str(a), str(b), "--atol", "-1")
+    assert r.code == 2 and r.out == "" and "'--atol': -1.0 is not in the range x>=0.0" in r.err
 
 
-def test_cli_missing_file_is_one_stderr_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_missing_file_is_one_stderr_line(cli, tmp_path: Path) -> None:
     a = _save(_pd(), tmp_path / "a.safetensors")
-    code, out, err = _cli(capsys, "diff", str(a), str(tmp_path / "nope.safetensors"))
+    code, out, err = cli("diff", str(a), str(tmp_path / "nope.safetensors"))
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "nope.safetensors" in lines[0] and "no such" in lines[0]

@@ -18,7 +18,6 @@ import os
 import random
 import stat
 import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import pytest
 import torch
 
 import paramscope
+from _helpers import run_python
 from paramscope import ParamDict, ParamscopeError, ShardIndexError
 from paramscope._convert import convert
 from paramscope.io import _sharded
@@ -127,13 +127,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def run_py(code: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     """Run Python code in a fresh process (hangs and runaway reads become a timeout)."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
+    return run_python(textwrap.dedent(code), env=env, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- 1. foreign files
@@ -236,30 +230,16 @@ def test_one_shard_beside_another_index_is_written_with_an_index(tmp_path: Path)
     assert json.loads((d / "pytorch_model.bin.index.json").read_text()) == other
 
 
-def test_cli_convert_shard_size_keeps_folder(tmp_path: Path) -> None:
+def test_cli_convert_shard_size_keeps_folder(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = tmp_path / "D"
     before = add_foreign(d)
     torch.save(values(3), d / "pytorch_model.bin")
     before["pytorch_model.bin"] = fingerprint(d / "pytorch_model.bin")
-    env = {k: v for k, v in os.environ.items() if k != "PARAMSCOPE_DEBUG"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "paramscope",
-            "convert",
-            "pytorch_model.bin",
-            ".",
-            "--shard-size",
-            "600B",
-        ],
-        cwd=d,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(d)
+    r = cli("convert", "pytorch_model.bin", ".", "--shard-size", "600B")
+    assert r.code == 0, r.err
     assert foreign_of(d, set(before)) == before
     assert same_values(paramscope.load(d / INDEX), values(3))
 
@@ -586,17 +566,15 @@ class _Full:
 
 
 @pytest.mark.parametrize("shards", [False, True], ids=["file", "shards"])
-def test_enospc_names_the_destination_file(tmp_path: Path, monkeypatch, capsys, shards) -> None:
-    from paramscope.cli import main
-
+def test_enospc_names_the_destination_file(cli, tmp_path: Path, monkeypatch, shards) -> None:
     src = paramscope.save(values(1, n=4, numel=4096), tmp_path / "src.safetensors")
     real = os.fdopen
     budget = [25_000]  # bytes left on the "disk", over all files
     monkeypatch.setattr(os, "fdopen", lambda *a, **k: _Full(real(*a, **k), budget))
     dst = tmp_path / ("out" if shards else "out.safetensors")
     args = ["convert", str(src), str(dst)] + (["--shard-size", "20KB"] if shards else [])
-    assert main(args) == 2
-    err = capsys.readouterr().err
+    code, out, err = cli(*args)
+    assert code == 2 and out == ""
     assert err.count("\n") == 1 and "No space left on device" in err
     named = dst / "model-00002-of-00004.safetensors" if shards else dst
     assert f"{named}" in err
@@ -690,16 +668,8 @@ def test_fuzz_folder_writers_against_odd_destinations(tmp_path: Path) -> None:
             assert paramscope.verify(d).ok, d
             print(d, flush=True)
     """
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(script),
-            json.dumps([(str(d), how) for d, how, _ in cases]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
+    r = run_python(
+        textwrap.dedent(script), json.dumps([(str(d), how) for d, how, _ in cases]), timeout=240
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(r.stdout.split()) == len(cases)

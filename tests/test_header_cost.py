@@ -28,6 +28,7 @@ import paramscope
 from paramscope import HeaderError
 from paramscope.cli import _output
 from paramscope.counting import _count
+from paramscope.counting._render import limit_rows
 from paramscope.io import _safetensors as st
 from paramscope.io import _safetensors_scan, _writer
 
@@ -426,11 +427,8 @@ def test_inspect_json_streams_the_same_text_and_the_table_is_capped(tmp_path, mo
     assert out.getvalue() == plain
     assert sum(len(g["entries"]) for g in want["groups"]) == 30
 
-    monkeypatch.setattr(_output, "INSPECT_ROWS", 12)
-    d = _output.limit_rows(ins.to_dict(stream=True), 12)
+    d = limit_rows(ins.to_dict(stream=True), 12)
     shown = len(d["groups"]) + sum(len(g["entries"]) for g in d["groups"])
     assert shown == 12 and d["hidden"]["entries"] + shown - len(d["groups"]) == 30
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        _output.print_inspect(d)
-    assert "more entries" in out.getvalue() and "inspect --json lists every entry" in out.getvalue()
+    text = ins.to_text(rows=12)
+    assert "more entries" in text and "inspect --json lists every entry" in text

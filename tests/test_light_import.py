@@ -2,48 +2,32 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import torch
 
 import paramscope
+from _helpers import HEAVY, without_torch
 from paramscope import ParamDict
-
-HEAVY = ("torch", "numpy", "rich", "typer", "safetensors")
-
-
-def run(code: str, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_import_is_light():
-    code = "import json, sys, paramscope\nprint(json.dumps({m: m in sys.modules for m in HEAVY}))"
-    got = run(code.replace("HEAVY", repr(HEAVY)))
-    assert got == dict.fromkeys(HEAVY, False)
+    assert without_torch("import paramscope\nresult = paramscope.__name__", absent=HEAVY) == (
+        "paramscope"
+    )
 
 
 def test_public_names_resolve_lazily():
     code = (
-        "import json, sys, paramscope\n"
+        "import paramscope\n"
         "names = [n for n in paramscope.__all__ if n != '__version__']\n"
         "missing = [n for n in names if getattr(paramscope, n, None) is None]\n"
-        "print(json.dumps({'missing': missing, 'torch': 'torch' in sys.modules,"
-        " 'n': len(names)}))"
+        "result = {'missing': missing, 'names': names}"
     )
-    got = run(code)
+    got = without_torch(code)
     assert got["missing"] == []
-    assert got["torch"] is False
-    assert got["n"] > 30
+    assert got["names"] == [n for n in paramscope.__all__ if n != "__version__"]
 
 
 HEADER_ONLY = r"""
-import json, sys
 import paramscope
 single, folder = sys.argv[1], sys.argv[2]
 c = paramscope.count(single)
@@ -52,11 +36,10 @@ m = paramscope.read_manifest(folder)
 cs = paramscope.count(folder)
 rs = paramscope.verify(folder)
 d = paramscope.detect_format(single).value
-print(json.dumps({
+result = {
     "params": c.params, "ok": r.ok, "hashed": r.hashed, "sharded": m.format.value,
     "entries": len(m), "sharded_params": cs.params, "sharded_ok": rs.ok, "fmt": d,
-    "loaded": {k: k in sys.modules for k in ("torch", "numpy", "rich", "typer")},
-}))
+}
 """
 
 
@@ -71,8 +54,7 @@ def test_header_only_calls_stay_torch_free(tmp_path):
     index = paramscope.save(pd, tmp_path / "sharded", max_shard_size=250)
     assert index.name == "model.safetensors.index.json"
 
-    got = run(HEADER_ONLY, str(single), str(index.parent))
-    assert got["loaded"] == {"torch": False, "numpy": False, "rich": False, "typer": False}
+    got = without_torch(HEADER_ONLY, single, index.parent, absent=HEAVY)
     assert got["params"] == 100 + 10 + 100
     assert got["ok"] is True and got["hashed"] == 4
     assert got["sharded"] == "sharded"

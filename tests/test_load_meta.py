@@ -9,9 +9,6 @@ model with the same weights. Buffers no checkpoint holds (rotary ``inv_freq``, B
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import paramscope
+from _helpers import SMALL_GPT2
 from paramscope import ParamDict, ParamscopeError
 from paramscope.building import zoo
 from paramscope.lifecycle import load_into, match
@@ -54,7 +52,7 @@ def _families() -> dict[str, tuple[Any, Any]]:
             T.BertModel,
         ),
         "gpt2": (
-            T.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+            T.GPT2Config(**{**SMALL_GPT2, "vocab_size": 100}),  # every family's vocabulary
             T.GPT2LMHeadModel,
         ),
         "t5": (
@@ -227,19 +225,17 @@ def test_old_per_layer_rotary_buffers_are_ignored(tmp_path: Path) -> None:
     assert set(r.ignored) == {f"model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in (0, 1)}
 
 
-GPT2_KW = {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 50, "n_positions": 16}
-
-
 @pytest.fixture
 def hub_gpt2(tmp_path: Path) -> tuple[nn.Module, Path]:
     """A GPT-2 model.safetensors in the Hub layout: no ``transformer.`` prefix, causal masks."""
     torch.manual_seed(0)
-    base = T.GPT2Model(T.GPT2Config(**GPT2_KW)).eval()
+    base = T.GPT2Model(T.GPT2Config(**SMALL_GPT2)).eval()
     base.save_pretrained(tmp_path)
     f = tmp_path / "model.safetensors"
     sd = load_file(f)
-    for i in range(2):
-        sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(16, 16)).view(1, 1, 16, 16)
+    n = SMALL_GPT2["n_positions"]
+    for i in range(SMALL_GPT2["n_layer"]):
+        sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n, n)).view(1, 1, n, n)
         sd[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
     save_file(sd, f, metadata={"format": "pt"})
     return base, f
@@ -247,14 +243,14 @@ def hub_gpt2(tmp_path: Path) -> tuple[nn.Module, Path]:
 
 def test_hub_layout_gpt2_loads_into_the_zoo_head_model(hub_gpt2) -> None:
     base, f = hub_gpt2
-    model = paramscope.resolve_target("zoo:gpt2", GPT2_KW).eval()
+    model = paramscope.resolve_target("zoo:gpt2", SMALL_GPT2).eval()
     dry = match(model, f)
     assert not dry.ok and dry.prefix_hint == "(none) → transformer."
     assert len(dry.ignored) == 4 and all("computes for itself" in w for w in dry.ignored.values())
     r = load_into(model, f, fix_prefix=True, strict=True)
     assert r.ok and r.prefix_fix == "(none) → transformer." and len(r.loaded) == 28
     assert model.lm_head.weight is model.transformer.wte.weight
-    x = torch.randint(0, 50, (1, 8))
+    x = torch.randint(0, SMALL_GPT2["vocab_size"], (1, 8))
     with torch.no_grad():
         want = base(x).last_hidden_state @ base.wte.weight.T
         got = model(x)
@@ -284,18 +280,6 @@ def test_an_ambiguous_prefix_is_not_fixed() -> None:
     assert r.prefix_fix is None and r.prefix_hint is None and not r.ok
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PARAMSCOPE_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "paramscope", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 MINILM_CONFIG = {
     "_name_or_path": "nreimers/MiniLM-L6-H384-uncased",
     "architectures": ["BertModel"],
@@ -320,28 +304,32 @@ MINILM_CONFIG = {
 }
 
 
-def test_cli_match_minilm_config_against_its_checkpoint_exits_0(tmp_path: Path) -> None:
+def test_cli_match_minilm_config_against_its_checkpoint_exits_0(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The all-MiniLM-L6-v2 layout: BertModel keys and an old persistent position_ids."""
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(MINILM_CONFIG))
     cfg = T.BertConfig(**{k: v for k, v in MINILM_CONFIG.items() if k != "model_type"})
     model = T.BertModel(cfg)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     sd["embeddings.position_ids"] = torch.arange(512).view(1, 512)
     save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    r = _cli("match", "config.json", "model.safetensors", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.startswith("OK: would load")
-    assert "recomputed (1): embeddings.token_type_ids" in r.stdout
-    r = _cli("match", "config.json", "model.safetensors", "--json", cwd=tmp_path)
-    d = json.loads(r.stdout)
-    assert d["ok"] and "embeddings.position_ids" in d["loaded"] and d["unexpected"] == []
+    r = cli("match", "config.json", "model.safetensors")
+    assert r.code == 0, r.out + r.err
+    assert r.out.startswith("OK: would load")
+    assert "recomputed (1): embeddings.token_type_ids" in r.out
+    r = cli("match", "config.json", "model.safetensors", "--json")
+    d = json.loads(r.out)
+    assert d["ok"] and d["unexpected"] == [] and d["missing"] == []
+    assert sorted(d["loaded"]) == sorted(sd)  # every stored entry, position_ids included
 
 
-def test_cli_match_hub_gpt2_with_fix_prefix(hub_gpt2, tmp_path: Path) -> None:
+def test_cli_match_hub_gpt2_with_fix_prefix(cli, hub_gpt2) -> None:
     _, f = hub_gpt2
-    args = [a for kv in (("--arg", f"{k}={v}") for k, v in GPT2_KW.items()) for a in kv]
-    r = _cli("match", "zoo:gpt2", str(f), *args, cwd=tmp_path)
-    assert r.returncode == 1 and "hint: fix_prefix=True (--fix-prefix)" in r.stdout
-    r = _cli("match", "zoo:gpt2", str(f), "--fix-prefix", *args, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "ignored (2): h.{0..1}.attn.bias" in r.stdout
+    args = [a for kv in (("--arg", f"{k}={v}") for k, v in SMALL_GPT2.items()) for a in kv]
+    r = cli("match", "zoo:gpt2", f, *args)
+    assert r.code == 1 and "hint: fix_prefix=True (--fix-prefix)" in r.out
+    r = cli("match", "zoo:gpt2", f, "--fix-prefix", *args)
+    assert r.code == 0, r.out + r.err
+    assert "ignored (2): h.{0..1}.attn.bias" in r.out

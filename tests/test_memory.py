@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -153,16 +151,20 @@ def test_quantised_model_notes_reach_the_estimate() -> None:
     assert any("packed (quantised)" in n for n in e.notes)
 
 
-def test_cli_memory_prints_the_lazy_note(tmp_path: Path) -> None:
+def test_cli_memory_prints_the_lazy_note(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a module of the current folder, as `python -m` finds it
     (tmp_path / "lazymod.py").write_text(
         "import torch\n"
         "def make():\n"
         "    return torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Linear(4, 2))\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "paramscope", "memory", "lazymod:make", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-    )
-    assert r.returncode == 0, r.stderr
-    assert any("uninitialised lazy" in n for n in json.loads(r.stdout)["notes"])
+    try:
+        r = cli("memory", "lazymod:make", "--json")
+    finally:
+        sys.modules.pop("lazymod", None)
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["params"] == 4 * 2 + 2  # the Linear(4, 2); the lazy layer has no shape yet
+    assert any("uninitialised lazy" in n for n in d["notes"])

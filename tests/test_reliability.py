@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import paramscope
+from _helpers import run_cli, run_python
 from paramscope import ParamscopeError
 from paramscope._text import printable, printable_tree
-
-ENV = {k: v for k, v in os.environ.items() if k != "PARAMSCOPE_DEBUG"}
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "paramscope", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
 
 # ------------------------------------------------------------------ non-regular files
 
@@ -51,7 +37,7 @@ def fifo(tmp_path: Path) -> Path:
 )
 def test_a_fifo_is_refused_at_once(fifo: Path, tmp_path: Path, args: list[str]) -> None:
     out = tmp_path / "out.safetensors"
-    r = cli(*(a.format(p=fifo, out=out) for a in args), timeout=30)  # a hang fails here
+    r = run_cli(*(a.format(p=fifo, out=out) for a in args), timeout=30)  # a hang fails here
     assert r.returncode == (1 if args[0] == "verify" else 2), r.stderr
     if args[0] == "verify":  # verify reports its problems on stdout, exit 2
         assert "found a FIFO" in r.stdout and str(fifo) in r.stdout
@@ -73,10 +59,7 @@ def test_a_link_to_a_device_is_refused(tmp_path: Path) -> None:
 def test_a_spec_fifo_is_not_read(tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     os.mkfifo(spec)
-    code = f"import paramscope; paramscope.build({str(spec)!r})"
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=ENV
-    )
+    r = run_python(f"import paramscope; paramscope.build({str(spec)!r})", timeout=30)  # no hang
     assert r.returncode != 0 and "found a FIFO" in r.stderr
 
 
@@ -100,22 +83,38 @@ def _exotic(path: Path) -> dict[str, torch.Tensor]:
     return d
 
 
-def test_every_command_takes_storage_only_dtypes(tmp_path: Path) -> None:
+def test_every_command_takes_storage_only_dtypes(cli, tmp_path: Path) -> None:
     src = tmp_path / "exotic.safetensors"
-    _exotic(src)
-    for args in (
-        ["count", str(src), "--nonzero", "--json"],
-        ["count", str(src), "--values", "--json"],
-        ["inspect", str(src)],
-        ["verify", str(src), "--values", "--json"],
-        ["report", str(src), "-o", str(tmp_path / "r.html")],
-        ["quantize", str(src), str(tmp_path / "q.safetensors"), "--json"],
-        ["prune", str(src), str(tmp_path / "p.safetensors"), "--amount", "0.5", "--json"],
-        ["diff", str(src), str(src)],
-    ):
-        r = cli(*args)
-        assert r.returncode in (0, 1), (args, r.stderr)  # verify finds the NaN/Inf: 1
-        assert "internal error" not in r.stderr, (args, r.stderr)
+    d = _exotic(src)
+    # oracle: torch's element counts (an FP4 x2 element holds two values) and values
+    logical = {k: t.numel() * (2 if k == "f4" else 1) for k, t in d.items()}
+    nonzero = {"u64": 2, "u32": 3, "f8e5": 3, "f4": 3}  # see the test below: by hand
+    for flag in ("--nonzero", "--values"):
+        r = cli("count", src, flag, "--json")
+        assert r.code == 0 and r.err == "", (flag, r)
+        got = json.loads(r.out)
+        assert got["params"] == sum(logical.values()), flag
+        if flag == "--nonzero":
+            want = {k: {"params": logical[k], "nonzero": n} for k, n in nonzero.items()}
+            assert got["pruned"] == want
+    r = cli("inspect", src)
+    assert r.code == 0 and r.err == "", r
+    assert all(any(line.split()[:1] == [k] for line in r.out.splitlines()) for k in d)
+    r = cli("verify", src, "--values", "--json")  # f8e5 holds a NaN and an Inf: not sound
+    f8e5 = d["f8e5"].to(torch.float32)
+    want = [{"name": "f8e5", "nan": int(f8e5.isnan().sum()), "inf": int(f8e5.isinf().sum())}]
+    assert r.code == 1 and json.loads(r.out)["values"] == want, r
+    r = cli("report", src, "-o", tmp_path / "r.html")
+    assert r.code == 0 and (tmp_path / "r.html").is_file(), r
+    for cmd, extra in (("quantize", []), ("prune", ["--amount", "0.5"])):
+        r = cli(cmd, src, tmp_path / f"{cmd}.safetensors", *extra, "--json")
+        assert r.code == 0, (cmd, r)
+        got = json.loads(r.out)
+        assert [t["name"] for t in got["tensors"]] == ["w"], cmd  # the one computable float
+        back = paramscope.load(tmp_path / f"{cmd}.safetensors")
+        assert torch.equal(back["f8"].view(torch.uint8), d["f8"].view(torch.uint8)), cmd
+    r = cli("diff", src, src)
+    assert r.code == 0 and r.out.startswith("same"), r
 
 
 def test_nonzero_counts_of_storage_only_dtypes_are_exact(tmp_path: Path) -> None:
@@ -195,7 +194,7 @@ def test_printable_escapes_what_a_terminal_acts_on() -> None:
     assert printable_tree({EVIL: [EVIL]}) == {shown: [shown]}
 
 
-def test_human_output_escapes_names_from_files_json_keeps_them(tmp_path: Path) -> None:
+def test_human_output_escapes_names_from_files_json_keeps_them(cli, tmp_path: Path) -> None:
     a = tmp_path / "a.safetensors"
     b = tmp_path / "b.safetensors"
     from safetensors.torch import save_file  # any writer: paramscope's own refuses such names
@@ -204,16 +203,18 @@ def test_human_output_escapes_names_from_files_json_keeps_them(tmp_path: Path) -
     save_file({EVIL: torch.zeros(2), "w": torch.zeros(2)}, b)
     for args in (["inspect", str(a)], ["diff", str(a), str(b)], ["count", str(a), "--nonzero"]):
         r = cli(*args)
-        assert r.returncode in (0, 1), r.stderr
+        assert r.code == (1 if args[0] == "diff" else 0), r
         for bad in ("\x1b", "\r", "\u202e", "\x07"):
-            assert bad not in r.stdout, (args, bad)
-        assert not any(line.startswith("OK: all good") for line in r.stdout.splitlines())
+            assert bad not in r.out, (args, bad)
+        assert not any(line.startswith("OK: all good") for line in r.out.splitlines())
+        shown = {"inspect": printable(EVIL)[len("h.") :], "diff": printable(EVIL)}  # escaped
+        assert shown.get(args[0], "") in r.out, args  # (inspect: under its group "h")
     r = cli("inspect", str(a), "--json")
-    names = [e["name"] for g in json.loads(r.stdout)["groups"] for e in g["entries"]]
-    assert EVIL in names  # JSON is exact (its encoder escapes control characters)
+    names = [e["name"] for g in json.loads(r.out)["groups"] for e in g["entries"]]
+    assert sorted(names) == sorted([EVIL, "w"])  # JSON is exact (its encoder escapes them)
 
 
-def test_load_report_and_errors_escape_names(tmp_path: Path) -> None:
+def test_load_report_and_errors_escape_names(cli, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     model = torch.nn.Linear(2, 2)
@@ -225,25 +226,24 @@ def test_load_report_and_errors_escape_names(tmp_path: Path) -> None:
     bad = tmp_path / f"x{EVIL.replace('/', '_')}.safetensors"
     bad.write_bytes(b"\x00" * 3)
     r = cli("count", str(bad))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "\x1b" not in r.stderr
+    assert r.code == 2 and r.err.count("\n") == 1 and "\x1b" not in r.err
+    assert printable(str(bad)) in r.err
 
 
 # ------------------------------------------------------------------ stray EOFError
 
 
-def test_a_stray_eoferror_is_bad_input_not_aborted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
+def test_a_stray_eoferror_is_bad_input_not_aborted(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     from paramscope.cli import _app
 
     def boom(*args: object, **kwargs: object) -> object:
         raise EOFError("Ran out of input")
 
     monkeypatch.setattr(_app, "_countable", boom)
-    r = CliRunner().invoke(_app.app, ["count", "some.pt"])
-    assert "Aborted" not in r.output
-    assert isinstance(r.exception, ParamscopeError)
-    assert "some.pt" in str(r.exception) and "ends before" in str(r.exception)
+    r = cli("count", "some.pt")
+    assert r.code == 2 and r.out == "" and "Aborted" not in r.err  # bad input, not click's abort
+    (line,) = r.err.splitlines()
+    assert line.startswith("paramscope: error: ") and "some.pt" in line and "ends before" in line
 
 
 # ------------------------------------------------------------------ quantisation records
@@ -260,15 +260,15 @@ def test_a_scale_that_names_its_own_entry_is_refused_not_dropped(tmp_path: Path)
             paramscope.load(path, dequantize=True)
 
 
-def test_diagrams_escape_names_from_files(tmp_path: Path) -> None:
+def test_diagrams_escape_names_from_files(cli, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({EVIL: torch.ones(2)}, tmp_path / "evil.safetensors")
     for fmt in ("mermaid", "dot"):
         r = cli("diagram", str(tmp_path / "evil.safetensors"), "--format", fmt)
-        assert r.returncode == 0, r.stderr
+        assert r.code == 0, r.err
         for bad in ("\x1b", "\r", "\u202e", "\x07"):
-            assert bad not in r.stdout, (fmt, bad)
+            assert bad not in r.out, (fmt, bad)
 
 
 @pytest.mark.parametrize(
@@ -282,7 +282,7 @@ def test_diagrams_escape_names_from_files(tmp_path: Path) -> None:
     ],
 )
 def test_paramscope_metadata_of_the_wrong_type_is_one_clear_error(
-    tmp_path: Path, field: str, value: object, said: str
+    cli, tmp_path: Path, field: str, value: object, said: str
 ) -> None:
     from safetensors.torch import save_file
 
@@ -298,7 +298,7 @@ def test_paramscope_metadata_of_the_wrong_type_is_one_clear_error(
         with pytest.raises(ParamscopeError, match=said):
             call(str(path))
     r = cli("count", str(path))
-    assert r.returncode == 2 and said in r.stderr and r.stderr.count("\n") == 1
+    assert r.code == 2 and said in r.err and r.err.count("\n") == 1
 
 
 def test_convert_casts_real_floats_only_and_says_so(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 import paramscope
-from paramscope.cli import main
 from paramscope.reporting._html import SAMPLE_LIMIT, report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -154,27 +153,21 @@ def test_checkpoint_values_and_quantised(tmp_path: Path) -> None:
     assert not any("hist" in t for t in nov["tensors"]) and "values=False" in nov["values"]["note"]
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-def test_bad_input_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(paramscope.ParamscopeError):
+def test_bad_input_and_cli(cli, tmp_path: Path) -> None:
+    with pytest.raises(paramscope.ArgumentError, match=r"^report: depth 0: expected an integer"):
         report(torch.nn.Linear(2, 2), tmp_path / "x.html", depth=0)
-    with pytest.raises(paramscope.ParamscopeError):
+    with pytest.raises(paramscope.ArgumentTypeError, match=r"^report: expected a module, .*int"):
         report(42, tmp_path / "x.html")
     out = tmp_path / "cli.html"
-    assert _run(["report", "zoo:mlp-3-5-2", "-o", str(out), "--depth", "1"]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    r = cli("report", "zoo:mlp-3-5-2", "-o", out, "--depth", "1")
+    assert r.code == 0 and r.out.strip() == str(out) and r.err == ""
     assert _blob(out.read_text("utf-8"))["depth"] == 1
-    for argv in (
-        ["report", "zoo:nope", "-o", str(out)],
-        ["report", "zoo:mlp", "-o", str(out), "--depth", "0"],
+    for argv, said in (
+        (["report", "zoo:nope", "-o", out], "zoo model 'nope'"),
+        (["report", "zoo:mlp", "-o", out, "--depth", "0"], "0 is not in the range x>=1"),
     ):
-        assert _run(argv) == 2
+        r = cli(*argv)
+        assert r.code == 2 and r.out == "" and said in r.err, r
     assert not list(tmp_path.glob(".*paramscope-tmp-*"))
 
 

@@ -187,7 +187,7 @@ def expect_shard_error(path: Path, *fragments: str) -> ShardIndexError:
     with pytest.raises(ShardIndexError):
         paramscope.load(path)
     report = paramscope.verify(path)
-    assert not report.ok
+    assert not report.ok and report.problems == [msg]  # the reader's own message, once
     return info.value
 
 

@@ -25,10 +25,14 @@ if TYPE_CHECKING:
     from ._enums import Format as Format
     from ._enums import Role as Role
     from ._enums import RoleSource as RoleSource
+    from ._errors import ArgumentError as ArgumentError
+    from ._errors import ArgumentTypeError as ArgumentTypeError
     from ._errors import DTypeMismatchError as DTypeMismatchError
     from ._errors import DuplicateNameError as DuplicateNameError
+    from ._errors import EntryError as EntryError
     from ._errors import FormatError as FormatError
     from ._errors import HeaderError as HeaderError
+    from ._errors import InferError as InferError
     from ._errors import IntegrityError as IntegrityError
     from ._errors import InvalidNameError as InvalidNameError
     from ._errors import MissingNameError as MissingNameError
@@ -36,9 +40,13 @@ if TYPE_CHECKING:
     from ._errors import ShapeMismatchError as ShapeMismatchError
     from ._errors import ShardIndexError as ShardIndexError
     from ._errors import SourceNotFoundError as SourceNotFoundError
+    from ._errors import SpecError as SpecError
+    from ._errors import StrictLoadError as StrictLoadError
+    from ._errors import TargetError as TargetError
     from ._errors import UnknownFormatError as UnknownFormatError
     from ._errors import UnsafePickleError as UnsafePickleError
     from ._errors import UnsupportedDTypeError as UnsupportedDTypeError
+    from ._errors import WriteError as WriteError
     from ._loading import load as load
     from ._manifest import Entry as Entry
     from ._manifest import Location as Location
@@ -56,8 +64,6 @@ if TYPE_CHECKING:
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
     from .building import BuildResult as BuildResult
-    from .building import InferError as InferError
-    from .building import SpecError as SpecError
     from .building import build as build
     from .building import build_with_report as build_with_report
     from .building import infer_model as infer_model
@@ -109,10 +115,14 @@ _LAZY: dict[str, str] = {
     "Format": "._enums",
     "Role": "._enums",
     "RoleSource": "._enums",
+    "ArgumentError": "._errors",
+    "ArgumentTypeError": "._errors",
     "DTypeMismatchError": "._errors",
     "DuplicateNameError": "._errors",
+    "EntryError": "._errors",
     "FormatError": "._errors",
     "HeaderError": "._errors",
+    "InferError": "._errors",
     "IntegrityError": "._errors",
     "InvalidNameError": "._errors",
     "MissingNameError": "._errors",
@@ -120,9 +130,13 @@ _LAZY: dict[str, str] = {
     "ShapeMismatchError": "._errors",
     "ShardIndexError": "._errors",
     "SourceNotFoundError": "._errors",
+    "SpecError": "._errors",
+    "StrictLoadError": "._errors",
+    "TargetError": "._errors",
     "UnknownFormatError": "._errors",
     "UnsafePickleError": "._errors",
     "UnsupportedDTypeError": "._errors",
+    "WriteError": "._errors",
     "Entry": "._manifest",
     "Location": "._manifest",
     "Manifest": "._manifest",
@@ -178,8 +192,6 @@ _LAZY: dict[str, str] = {
     "trainable_only": ".lifecycle",
     "unfreeze": ".lifecycle",
     "BuildResult": ".building",
-    "InferError": ".building",
-    "SpecError": ".building",
     "build": ".building",
     "build_with_report": ".building",
     "infer_model": ".building",

@@ -328,7 +328,13 @@ def exchange_paths(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool
         OSError: the swap was refused for another reason (naming ``b``).
 
     Example:
-        >>> exchange_paths("/nonexistent-a", "/nonexistent-b")  # doctest: +SKIP
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for name in "ab":
+        ...         _ = Path(d, name).write_text(name.upper())
+        ...     swapped = exchange_paths(f"{d}/a", f"{d}/b")
+        ...     Path(d, "a").read_text() == ("B" if swapped else "A")
+        True
     """
     import ctypes
     import sys
@@ -367,7 +373,16 @@ def swap_folder(tmp: Path, folder: Path, own: Callable[[str], bool]) -> bool:
         Whether the folders were exchanged.
 
     Example:
-        >>> # swap_folder(Path(".ckpt.paramscope-tmp-1a2b3c4d"), Path("ckpt"), is_dcp_file)
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "ckpt").mkdir()
+        >>> _ = (root / "ckpt" / "old.bin").write_text("old")
+        >>> with temp_folder(root, "ckpt") as tmp:
+        ...     _ = (tmp / "new.bin").write_text("new")
+        ...     swapped = swap_folder(tmp, root / "ckpt", lambda name: name.endswith(".bin"))
+        >>> sorted(os.listdir(root / "ckpt")) == (["new.bin"] if swapped else ["old.bin"])
+        True
+        >>> shutil.rmtree(root)
     """
     try:
         if os.path.islink(folder) or only_own(folder, own) is not True:
@@ -406,8 +421,13 @@ def only_own(folder: str | os.PathLike[str], own: Callable[[str], bool]) -> bool
         ``True`` when the folder holds nothing else (an empty folder included).
 
     Example:
-        >>> only_own(".", lambda name: False)
-        False
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     empty = only_own(d, lambda name: False)
+        ...     Path(d, "model.safetensors").touch()
+        ...     (empty, only_own(d, lambda name: name.endswith(".safetensors")),
+        ...      only_own(d, lambda name: False))
+        (True, True, False)
     """
     for name in os.listdir(folder):
         if not own(name) or not stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
@@ -439,7 +459,7 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         >>> d = tempfile.mkdtemp()
         >>> with atomic_write(os.path.join(d, "x.bin")) as f:
         ...     _ = f.write(b"abc")
-        >>> open(os.path.join(d, "x.bin"), "rb").read()
+        >>> Path(d, "x.bin").read_bytes()
         b'abc'
     """
     dest = Path(path)

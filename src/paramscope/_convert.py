@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import ParamscopeError
+from ._errors import ArgumentError, WriteError
 from ._names import Pattern, apply_renames, compile_pattern, parse_rules
 
 __all__ = ["ConvertReport", "convert"]
@@ -53,12 +53,44 @@ class ConvertReport:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (keys = attribute names).
+        """JSON form (keys = attribute names; what ``paramscope convert --json`` prints).
 
         Returns:
             The dict.
+
+        Example:
+            >>> list(ConvertReport("a.bin", "a.safetensors", "safetensors").to_dict())[:3]
+            ['source', 'output', 'format']
         """
         return dict(self.__dict__)
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope convert`` prints: what was written, in one line, then
+        the notes.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            The text, without a final newline; strings from files are escaped.
+
+        Example:
+            >>> r = ConvertReport("a.bin", "a.st", "safetensors", 4, 1, 4096, 2)
+            >>> print(r.to_text())
+            a.bin -> a.st [safetensors]: 4 entries, 1 aliases, 4,096 bytes, 2 cast, 1 file(s)
+        """
+        from ._text import printable_tree
+        from ._units import format_count
+
+        d = printable_tree(self.to_dict())
+        lines = [
+            f"{d['source']} -> {d['output']} [{d['format']}]: {d['entries']} entries, "
+            f"{d['aliases']} aliases, {format_count(d['bytes'])} bytes, {d['casts']} cast, "
+            f"{d['shards']} file(s)"
+        ]
+        lines += [f"  note: {note}" for note in d["notes"]]
+        return "\n".join(lines)
 
 
 def convert(
@@ -92,10 +124,19 @@ def convert(
         A :class:`ConvertReport`.
 
     Raises:
-        ParamscopeError: bad options, a rename collision, or an unreadable source.
+        ArgumentError: bad options.
+        WriteError: ``dst`` is a folder.
+        ParamscopeError: a rename collision, or an unreadable source (a subclass naming why).
 
     Example:
-        >>> # convert("pytorch_model.bin", "model.safetensors", dtype="bf16")
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> torch.save({"w": torch.ones(2, 3), "b": torch.zeros(3)}, f"{d}/pytorch_model.bin")
+        >>> report = convert(f"{d}/pytorch_model.bin", f"{d}/model.safetensors", dtype="bf16")
+        >>> report.format, report.entries, report.casts, report.bytes  # 9 bf16 values
+        ('safetensors', 2, 2, 18)
+        >>> paramscope.load(f"{d}/model.safetensors")["w"].dtype
+        torch.bfloat16
     """
     from ._dtypes import parse_dtype
     from ._progress import progress
@@ -105,7 +146,10 @@ def convert(
 
     fmt = (format or "safetensors").lower()
     if fmt not in ("safetensors", "dcp"):
-        raise ParamscopeError(f"format {format!r}: expected 'safetensors' or 'dcp'")
+        raise ArgumentError(
+            f"convert: format={format!r}: expected 'safetensors' or 'dcp' (paramscope reads "
+            ".pt/.bin/.npz but writes only these two)"
+        )
     cast = parse_dtype(dtype) if dtype is not None else None
     rules = parse_rules(rename)
     match = compile_pattern(select) if select is not None else (lambda _n: True)
@@ -212,8 +256,9 @@ def _write_file(
             advance(p.nbytes)
 
     if Path(dst).is_dir():
-        raise ParamscopeError(
-            f"{dst}: is a folder; give a .safetensors file name, or max_shard_size= to write shards"
+        raise WriteError(
+            f"convert: dst={os.fspath(dst)!r} is a folder; give a .safetensors file name, or "
+            "max_shard_size= (--shard-size) to write shards into it"
         )
     write_stream(
         dst, plan, chunks(), aliases=aliases, alias_meta=alias_meta, metadata=metadata, fsync=fsync

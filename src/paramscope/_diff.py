@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ParamscopeError
+from ._errors import ArgumentError, ArgumentTypeError, EntryError, ParamscopeError, TargetError
 from ._manifest import Entry, Manifest
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class DiffReport:
         ties_changed: ``{"name", "a", "b"}``: an entry in both that is an alias (of the
             named target) on one side and not the same alias on the other.
         notes: things worth knowing (e.g. values skipped).
+        a: the first source as given, when it is a path or TARGET (``None`` for an object).
+        b: the second source, likewise.
 
     Example:
         >>> DiffReport().same
@@ -72,6 +74,8 @@ class DiffReport:
     identical: int = 0
     ties_changed: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    a: str | None = None
+    b: str | None = None
 
     @property
     def same(self) -> bool:
@@ -92,13 +96,18 @@ class DiffReport:
 
         Returns:
             Keys ``added, removed, renamed, shape_changed, dtype_changed, value_changed,
-            close, identical, ties_changed, notes, same``.
+            close, identical, ties_changed, notes, same``, led by ``a, b`` when the sources
+            are named (what ``paramscope diff --json`` prints).
 
         Example:
             >>> DiffReport(added=["x"]).to_dict()["same"]
             False
+            >>> list(DiffReport(a="a.safetensors", b="b.safetensors").to_dict())[:3]
+            ['a', 'b', 'added']
         """
+        named = {} if self.a is None and self.b is None else {"a": self.a, "b": self.b}
         return {
+            **named,
             "added": list(self.added),
             "removed": list(self.removed),
             "renamed": [dict(r) for r in self.renamed],
@@ -127,6 +136,32 @@ class DiffReport:
             ['differ', '  added: head.bias']
         """
         return "\n".join(format_lines(self.to_dict(), limit))
+
+    def to_text(self, width: int | None = None, *, limit: int = _SHOW) -> str:
+        """The human form ``paramscope diff`` prints: :meth:`format` with the two sources
+        named after the verdict, names escaped for a terminal.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+            limit: rows shown per category.
+
+        Returns:
+            The text, without a final newline.
+
+        Example:
+            >>> r = DiffReport(added=["head.bias"], a="a.pt", b="b.pt")
+            >>> print(r.to_text())  # doctest: +NORMALIZE_WHITESPACE
+            differ: a.pt vs b.pt
+              1 added, 0 removed, 0 renamed, 0 shape, 0 dtype, 0 values, 0 close, 0 ties;
+              0 identical
+              added: head.bias
+        """
+        from ._text import printable_tree
+
+        d = printable_tree(self.to_dict())
+        title = f"{d['a'] or '(in memory)'} vs {d['b'] or '(in memory)'}" if "a" in d else ""
+        return "\n".join(format_lines(d, limit, title))
 
 
 def format_lines(d: dict[str, Any], limit: int = _SHOW, title: str = "") -> list[str]:
@@ -211,7 +246,7 @@ class _Side:
             try:
                 self.pd = _as_paramdict(source)
             except ParamscopeError:
-                raise ParamscopeError(
+                raise ArgumentTypeError(
                     f"diff: {label}: expected a checkpoint path, ParamDict, dict of tensors or "
                     f"nn.Module, found {type(source).__name__}"
                 ) from None
@@ -231,14 +266,14 @@ class _Side:
         if self.pd is not None:
             t = self.pd[name]
             if t.device.type == "meta":
-                raise ParamscopeError(
+                raise EntryError(
                     f"diff: {self.label}: entry {name!r} is on the meta device and has no "
                     "values; compare with values=False (--no-values)"
                 )
             return t.detach()
         if self.reader is not None:
             return self.reader.read(self.stored(name))
-        raise ParamscopeError(
+        raise TargetError(
             f"diff: {self.label} is {self.what} without values; compare with values=False "
             "(--no-values)"
         )
@@ -355,15 +390,23 @@ def diff(
         The :class:`DiffReport`.
 
     Raises:
-        ParamscopeError: a source cannot be read (see :func:`paramscope.read_manifest`), a
-            tolerance is negative, or values are asked of a meta-device module or a Manifest.
+        ArgumentError: a tolerance is negative.
+        ArgumentTypeError: a source of a type it does not take.
+        TargetError: values are asked of a Manifest; EntryError: of a meta-device tensor.
+        ParamscopeError: a source cannot be read (see :func:`paramscope.read_manifest`).
 
     Example:
-        >>> # r = diff("before.safetensors", "after.safetensors", atol=1e-6)
-        >>> # r.same, [row["name"] for row in r.value_changed]
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> w = torch.ones(2, 2)
+        >>> before = paramscope.save({"w": w, "b": torch.zeros(2)}, f"{d}/before.safetensors")
+        >>> after = paramscope.save({"w": w + 1e-7, "b": torch.ones(2)}, f"{d}/after.safetensors")
+        >>> r = diff(before, after, atol=1e-6)
+        >>> r.same, [row["name"] for row in r.value_changed], [row["name"] for row in r.close]
+        (False, ['b'], ['w'])
     """
     if not (atol >= 0 and rtol >= 0):
-        raise ParamscopeError(f"diff: atol={atol}, rtol={rtol}: expected non-negative numbers")
+        raise ArgumentError(f"diff: atol={atol}, rtol={rtol}: expected non-negative numbers")
     sa = _Side(a, "a")
     try:
         sb = _Side(b, "b")
@@ -371,10 +414,14 @@ def diff(
         sa.close()
         raise
     try:
-        return _diff(sa, sb, values=values, atol=atol, rtol=rtol)
+        report = _diff(sa, sb, values=values, atol=atol, rtol=rtol)
     finally:
         sa.close()
         sb.close()
+    report.a, report.b = (
+        os.fspath(s) if isinstance(s, (str, os.PathLike)) else None for s in (a, b)
+    )
+    return report
 
 
 def _diff(sa: _Side, sb: _Side, *, values: bool, atol: float, rtol: float) -> DiffReport:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._enums import StrEnum
-from ._errors import ParamscopeError, UnsupportedDTypeError
+from ._errors import ArgumentError, UnsupportedDTypeError
 
 if TYPE_CHECKING:
     import torch
@@ -279,7 +279,7 @@ def parse_dtype(value: str | DType) -> DType:
         The :class:`DType`.
 
     Raises:
-        ParamscopeError: an unknown spelling.
+        ArgumentError: an unknown spelling.
 
     Example:
         >>> parse_dtype("bf16"), parse_dtype("F32")
@@ -293,7 +293,7 @@ def parse_dtype(value: str | DType) -> DType:
     try:
         return DType(key.upper())
     except ValueError:
-        raise ParamscopeError(
+        raise ArgumentError(
             f"dtype {value!r}: expected one of bf16, fp16, fp32, fp64, fp8, int8, fp4 "
             "(or a safetensors name such as F32)"
         ) from None

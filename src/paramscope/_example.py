@@ -46,7 +46,10 @@ def write_example(path: str | os.PathLike[str]) -> Path:
         The path written.
 
     Example:
-        >>> # write_example("example.safetensors")
+        >>> import tempfile, paramscope
+        >>> path = write_example(Path(tempfile.mkdtemp()) / "example.safetensors")
+        >>> path.name, paramscope.count(path).params
+        ('example.safetensors', 235658)
     """
     from ._paramdict import ParamDict
     from .io import save

@@ -128,7 +128,7 @@ def read_hf_config(
     Example:
         >>> import json, tempfile, os
         >>> d = tempfile.mkdtemp(); p = os.path.join(d, "config.json")
-        >>> _ = open(p, "w").write(json.dumps({"model_type": "gpt2", "torch_dtype": "float16"}))
+        >>> _ = Path(p).write_text(json.dumps({"model_type": "gpt2", "torch_dtype": "float16"}))
         >>> c = read_hf_config(p)
         >>> c.model_type, c.architecture, c.dtype.value
         ('gpt2', None, 'F16')

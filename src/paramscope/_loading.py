@@ -39,14 +39,23 @@ def load(
         The ParamDict (``.metadata`` holds the file's free metadata).
 
     Raises:
-        Everything :func:`paramscope.io.read_manifest` raises; ParamscopeError for a model
+        Everything :func:`paramscope.io.read_manifest` raises; TargetError for a model
         TARGET.
 
     Example:
-        >>> # pd = paramscope.load("model.safetensors", select="encoder.*")
+        >>> import tempfile, torch, paramscope
+        >>> sd = {"encoder.w": torch.ones(2), "encoder.b": torch.zeros(2), "head.w": torch.ones(3)}
+        >>> path = paramscope.save(sd, f"{tempfile.mkdtemp()}/model.safetensors")
+        >>> pd = paramscope.load(path, select="encoder.*")
+        >>> sorted(pd), pd["encoder.w"].tolist()
+        (['encoder.b', 'encoder.w'], [1.0, 1.0])
     """
     from . import io
+    from ._target_kind import model_target_error
 
+    err = model_target_error(path, "load")  # else read_manifest's "this operation needs…"
+    if err is not None:
+        raise err
     if dequantize:
         from . import compress  # noqa: F401 - registers paramscope's codec with io
 

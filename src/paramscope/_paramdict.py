@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
 from ._enums import Format, Role, RoleSource
-from ._errors import DTypeMismatchError, InvalidNameError, ParamscopeError, ShapeMismatchError
+from ._errors import DTypeMismatchError, InvalidNameError, ShapeMismatchError, TargetError
 from ._manifest import Entry, Manifest
 from ._names import Pattern, apply_renames, compile_pattern, ensure_new, missing, validate_name
 
@@ -702,7 +702,7 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
             The ParamDict; params have role ``param`` and ``trainable = requires_grad``.
 
         Raises:
-            ParamscopeError: the model holds tensors a ParamDict cannot share, so it would
+            TargetError: the model holds tensors a ParamDict cannot share, so it would
                 silently have fewer entries than the model: lazy modules not yet run
                 (``nn.LazyLinear`` before its first forward; the message names the
                 uninitialised tensors: run one forward pass first), or weights packed outside
@@ -751,14 +751,14 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
                 extra = {} if persistent else {"persistent": False}
                 out._add_shared(first, pre + bname, b, Role.BUFFER, False, extra)
         if lazy:
-            raise ParamscopeError(
+            raise TargetError(
                 f"ParamDict.from_module: expected initialised tensors, found {len(lazy)} "
                 f"uninitialised lazy ones ({_listed(lazy)}): their shapes are known only after "
                 "the first forward; run one forward pass (model(example_input)) first"
             )
         if packed:
             named = [f"{p!r} ({model.get_submodule(p)._get_name()})" for p in packed]
-            raise ParamscopeError(
+            raise TargetError(
                 f"ParamDict.from_module: expected weights in _parameters, found {len(packed)} "
                 f"modules with packed (quantised) weights ({_listed(named, quote=False)}) that "
                 "a ParamDict cannot share; use paramscope.count(model), which counts packed "

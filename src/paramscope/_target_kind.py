@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from ._errors import ParamscopeError
+from ._errors import TargetError
 
 __all__ = [
     "CALLABLE_RE",
@@ -106,7 +106,7 @@ def target_kind(target: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def model_target_error(target: str | os.PathLike[str], what: str) -> ParamscopeError | None:
+def model_target_error(target: str | os.PathLike[str], what: str) -> TargetError | None:
     """The error for a model TARGET given where a checkpoint is needed, or ``None``.
 
     Args:
@@ -114,7 +114,7 @@ def model_target_error(target: str | os.PathLike[str], what: str) -> ParamscopeE
         what: the function or command, for the message (``"load"``, ``"verify"`` …).
 
     Returns:
-        A :class:`ParamscopeError` to raise when ``target`` names a model, else ``None``.
+        A :class:`TargetError` to raise when ``target`` names a model, else ``None``.
 
     Example:
         >>> str(model_target_error("zoo:gpt2", "verify")).split(":")[0]
@@ -124,7 +124,7 @@ def model_target_error(target: str | os.PathLike[str], what: str) -> ParamscopeE
     if kind not in MODEL_KINDS:
         return None
     name = {"zoo": "a zoo model", "callable": "a model factory", "config": "a model config"}[kind]
-    return ParamscopeError(
+    return TargetError(
         f"{os.fspath(target)}: {what} needs a checkpoint (a safetensors/.pt/.bin/.npz file, "
         f"an HF sharded folder or index, a DCP folder); this is {name}, which builds a model "
         "on the meta device and has no values: count, inspect, summary, memory, match, "

@@ -22,13 +22,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import reprlib
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
-from ._errors import ParamscopeError, SourceNotFoundError
+from ._errors import ArgumentError, ParamscopeError, SourceNotFoundError, TargetError
 from ._target_kind import CALLABLE_RE as _CALLABLE_RE
 from ._target_kind import MODEL_KINDS, is_hf_config, model_target_error, target_kind
 from ._target_kind import config_path as _config_path
@@ -58,7 +59,7 @@ def parse_args(pairs: Iterable[str]) -> dict[str, Any]:
         The keyword arguments.
 
     Raises:
-        ParamscopeError: a pair without ``=`` or with an empty key.
+        ArgumentError: a pair without ``=`` or with an empty key.
 
     Example:
         >>> parse_args(["n=2", "name=tiny", "flag=true"])
@@ -68,7 +69,7 @@ def parse_args(pairs: Iterable[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ParamscopeError(f"--arg {pair!r}: expected key=value")
+            raise ArgumentError(f"--arg {pair!r}: expected key=value, e.g. --arg n_layer=2")
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -157,7 +158,11 @@ def read_manifest(target: str | os.PathLike[str]) -> Manifest:
         UnsafePickleError, FormatError: see their docs.
 
     Example:
-        >>> # m = paramscope.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> path = paramscope.save({"wte.weight": torch.zeros(50, 8)}, f"{d}/model.safetensors")
+        >>> read_manifest(path)["wte.weight"].shape
+        (50, 8)
         >>> sorted(read_manifest("zoo:mlp-3-5-2"))[:2]
         ['hidden.bias', 'hidden.weight']
     """
@@ -202,8 +207,9 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
 
     Raises:
         SourceNotFoundError: nothing of that name exists.
-        ParamscopeError: an import that fails, a callable that does not return a module,
+        TargetError: an import that fails, a callable that does not return a module,
             arguments given to a checkpoint, or ``transformers`` missing for a config.
+        ArgumentError: a zoo override the model's config refuses.
 
     Example:
         >>> m = resolve_target("zoo:mlp-3-5-2")
@@ -222,9 +228,10 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
         if config is not None:
             return _hf_model(config, args)
         if args:
-            raise ParamscopeError(
-                f"{spec}: --arg applies to zoo:, module:callable and "
-                "config.json targets, not to a checkpoint"
+            raise TargetError(
+                f"{spec}: --arg {', '.join(args)} given, but this is a checkpoint, whose "
+                "shapes are fixed; --arg applies to zoo:, module:callable and config.json "
+                "targets: drop it"
             )
         return spec
     if _CALLABLE_RE.match(spec):
@@ -252,24 +259,40 @@ def _call(spec: str, args: dict[str, Any]) -> Any:
     try:
         obj: Any = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ParamscopeError(f"{spec}: cannot import {mod_name!r}: {exc}") from None
+        raise TargetError(
+            f"{spec}: cannot import {mod_name!r}: {exc}; a package.module:callable TARGET "
+            "needs the module importable (installed, or under the current folder)"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ParamscopeError(f"{spec}: module {mod_name!r} has no attribute {attr!r}")
+            raise TargetError(f"{spec}: module {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if isinstance(obj, torch.nn.Module):
         if args:
-            raise ParamscopeError(f"{spec}: is a module instance; --arg needs a callable")
+            raise TargetError(
+                f"{spec}: is a module instance, so --arg {', '.join(args)} cannot apply; "
+                "drop --arg, or name a callable that builds the module"
+            )
         return obj
     if not callable(obj):
-        raise ParamscopeError(f"{spec}: expected a callable returning an nn.Module")
+        raise TargetError(
+            f"{spec}: names {type(obj).__name__} {reprlib.repr(obj)}, not a callable; expected "
+            "a callable returning a torch.nn.Module (a function or class)"
+        )
     try:
         model = _on_meta(lambda: obj(**args))
+    except ParamscopeError:  # a paramscope factory (a zoo build): its message says it all
+        raise
     except TypeError as exc:
-        raise ParamscopeError(f"{spec}: calling it with {args} failed: {exc}") from None
+        given = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "no arguments"
+        raise TargetError(
+            f"{spec}: calling it with {given} failed: {exc}; pass its arguments with --arg "
+            "key=value (Python: args={...})"
+        ) from None
     if not isinstance(model, torch.nn.Module):
-        raise ParamscopeError(
-            f"{spec}: returned {type(model).__name__}, expected a torch.nn.Module"
+        raise TargetError(
+            f"{spec}: returned {type(model).__name__} {reprlib.repr(model)}, expected a "
+            "torch.nn.Module; name a callable that builds the model"
         )
     return model
 
@@ -281,7 +304,7 @@ def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
     try:
         import transformers
     except ImportError:
-        raise ParamscopeError(
+        raise TargetError(
             f"{config_path}: building a {cfg.model_type!r} model from a Hugging Face "
             "config.json needs the optional extra: pip install 'paramscope[transformers]'"
         ) from None
@@ -292,7 +315,7 @@ def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
     try:
         config = transformers.AutoConfig.for_model(model_type, **data)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ParamscopeError(f"{config_path}: model_type {model_type!r}: {exc}") from None
+        raise TargetError(f"{config_path}: model_type {model_type!r}: {exc}") from None
     notes = list(cfg.notes)
     if cfg.architecture is None:
         from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
@@ -302,7 +325,7 @@ def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
             name = name[0]
         cls = getattr(transformers, name, None) if isinstance(name, str) else None
         if cls is None:
-            raise ParamscopeError(
+            raise TargetError(
                 f"{config_path}: names no architectures and transformers "
                 f"{transformers.__version__} has no base model class for model_type "
                 f'{model_type!r}; add "architectures": ["<ClassName>"] to the config'
@@ -315,7 +338,7 @@ def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
     else:
         cls = getattr(transformers, cfg.architecture, None)
         if cls is None:
-            raise ParamscopeError(
+            raise TargetError(
                 f"{config_path}: architectures names {cfg.architecture}; expected a class "
                 f"transformers {transformers.__version__} has"
             )

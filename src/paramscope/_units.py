@@ -1,14 +1,19 @@
-"""Sizes and numbers: parse ``"5GB"``, print ``1.2 GB`` and ``124,439,808``."""
+"""Sizes and numbers: parse ``"5GB"``, print ``1.2 GB``, ``124,439,808`` and ``50.0%``.
+
+Every number a report prints as text is written here (the reports' ``to_text``), so one count
+reads the same everywhere and a count never borrows a byte unit.
+"""
 
 from __future__ import annotations
 
 import re
 
-from ._errors import ParamscopeError
+from ._errors import ArgumentError
 
 __all__ = [
     "format_bytes",
     "format_count",
+    "format_percent",
     "format_short_count",
     "parse_size",
 ]
@@ -39,7 +44,7 @@ def parse_size(size: int | str) -> int:
         The size in bytes (> 0).
 
     Raises:
-        ParamscopeError: for an unreadable or non-positive size.
+        ArgumentError: for an unreadable or non-positive size.
 
     Example:
         >>> parse_size("5GB"), parse_size("1KiB"), parse_size(10)
@@ -51,13 +56,13 @@ def parse_size(size: int | str) -> int:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(size))
         unit = m.group(2).upper() if m else None
         if m is None or unit not in _UNITS:
-            raise ParamscopeError(
+            raise ArgumentError(
                 f"size {size!r}: expected a number with an optional unit "
                 "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. '5GB'"
             )
         value = int(float(m.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise ParamscopeError(f"size {size!r}: expected a positive size")
+        raise ArgumentError(f"size {size!r}: expected a positive size")
     return value
 
 
@@ -123,3 +128,22 @@ def format_short_count(n: int) -> str:
         if n >= div:
             return f"{n / div:.{digits}f} {word}"
     return str(n)
+
+
+def format_percent(part: float, whole: float = 1, digits: int = 1) -> str:
+    """A share as a percentage: ``part`` of ``whole``.
+
+    Args:
+        part: the part, or a fraction when ``whole`` is 1.
+        whole: what the part is of (``0``: the share is 0).
+        digits: digits after the decimal point.
+
+    Returns:
+        E.g. ``"50.0%"``.
+
+    Example:
+        >>> format_percent(0.5), format_percent(85_017_600, 124_439_808), format_percent(1, 3, 2)
+        ('50.0%', '68.3%', '33.33%')
+    """
+    share = 100 * part / whole if whole else 0.0
+    return f"{share:.{digits}f}%"

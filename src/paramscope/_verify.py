@@ -58,13 +58,42 @@ class VerifyReport:
             "values": self.values,
         }
 
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope verify`` prints: the verdict with what was checked,
+        then one line per problem and per note.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            The text, without a final newline; strings from files are escaped.
+
+        Example:
+            >>> r = VerifyReport("m.safetensors", "safetensors", 1, 3, 3)
+            >>> print(r.to_text())
+            OK: m.safetensors [safetensors] 3 entries in 1 file(s), 3 hashes checked
+        """
+        from ._text import printable_tree
+
+        d = printable_tree(self.to_dict())
+        verdict = "OK" if d["ok"] else "FAILED"
+        lines = [
+            f"{verdict}: {d['source']} [{d['format'] or 'unreadable'}] {d['entries']} entries "
+            f"in {d['files']} file(s), {d['hashed']} hashes checked"
+        ]
+        lines += [f"  problem: {p}" for p in d["problems"]]
+        lines += [f"  note: {n}" for n in d["notes"]]
+        return "\n".join(lines)
+
 
 def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyReport:
     """Check a checkpoint's structure and, where paramscope stored them, its hashes.
 
     Structure: every header rule of the format, and for sharded checkpoints that the index
-    and the shards name the same entries. Hashes: each entry's SHA-256 recorded at save time
-    is recomputed from the file, so a single flipped byte is found and named. Torch-free.
+    and the shards name the same entries. Hashes: each entry's digest recorded at save time
+    (XXH3-128, or SHA-256) is recomputed from the file, so a single flipped byte is found and
+    named. Torch-free.
 
     Args:
         path: any checkpoint source.
@@ -77,11 +106,15 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
 
     Raises:
         SourceNotFoundError: ``path`` does not exist.
-        ParamscopeError: ``path`` is a model TARGET (``zoo:``, ``module:callable``, a
+        TargetError: ``path`` is a model TARGET (``zoo:``, ``module:callable``, a
             config.json), which has no files to verify.
 
     Example:
-        >>> # paramscope.verify("model.safetensors").ok
+        >>> import tempfile, torch, paramscope
+        >>> path = paramscope.save({"w": torch.ones(4)}, f"{tempfile.mkdtemp()}/model.safetensors")
+        >>> r = verify(path)
+        >>> r.ok, r.hashed, r.problems
+        (True, 1, [])
     """
     from ._target_kind import model_target_error
     from .io import read_manifest

@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from .._errors import InferError as InferError
+    from .._errors import SpecError as SpecError
     from . import zoo as zoo
-    from ._infer import InferError as InferError
     from ._infer import infer_model as infer_model
     from ._spec import BuildResult as BuildResult
     from ._spec import build as build
     from ._spec import build_with_report as build_with_report
-    from ._spec_errors import SpecError as SpecError
     from ._spec_module import SpecModule as SpecModule
     from ._spec_read import read_spec as read_spec
 
 _LAZY: dict[str, str] = {
-    "InferError": "._infer",
+    "InferError": ".._errors",
     "infer_model": "._infer",
     "BuildResult": "._spec",
-    "SpecError": "._spec_errors",
+    "SpecError": ".._errors",
     "SpecModule": "._spec_module",
     "build": "._spec",
     "build_with_report": "._spec",

@@ -63,7 +63,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import InferError
 
 if TYPE_CHECKING:
     import torch
@@ -74,24 +74,6 @@ __all__ = ["InferError", "infer_model"]
 
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 _KNOWN = ("weight", "bias", *_BN_STATS)
-
-
-class InferError(ParamscopeError, ValueError):
-    """A state dict does not describe a stack :func:`infer_model` can rebuild.
-
-    Args:
-        entry: the first entry that breaks the pattern (``""`` for the dict as a whole).
-        problem: why, and where there is one, the fix.
-
-    Example:
-        >>> str(InferError("0.weight", "3-D weight (8, 4, 3)"))
-        "'0.weight': 3-D weight (8, 4, 3)"
-    """
-
-    def __init__(self, entry: str, problem: str) -> None:
-        self.entry = entry
-        self.problem = problem
-        super().__init__(f"{entry!r}: {problem}" if entry else problem)
 
 
 @dataclass

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ParamscopeError, StrictLoadError
 from ._spec_builder import _Builder
 from ._spec_errors import SpecError, _hint, _join, _show
 from ._spec_module import nn_class
@@ -341,8 +341,15 @@ def _load(
         raise SpecError("load", f'"{rel}": no such file (looked for {path})')
     try:
         return load_into(model, path, strict=strict)
+    except StrictLoadError as exc:
+        raise SpecError(
+            "load",
+            f'{path}: does not load cleanly into the model ("strict": true, the default; '
+            '"strict": false loads what fits):\n' + exc.report.format(),
+        ) from exc
     except ParamscopeError as exc:
-        raise SpecError("load", f"{path}: {exc}") from exc
+        text = str(exc)  # most name the file first already: never twice
+        raise SpecError("load", text if text.startswith(f"{path}") else f"{path}: {text}") from exc
 
 
 def build(

@@ -1,4 +1,4 @@
-"""The spec's error type, :class:`SpecError`, and how its messages name places and values.
+"""How the messages of :class:`SpecError` (defined in ``_errors.py``) name places and values.
 
 Every problem in a spec raises :class:`SpecError` with the place in the spec
 (``layers[3].kwargs.out_features``, built with :func:`_join`), what was expected, and what was
@@ -18,28 +18,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ParamscopeError
+from .._errors import SpecError
 from .._names import did_you_mean
 
-__all__ = ["SpecError"]
-
-
-class SpecError(ParamscopeError, ValueError):
-    """A model spec is invalid; the message starts with the place in the spec.
-
-    Args:
-        path: where in the spec, e.g. ``layers[3].kwargs.out_features`` (``""``: the root).
-        problem: what was expected and what was found.
-
-    Example:
-        >>> str(SpecError("layers[3].args[1]", 'expected int, got "ten"'))
-        'layers[3].args[1]: expected int, got "ten"'
-    """
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path or 'spec'}: {problem}")
+__all__ = ["SpecError"]  # defined with the other errors in paramscope/_errors.py
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -125,11 +125,10 @@ def count(
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
     from ..counting import count as count_
 
-    obj = _countable(target, arg)
-    result = count_(obj, nonzero=nonzero, values=values).to_dict(depth=1)  # type: ignore[arg-type]
-    if result["source"] is None:
-        result["source"] = target
-    _output.emit_json(result) if json else _output.print_count(result)
+    result = count_(_countable(target, arg), nonzero=nonzero, values=values)  # type: ignore[arg-type]
+    if result.source is None:  # a model in memory: named by the TARGET as typed
+        result.source = target
+    _output.emit(result, json=json)
 
 
 @app.command()
@@ -164,21 +163,11 @@ def inspect(
     obj = _target(target, arg)
     if isinstance(obj, str):
         ins = inspect_(obj, depth=1 if depth is None else depth, pattern=filter)
-        result = ins.to_dict(stream=True)  # entries made as they are written
-        if json:
-            _output.emit_json(result)
-        else:
-            _output.print_inspect(_output.limit_rows(result))
+        _output.emit(ins, json=json, stream=True)  # entries made as they are written
         return
-    s = summary(obj, depth=2 if depth is None else depth)  # type: ignore[arg-type]
-    result = s.to_dict()
-    result["total"]["source"] = target
-    if filter is not None:
-        result["filter"] = filter
-        paths = [path for path, _ in obj.named_modules()]  # type: ignore[union-attr]
-        names = [name for name, _ in obj.named_parameters()]  # type: ignore[union-attr]
-        result["tree"] = _output.filter_tree(result["tree"], filter, paths, names)
-    _output.emit_json(result) if json else _output.print_summary(result)
+    s = summary(obj, depth=2 if depth is None else depth, pattern=filter)  # type: ignore[arg-type]
+    s.total.source = target
+    _output.emit(s, json=json)
 
 
 @app.command()
@@ -215,9 +204,8 @@ def memory(
         zero_stage=zero,
         num_gpus=gpus,
     )
-    result = est.to_dict()
-    result["source"] = target
-    _output.emit_json(result) if json else _output.print_memory(result)
+    est.source = target
+    _output.emit(est, json=json)
 
 
 @app.command()
@@ -248,9 +236,9 @@ def match(
 
     model = _target(target, arg)
     if isinstance(model, str):
-        from .._errors import ParamscopeError
+        from .._errors import TargetError
 
-        raise ParamscopeError(
+        raise TargetError(
             f"{target}: match needs a model TARGET (zoo:, module:callable or "
             "config.json), found a checkpoint"
         )
@@ -258,10 +246,7 @@ def match(
 
     rules = parse_rules(remap, "--remap")  # the library's rule reading, one meaning
     report = match_(model, checkpoint, remap=rules or None, fix_prefix=fix_prefix)
-    if json:
-        _output.emit_json(report.to_dict())
-    else:
-        print(report.format())
+    _output.emit(report, json=json)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -302,9 +287,9 @@ def prune(
     from ..compress import prune_file
 
     if amount is None and structure != "n:m":
-        from .._errors import ParamscopeError
+        from .._errors import ArgumentError
 
-        raise ParamscopeError("prune: give --amount (e.g. --amount 0.5), or --structure n:m")
+        raise ArgumentError("prune: give --amount (e.g. --amount 0.5), or --structure n:m")
     report = prune_file(
         src,
         dst,
@@ -319,8 +304,7 @@ def prune(
         seed=seed,
         show_progress=False if json else None,
     )
-    result = {"source": src, "output": dst, **report.to_dict()}
-    _output.emit_json(result) if json else _output.print_sparsity(result)
+    _output.emit(report, json=json)
 
 
 @app.command()
@@ -352,8 +336,7 @@ def quantize(
         skip=skip or None,
         show_progress=False if json else None,
     )
-    result = {"source": src, "output": dst, **report.to_dict()}
-    _output.emit_json(result) if json else _output.print_quant(result)
+    _output.emit(report, json=json)
 
 
 @app.command()
@@ -388,20 +371,7 @@ def convert(
         format=format,
         show_progress=False if json else None,
     )
-    result = report.to_dict()
-    if json:
-        _output.emit_json(result)
-    else:
-        from .._text import printable_tree
-
-        result = printable_tree(result)
-        print(
-            f"{result['source']} -> {result['output']} [{result['format']}]: "
-            f"{result['entries']} entries, {result['aliases']} aliases, "
-            f"{result['bytes']:,} bytes, {result['casts']} cast, {result['shards']} file(s)"
-        )
-        for note in result["notes"]:
-            print(f"  note: {note}")
+    _output.emit(report, json=json)
 
 
 @app.command()
@@ -409,8 +379,7 @@ def zoo(json: JsonOpt = False) -> None:
     """List the built-in models with their parameter counts (built on the meta device)."""
     from ..building import zoo as zoo_
 
-    rows = zoo_.listing()
-    _output.emit_json(rows) if json else _output.print_zoo(rows)
+    _output.emit(zoo_.listing(), json=json)
 
 
 @app.command()
@@ -428,8 +397,7 @@ def verify(
     from .._verify import verify as verify_
 
     report = verify_(path, values=values)
-    result = report.to_dict()
-    _output.emit_json(result) if json else _output.print_verify(result)
+    _output.emit(report, json=json)
     if not report.ok:
         raise typer.Exit(1)  # a negative verdict: the checkpoint is not sound
 
@@ -444,11 +412,7 @@ def example(
     """Write an example checkpoint: an MNIST MLP 784→256→128→10, a BatchNorm, layer 0 frozen."""
     from .._example import write_example
 
-    written = write_example(path)
-    if json:
-        _output.emit_json({"path": str(written)})
-    else:
-        print(f"wrote {written}")
+    _output.emit(_output.Wrote(str(write_example(path))), json=json)
 
 
 @app.command()
@@ -476,8 +440,7 @@ def diff(
     from .._diff import diff as diff_
 
     report = diff_(a, b, values=values, atol=atol, rtol=rtol)
-    result = {"a": a, "b": b, **report.to_dict()}
-    _output.emit_json(result) if json else _output.print_diff(result)
+    _output.emit(report, json=json)
     if not report.same:
         raise typer.Exit(1)
 
@@ -508,11 +471,11 @@ def diagram(
 
     text = diagram_(_target(target, arg), format=format, depth=depth)  # type: ignore[arg-type]
     if output is None:
-        print(text, end="")
+        _output.emit(_output.Text(text))
         return
     with atomic_write(output) as f:
         f.write(text.encode("utf-8"))
-    print(f"wrote {output}")
+    _output.emit(_output.Wrote(str(output)))
 
 
 @app.command()
@@ -537,4 +500,4 @@ def report(
     from ..reporting._html import report as report_
 
     written = report_(_target(target, arg), output, depth=depth, values=not no_values, title=target)
-    print(written)
+    _output.emit(_output.Wrote(str(written), verb=""))

@@ -5,9 +5,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, TargetError
 
 __all__ = ["prune", "quantize"]
+
+
+def _kind(target: Any) -> str:
+    """What an in-memory target is, for a message: ``a torch module (Sequential)``."""
+    if hasattr(target, "named_parameters") and hasattr(target, "state_dict"):
+        return f"a torch module ({type(target).__name__})"
+    return f"a {type(target).__name__}"
+
+
+def _beside(path: str | os.PathLike[str], tag: str) -> str:
+    """An output name beside a checkpoint: ``model.safetensors`` → ``model-int8.safetensors``."""
+    p = os.fspath(path).rstrip("/\\")
+    base, ext = os.path.splitext(p)
+    return (
+        f"{base}-{tag}.safetensors"
+        if ext in (".safetensors", ".pt", ".bin", ".pth", ".npz")
+        else f"{p}-{tag}.safetensors"
+    )
 
 
 def prune(
@@ -34,7 +52,8 @@ def prune(
         The :class:`~paramscope.compress.SparsityReport`.
 
     Raises:
-        ParamscopeError: a path without ``dst``, or ``dst`` for an in-memory target.
+        ArgumentError: a checkpoint path without ``dst``, or a bad option.
+        TargetError: ``dst`` for an in-memory target, or a model TARGET (no values).
 
     Example:
         >>> import torch
@@ -49,12 +68,19 @@ def prune(
         if err is not None:
             raise err
         if dst is None:
-            raise ParamscopeError(f"{target}: pruning a checkpoint writes a new file: give dst=")
+            raise ArgumentError(
+                f"prune: {os.fspath(target)!r} is a checkpoint, which is pruned into a new "
+                f"file: pass dst= (e.g. dst={_beside(target, 'pruned')!r})"
+            )
         from ._stream import prune_file
 
         return prune_file(target, dst, amount, **options)
     if dst is not None:
-        raise ParamscopeError("prune: dst= is for checkpoint paths; models are pruned in place")
+        raise TargetError(
+            f"prune: dst={os.fspath(dst)!r} is where a pruned copy of a checkpoint file goes, "
+            f"but the target is {_kind(target)}, which prune changes in place; omit dst= "
+            "(then save it with paramscope.save), or pass a checkpoint path as the target"
+        )
     from ._prune import prune as prune_
 
     return prune_(target, amount, **options)
@@ -77,7 +103,8 @@ def quantize(target: Any, *, dst: str | os.PathLike[str] | None = None, **option
         ``(ParamDict, QuantReport)`` in memory; the ``QuantReport`` for a file.
 
     Raises:
-        ParamscopeError: a path without ``dst``, or ``dst`` for an in-memory target.
+        ArgumentError: a checkpoint path without ``dst``, or a bad option.
+        TargetError: ``dst`` for an in-memory target, or a model TARGET (no values).
 
     Example:
         >>> import torch
@@ -92,12 +119,20 @@ def quantize(target: Any, *, dst: str | os.PathLike[str] | None = None, **option
         if err is not None:
             raise err
         if dst is None:
-            raise ParamscopeError(f"{target}: quantising a checkpoint writes a new file: give dst=")
+            raise ArgumentError(
+                f"quantize: {os.fspath(target)!r} is a checkpoint, which is quantised into a "
+                f"new file: pass dst= (e.g. dst={_beside(target, 'int8')!r})"
+            )
         from ._stream import quantize_file
 
         return quantize_file(target, dst, **options)
     if dst is not None:
-        raise ParamscopeError("quantize: dst= is for checkpoint paths")
+        raise TargetError(
+            f"quantize: dst={os.fspath(dst)!r} is where a quantised copy of a checkpoint file "
+            f"goes, but the target is {_kind(target)}; omit dst= to get (ParamDict, "
+            f"QuantReport) back and write it with paramscope.save(pd, {os.fspath(dst)!r}), or "
+            "pass a checkpoint path as the target"
+        )
     from ._quantize import quantize as quantize_
 
     return quantize_(target, **options)

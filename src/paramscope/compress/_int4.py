@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import ParamscopeError
+from .._errors import EntryError
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def unpack_int4(packed: torch.Tensor, last_dim: int, *, signed: bool) -> torch.T
         int8 (signed) or uint8 tensor of shape ``(*packed.shape[:-1], last_dim)``.
 
     Raises:
-        ParamscopeError: ``last_dim`` does not fit the packed last dimension.
+        EntryError: ``last_dim`` does not fit the packed last dimension.
 
     Example:
         >>> import torch
@@ -81,7 +81,7 @@ def unpack_int4(packed: torch.Tensor, last_dim: int, *, signed: bool) -> torch.T
 
     if packed.dim() == 0 or (last_dim + 1) // 2 != packed.shape[-1]:
         found = tuple(packed.shape)
-        raise ParamscopeError(
+        raise EntryError(
             f"unpack_int4: last dimension {last_dim} needs {(last_dim + 1) // 2} packed bytes, "
             f"found shape {found}"
         )

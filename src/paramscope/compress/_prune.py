@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Role, StrEnum
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError, EntryError, TargetError
 from .._names import Pattern, compile_pattern
 from ._notes import left_note
 
@@ -109,7 +109,7 @@ def _option(enum: type[StrEnum], option: str, value: object) -> Any:
         return enum(value)
     except ValueError:
         allowed = ", ".join(repr(e.value) for e in enum)
-        raise ParamscopeError(f"{option}: expected one of {allowed}, found {value!r}") from None
+        raise ArgumentError(f"prune: {option}={value!r}: expected one of {allowed}") from None
 
 
 def _structure(value: object) -> Structure | None:
@@ -118,11 +118,16 @@ def _structure(value: object) -> Structure | None:
 
 def _check_nm(n: object, m: object) -> tuple[int, int]:
     for opt, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ParamscopeError(f"{opt}: expected a positive integer, found {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ArgumentTypeError(f"prune: {opt}={v!r}: expected a positive int")
+        if v < 1:
+            raise ArgumentError(f"prune: {opt}={v!r}: expected a positive int")
     assert isinstance(n, int) and isinstance(m, int)
     if n >= m:
-        raise ParamscopeError(f"n:m: expected n < m, found n={n}, m={m}")
+        raise ArgumentError(
+            f"prune: n={n}, m={m}: structure 'n:m' keeps n of every m elements, so it needs "
+            "n < m (e.g. n=2, m=4)"
+        )
     return n, m
 
 
@@ -132,18 +137,21 @@ def _check_amount(amount: object, structure: Structure | None, n: int, m: int) -
         if amount is not None and (
             not isinstance(amount, (int, float)) or abs(float(amount) - implied) > 1e-9
         ):
-            raise ParamscopeError(
-                f"amount: structure 'n:m' implies amount 1 - n/m = {implied:g} "
-                f"(n={n}, m={m}); expected None or {implied:g}, found {amount!r}"
+            raise ArgumentError(
+                f"prune: amount={amount!r}: structure 'n:m' implies amount 1 - n/m = "
+                f"{implied:g} (n={n}, m={m}); pass amount=None (or {implied:g})"
             )
         return implied
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise ParamscopeError(f"amount: expected a number in [0, 1), found {amount!r}")
+        raise ArgumentTypeError(
+            f"prune: amount={amount!r}: expected a number in [0, 1), the fraction to prune"
+        )
     a = float(amount)
     if not (0.0 <= a < 1.0) or math.isnan(a):
-        raise ParamscopeError(
-            f"amount: expected 0 <= amount < 1, found {amount!r}"
-            + (" (amount 1 would zero every selected weight)" if a >= 1.0 else "")
+        raise ArgumentError(
+            f"prune: amount={amount!r}: expected 0 <= amount < 1, the fraction to prune "
+            "(e.g. 0.5 for half)"
+            + ("; amount 1 would zero every selected weight" if a >= 1.0 else "")
         )
     return a
 
@@ -289,9 +297,9 @@ def _n_of_m(
     import torch
 
     if t.ndim == 0 or t.shape[-1] % m != 0:
-        raise ParamscopeError(
-            f"structure 'n:m': the last dim must be divisible by m={m}, "
-            f"found shape {tuple(t.shape)}"
+        raise EntryError(
+            f"prune: structure 'n:m' needs the last dimension divisible by m={m}, found a "
+            f"tensor of shape {tuple(t.shape)}; choose another m, or skip= the tensor"
         )
     groups = t.numel() // m
     keep = torch.zeros((groups, m), dtype=torch.bool, device=t.device)
@@ -342,9 +350,9 @@ def keep_mask(
         A bool tensor with ``t``'s shape and device.
 
     Raises:
-        ParamscopeError: a bad option (named, with the expected and the found value), ``rows``
-            / ``channels`` on a tensor with fewer than 2 dims, ``n:m`` on a last dim not
-            divisible by ``m``.
+        ArgumentError: a bad option (named, with the value given and the values accepted).
+        EntryError: ``rows`` / ``channels`` on a tensor with fewer than 2 dims, ``n:m`` on a
+            last dim not divisible by ``m``.
 
     Example:
         >>> import torch
@@ -361,18 +369,19 @@ def keep_mask(
         return _n_of_m(t, n, m, meth, generator)
     if threshold is not None:
         if struct is not None or meth is not Method.L1:
-            raise ParamscopeError(
-                "threshold: expected unstructured 'l1' pruning, found "
-                f"method={meth.value!r}, structure={structure!r}"
+            raise ArgumentError(
+                f"prune: threshold={threshold!r} applies to unstructured 'l1' pruning, found "
+                f"method={meth.value!r}, structure={structure!r}; drop threshold= or use "
+                "method='l1', structure=None"
             )
         return threshold_mask(t, float(threshold), ties)[0]
     a = _check_amount(amount, struct, n, m)
     if struct is None:
         return _unstructured(t, _count(a, t.numel()), meth, generator)
     if t.ndim < 2:
-        raise ParamscopeError(
-            f"structure {struct.value!r}: expected a tensor with at least 2 dims, "
-            f"found shape {tuple(t.shape)}"
+        raise EntryError(
+            f"prune: structure {struct.value!r} removes slices of a tensor with at least 2 "
+            f"dimensions, found shape {tuple(t.shape)}; skip= the tensor"
         )
     return _structured(t, a, 0 if struct is Structure.ROWS else 1, meth, generator)
 
@@ -413,7 +422,8 @@ def global_threshold(
         ``(threshold, ties)``. ``(0.0, 0)`` when nothing is to be pruned.
 
     Raises:
-        ParamscopeError: bad amount, a count that does not match ``total``, NaN values.
+        ArgumentError: a bad amount, a count that does not match ``total``.
+        EntryError: NaN values.
 
     Example:
         >>> import torch
@@ -439,16 +449,19 @@ def _threshold_for_k(
             if mags.numel() == 0:
                 continue
             if bool(torch.isnan(mags).any()):
-                raise ParamscopeError("global_threshold: found NaN values; cannot rank them")
+                raise EntryError(
+                    "prune: found NaN values, which have no magnitude to rank; fix the "
+                    "weights, or skip= the tensors that hold them"
+                )
             lo = min(lo, float(mags.min()))
             hi = max(hi, float(mags.max()))
             seen += mags.numel()
     if total is not None and seen != total:
-        raise ParamscopeError(
-            f"global_threshold: total is {total} but the tensors hold {seen} elements"
+        raise ArgumentError(
+            f"prune: total={total}, but the tensors hold {seen} elements; pass their count"
         )
     if k > seen:
-        raise ParamscopeError(f"global_threshold: cannot prune {k} of {seen} elements")
+        raise ArgumentError(f"prune: cannot prune {k} of {seen} elements")
     below = 0  # elements with |w| < lo: all of them are among the k smallest
     for _ in range(_MAX_REFINE):
         if lo == hi:  # one magnitude left in range: the rest of the cut are ties
@@ -590,6 +603,8 @@ class SparsityReport:
             (``kept = elements - zeros``; zeros that were there before count too).
         total: the same keys over all tensors, with name ``"total"``.
         notes: what was left out and why (entries in dtypes torch cannot compute with).
+        source: the file read, for a file's report (:func:`~paramscope.compress.prune_file`).
+        output: the file written, likewise.
 
     Example:
         >>> import torch
@@ -603,6 +618,8 @@ class SparsityReport:
     tensors: list[dict[str, Any]] = field(default_factory=list)
     total: dict[str, Any] = field(default_factory=lambda: _row("total", 0, 0))
     notes: list[str] = field(default_factory=list)
+    source: str | None = None
+    output: str | None = None
 
     def add(self, name: str, tensor_or_counts: Any) -> None:
         """Add one tensor's row and update the total.
@@ -626,21 +643,60 @@ class SparsityReport:
             elements = values.numel()
             zeros = elements - int(torch.count_nonzero(values))
         if not 0 <= zeros <= elements:
-            raise ParamscopeError(f"{name!r}: zeros must be in [0, {elements}], found {zeros}")
+            raise ArgumentError(
+                f"SparsityReport.add: {name!r}: zeros={zeros}: expected 0 <= zeros <= "
+                f"elements={elements}"
+            )
         self.tensors.append(_row(name, elements, zeros))
         self.total = _row("total", self.total["elements"] + elements, self.total["zeros"] + zeros)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: ``{"tensors": [...], "total": {...}}``.
+        """The JSON form (what ``paramscope prune --json`` prints).
 
         Returns:
-            Plain dicts and lists, keys equal to the attribute names.
+            Plain dicts and lists, keys equal to the attribute names: ``tensors, total,
+            notes``, led by ``source, output`` for a file's report.
+
+        Example:
+            >>> r = SparsityReport(source="a.safetensors", output="b.safetensors")
+            >>> list(r.to_dict()), list(SparsityReport().to_dict())
+            (['source', 'output', 'tensors', 'total', 'notes'], ['tensors', 'total', 'notes'])
         """
+        files = (
+            {}
+            if self.source is None and self.output is None
+            else {"source": self.source, "output": self.output}
+        )
         return {
+            **files,
             "tensors": [dict(t) for t in self.tensors],
             "total": dict(self.total),
             "notes": list(self.notes),
         }
+
+    def to_text(self, width: int | None = None, *, limit: int = 40) -> str:
+        """The human form ``paramscope prune`` prints: one row per tensor, then the total.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+            limit: at most this many tensor rows (the rest are counted in one line).
+
+        Returns:
+            The text, without a final newline; names are escaped for a terminal.
+
+        Example:
+            >>> r = SparsityReport()
+            >>> r.add("fc.weight", (8, 6))
+            >>> print(r.to_text())
+            tensor     elements  zeros  sparsity
+            fc.weight         8      6     75.0%
+            total: 8 elements, 6 zeros (75.0%), 2 kept
+        """
+        from .._text import printable_tree
+        from ._render import sparsity_text
+
+        return sparsity_text(printable_tree(self.to_dict()), limit)
 
 
 # ---------------------------------------------------------------------------------- prune
@@ -688,7 +744,7 @@ def _targets_of(
         seen: set[int] = set()
         for name, t in target.items():
             if not isinstance(t, torch.Tensor):
-                raise ParamscopeError(
+                raise ArgumentTypeError(
                     f"prune: entry {name!r}: expected a torch.Tensor, found {type(t).__name__}"
                 )
             if id(t) in seen:
@@ -697,9 +753,9 @@ def _targets_of(
             if _selected(name, t, Role.PARAM, select, skip, left):
                 out.append(_Target(name, t, []))
         return out
-    raise ParamscopeError(
-        f"prune: expected an nn.Module, a ParamDict or a dict of tensors, "
-        f"found {type(target).__name__}"
+    raise ArgumentTypeError(
+        "prune: expected a torch.nn.Module, a ParamDict, a dict of tensors or a checkpoint "
+        f"path (with dst=), found {type(target).__name__}"
     )
 
 
@@ -766,8 +822,10 @@ def prune(
         A :class:`SparsityReport` of every selected tensor (zeros after pruning).
 
     Raises:
-        ParamscopeError: a bad option (named, with the expected and the found value), a tensor
-            that does not fit the structure, a meta-device tensor, ``as_masks`` on a non-module.
+        ArgumentError: a bad option (named, with the value given and the values accepted).
+        ArgumentTypeError: a target or an option of the wrong type.
+        EntryError: a tensor that does not fit the structure, or a meta-device tensor.
+        TargetError: ``as_masks`` on a target that is not a module.
 
     Example:
         >>> import torch
@@ -786,30 +844,35 @@ def prune(
         n, m = _check_nm(n, m)
     a = _check_amount(amount, struct, n, m)
     if sc is Scope.GLOBAL and struct in (Structure.ROWS, Structure.CHANNELS):
-        raise ParamscopeError(
-            f"scope: structure {structure!r} expected scope 'layer', found 'global' "
-            "(slices of different tensors differ in size, so a global ranking cannot give an "
-            "exact amount); pass scope='layer'"
+        raise ArgumentError(
+            f"prune: structure={structure!r} with scope='global': slices of different tensors "
+            "differ in size, so a global ranking cannot give an exact amount; pass "
+            "scope='layer' (--scope layer)"
         )
     is_module = isinstance(target, torch.nn.Module)
     if as_masks and not is_module:
-        raise ParamscopeError(
-            f"as_masks: expected an nn.Module target, found {type(target).__name__}"
+        raise TargetError(
+            "prune: as_masks=True attaches masks to a module's parameters, but the target is "
+            f"a {type(target).__name__}; pass a torch.nn.Module, or drop as_masks= to write "
+            "zeros"
         )
     left: list[str] = []
     items = _targets_of(target, select, skip, left)
     for it in items:  # refuse before changing anything
         if it.tensor.device.type == "meta":
-            raise ParamscopeError(f"{it.name!r}: on the meta device, it has no values to prune")
+            raise EntryError(
+                f"prune: {it.name!r} is on the meta device and has no values to prune; load "
+                "the weights first (paramscope.load_into), or skip= it"
+            )
         if struct is Structure.NM and (it.tensor.ndim == 0 or it.tensor.shape[-1] % m):
-            raise ParamscopeError(
-                f"{it.name!r}: structure 'n:m' needs the last dim divisible by m={m}, "
-                f"found shape {tuple(it.tensor.shape)}"
+            raise EntryError(
+                f"prune: {it.name!r} has shape {tuple(it.tensor.shape)}; structure 'n:m' "
+                f"needs the last dimension divisible by m={m}: choose another m, or skip= it"
             )
         if struct in (Structure.ROWS, Structure.CHANNELS) and it.tensor.ndim < 2:
-            raise ParamscopeError(
-                f"{it.name!r}: structure {structure!r} expected at least 2 dims, "
-                f"found shape {tuple(it.tensor.shape)}"
+            raise EntryError(
+                f"prune: {it.name!r} has shape {tuple(it.tensor.shape)}; structure "
+                f"{structure!r} removes slices of tensors with at least 2 dimensions: skip= it"
             )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._errors import ParamscopeError
+from .._errors import ShapeMismatchError
 
 if TYPE_CHECKING:
     import torch
@@ -104,7 +104,7 @@ def error_sums(original: torch.Tensor, restored: torch.Tensor) -> ErrorSums:
         The sums.
 
     Raises:
-        ParamscopeError: the element counts differ.
+        ShapeMismatchError: the element counts differ.
 
     Example:
         >>> import torch
@@ -114,7 +114,7 @@ def error_sums(original: torch.Tensor, restored: torch.Tensor) -> ErrorSums:
     import torch
 
     if original.numel() != restored.numel():
-        raise ParamscopeError(
+        raise ShapeMismatchError(
             f"error statistics: original has {original.numel()} elements, "
             f"restored has {restored.numel()}"
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, EntryError
 from ._int4 import pack_int4, unpack_int4
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class QuantConfig:
             ``"channel"`` on a 0-D or 1-D tensor falls back to ``"tensor"``.
 
     Raises:
-        ParamscopeError: an option has a value outside those above.
+        ArgumentError: an option has a value outside those above.
 
     Example:
         >>> QuantConfig(bits=4, scheme="asymmetric", granularity=128).qmax
@@ -68,11 +68,10 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in (8, 4):
-            raise ParamscopeError(f"quantise option bits: expected 8 or 4, found {self.bits!r}")
+            raise ArgumentError(f"quantize: bits={self.bits!r}: expected 8 or 4")
         if self.scheme not in _SCHEMES:
-            raise ParamscopeError(
-                f"quantise option scheme: expected 'symmetric' or 'asymmetric', "
-                f"found {self.scheme!r}"
+            raise ArgumentError(
+                f"quantize: scheme={self.scheme!r}: expected 'symmetric' or 'asymmetric'"
             )
         g = self.granularity
         ok = (
@@ -81,9 +80,9 @@ class QuantConfig:
             else (isinstance(g, int) and not isinstance(g, bool) and g > 0)
         )
         if not ok:
-            raise ParamscopeError(
-                "quantise option granularity: expected 'tensor', 'channel' or a positive "
-                f"group size, found {g!r}"
+            raise ArgumentError(
+                f"quantize: granularity={g!r}: expected 'tensor', 'channel' or a positive "
+                "group size (an int, e.g. 128)"
             )
 
     @property
@@ -148,10 +147,10 @@ def _effective(cfg: QuantConfig, shape: tuple[int, ...], name: str) -> QuantConf
         return QuantConfig(cfg.bits, cfg.scheme, "tensor")
     if isinstance(g, int) and (len(shape) == 0 or shape[-1] % g):
         last = shape[-1] if shape else "none (0-D)"
-        raise ParamscopeError(
+        raise EntryError(
             f"entry {name!r}: group size {g} needs a last dimension divisible by {g}, "
             f"found shape {shape} (last dimension {last}); choose another group size "
-            "or skip the entry"
+            "or skip= the entry"
         )
     return cfg
 
@@ -259,7 +258,7 @@ def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> Quanti
         The :class:`QuantizedTensor`.
 
     Raises:
-        ParamscopeError: non-floating input, NaN or Inf values, or a group size that does not
+        EntryError: non-floating input, NaN or Inf values, or a group size that does not
             divide the last dimension — each naming the entry.
 
     Example:
@@ -272,7 +271,9 @@ def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> Quanti
 
     label = name or "<tensor>"
     if not t.is_floating_point():
-        raise ParamscopeError(f"entry {label!r}: expected a floating tensor, found {t.dtype}")
+        raise EntryError(
+            f"entry {label!r}: is {t.dtype}; only floating tensors are quantised: skip= it"
+        )
     shape = tuple(int(s) for s in t.shape)
     cfg = _effective(cfg, shape, label)
     x = t.detach()
@@ -286,9 +287,9 @@ def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> Quanti
         mn = torch.amin(x2, dim=1, keepdim=True)
         mx = torch.amax(x2, dim=1, keepdim=True)
         if not bool(torch.isfinite(mn).all() and torch.isfinite(mx).all()):
-            raise ParamscopeError(
+            raise EntryError(
                 f"entry {label!r}: contains NaN or Inf values; cannot quantise "
-                "(fix the weights or skip the entry)"
+                "(fix the weights or skip= the entry)"
             )
         scale_rows, zero_rows = _scales(mn, mx, cfg)
     else:

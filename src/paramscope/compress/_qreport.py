@@ -35,6 +35,8 @@ class QuantReport:
         tensors: one row per quantised tensor, in order.
         total: the row named ``"total"``.
         notes: what was left out and why (entries in dtypes torch cannot compute with).
+        source: the file read, for a file's report (:func:`~paramscope.compress.quantize_file`).
+        output: the file written, likewise.
 
     Example:
         >>> r = QuantReport()
@@ -46,6 +48,8 @@ class QuantReport:
     tensors: list[dict[str, Any]] = field(default_factory=list)
     total: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    source: str | None = None
+    output: str | None = None
     _sums: ErrorSums = field(default_factory=ErrorSums, repr=False, compare=False)
     _before: int = field(default=0, repr=False, compare=False)
     _after: int = field(default=0, repr=False, compare=False)
@@ -74,13 +78,49 @@ class QuantReport:
         self.total = self._row("total", self._sums, self._before, self._after)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"tensors": [...], "total": {...}}`` (copies).
+        """The JSON form (what ``paramscope quantize --json`` prints; copies).
 
         Returns:
-            The JSON-able dict (SQNR may be ``inf``).
+            ``tensors, total, notes``, led by ``source, output`` for a file's report (SQNR may
+            be ``inf``).
+
+        Example:
+            >>> list(QuantReport(source="a.safetensors", output="b.safetensors").to_dict())
+            ['source', 'output', 'tensors', 'total', 'notes']
         """
+        files = (
+            {}
+            if self.source is None and self.output is None
+            else {"source": self.source, "output": self.output}
+        )
         return {
+            **files,
             "tensors": [dict(r) for r in self.tensors],
             "total": dict(self.total),
             "notes": list(self.notes),
         }
+
+    def to_text(self, width: int | None = None, *, limit: int = 40) -> str:
+        """The human form ``paramscope quantize`` prints: SQNR, largest error, relative L2
+        error, cosine and bytes before and after per tensor, then the total.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+            limit: at most this many tensor rows (the total row is over all of them).
+
+        Returns:
+            The text, without a final newline; names are escaped for a terminal.
+
+        Example:
+            >>> r = QuantReport()
+            >>> r.add("w", ErrorSums(100.0, 1.0, 100.0, 100.0, 0.1, 10), 40, 12)
+            >>> print(r.to_text())
+            tensor  SQNR dB  max |err|  rel L2    cosine  before  after
+            w          20.0        0.1     0.1  1.000000    40 B   12 B
+            total      20.0        0.1     0.1  1.000000    40 B   12 B
+        """
+        from .._text import printable_tree
+        from ._render import quant_text
+
+        return quant_text(printable_tree(self.to_dict()), limit)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import MissingNameError, ParamscopeError
+from .._errors import ArgumentTypeError, DuplicateNameError, EntryError, MissingNameError
 from .._quantstore import (
     AUX_TAG,
     aux_meta,
@@ -168,7 +168,7 @@ def from_storage(
         The quantised tensor, ready for :func:`dequantize_tensor`.
 
     Raises:
-        ParamscopeError: the record is malformed or disagrees with the stored shapes.
+        EntryError: the record is malformed or disagrees with the stored shapes.
 
     Example:
         >>> import torch
@@ -184,24 +184,24 @@ def from_storage(
         shape = tuple(int(s) for s in meta["shape"])
         dtype = DType(meta["dtype"]).to_torch()
     except (KeyError, TypeError, ValueError) as exc:
-        raise ParamscopeError(
+        raise EntryError(
             f"entry {name!r}: malformed extra['quant'] record {dict(meta)!r} ({exc})"
         ) from None
     expect = (*shape[:-1], (shape[-1] + 1) // 2) if cfg.bits == 4 and shape else shape
     if cfg.bits == 4 and not shape:
         expect = (1,)
     if tuple(data.shape) != tuple(expect):
-        raise ParamscopeError(
+        raise EntryError(
             f"entry {name!r}: quantised data should have shape {expect}, found {tuple(data.shape)}"
         )
     sshape = _scale_shape(cfg, shape)
     if tuple(scale.shape) != sshape:
-        raise ParamscopeError(
+        raise EntryError(
             f"entry {name!r}: scale entry {meta.get('scale')!r} should have shape {sshape}, "
             f"found {tuple(scale.shape)}"
         )
     if cfg.symmetric == (zero is not None):
-        raise ParamscopeError(
+        raise EntryError(
             f"entry {name!r}: scheme {cfg.scheme!r} "
             f"{'takes no' if cfg.symmetric else 'needs a'} zero-point entry"
         )
@@ -262,7 +262,7 @@ def _as_paramdict(target: Any) -> ParamDict:
         return ParamDict.from_module(target)
     if isinstance(target, Mapping):
         return ParamDict(target)
-    raise ParamscopeError(
+    raise ArgumentTypeError(
         "quantize: expected a ParamDict, a dict of tensors or a torch.nn.Module, "
         f"found {type(target).__name__}"
     )
@@ -303,8 +303,10 @@ def quantize(
         ``(new ParamDict, QuantReport)``.
 
     Raises:
-        ParamscopeError: invalid options, NaN/Inf values, a group size that does not divide a
-            last dimension, or a name that collides with an auxiliary entry.
+        ArgumentError: invalid options.
+        ArgumentTypeError: a target of a type it does not take.
+        EntryError: NaN/Inf values, a group size that does not divide a last dimension.
+        DuplicateNameError: a name that collides with an auxiliary entry.
 
     Example:
         >>> import torch
@@ -355,7 +357,7 @@ def quantize(
         else:
             for aux in (scale_name(name), zero_name(name)):
                 if aux in taken:
-                    raise ParamscopeError(
+                    raise DuplicateNameError(
                         f"entry {name!r}: its auxiliary name {aux!r} is already an entry; "
                         "rename or skip one of them"
                     )
@@ -387,7 +389,7 @@ def dequantize(pd: ParamDict) -> ParamDict:
 
     Raises:
         MissingNameError: a scale or zero entry named by a quantised entry is missing.
-        ParamscopeError: a quantisation record is malformed or disagrees with the shapes.
+        EntryError: a quantisation record is malformed or disagrees with the shapes.
 
     Example:
         >>> import torch
@@ -414,14 +416,14 @@ def dequantize(pd: ParamDict) -> ParamDict:
                 if ref == name or is_quantized_entry(pd.meta(ref).extra):
                     # never drop data: a scale that is the entry itself (or another
                     # quantised entry) would remove that entry from the result
-                    raise ParamscopeError(
+                    raise EntryError(
                         f"entry {name!r}: expected its quantisation {key} to name a separate "
                         f"scale/zero entry, found {ref!r}, which is "
                         + ("the entry itself" if ref == name else "quantised data itself")
                     )
                 aux.add(ref)
             if qm.get("zero") is not None and qm.get("zero") == qm.get("scale"):
-                raise ParamscopeError(
+                raise EntryError(
                     f"entry {name!r}: its quantisation scale and zero both name "
                     f"{qm['scale']!r}; expected two entries"
                 )

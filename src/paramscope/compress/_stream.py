@@ -69,7 +69,15 @@ def prune_file(
         The :class:`~paramscope.compress._prune.SparsityReport`.
 
     Example:
-        >>> # prune_file("model.safetensors", "pruned.safetensors", 0.5)
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> w = torch.arange(1.0, 9.0).reshape(2, 4)
+        >>> src = paramscope.save({"w": w, "b": torch.ones(2)}, f"{d}/model.safetensors")
+        >>> report = prune_file(src, f"{d}/pruned.safetensors", 0.5)  # "b" (1-D) is left
+        >>> [(t["name"], t["elements"], t["zeros"]) for t in report.tensors]
+        [('w', 8, 4)]
+        >>> paramscope.load(f"{d}/pruned.safetensors")["w"].tolist()
+        [[0.0, 0.0, 0.0, 0.0], [5.0, 6.0, 7.0, 8.0]]
     """
     import torch
 
@@ -81,11 +89,12 @@ def prune_file(
     scope_ = P._option(P.Scope, "scope", scope)
     method_ = P._option(P.Method, "method", method)
     if structure_ in (P.Structure.ROWS, P.Structure.CHANNELS) and scope_ is P.Scope.GLOBAL:
-        raise P.ParamscopeError(
-            f"structure {structure!r}: pruning whole slices needs "
-            "scope='layer' (global ranking of rows is ambiguous)"
+        raise P.ArgumentError(
+            f"prune: structure={structure!r} with scope='global': slices of different tensors "
+            "differ in size, so a global ranking cannot give an exact amount; pass "
+            "scope='layer' (--scope layer)"
         )
-    report = P.SparsityReport()
+    report = P.SparsityReport(source=os.fspath(src), output=os.fspath(dst))
     with SourceReader(src) as reader:
         ruled = [
             e
@@ -257,7 +266,16 @@ def quantize_file(
         The :class:`~paramscope.compress._qreport.QuantReport`.
 
     Example:
-        >>> # quantize_file("model.safetensors", "model-int8.safetensors", bits=8)
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> w = torch.arange(1.0, 9.0).reshape(2, 4)
+        >>> src = paramscope.save({"w": w, "b": torch.ones(2)}, f"{d}/model.safetensors")
+        >>> report = quantize_file(src, f"{d}/model-int8.safetensors", bits=8)
+        >>> [(t["name"], t["bytes_before"], t["bytes_after"]) for t in report.tensors]
+        [('w', 32, 16)]
+        >>> back = paramscope.load(f"{d}/model-int8.safetensors", dequantize=True)
+        >>> (back["w"] - w).abs().max() <= w.abs().amax(1).max() / 127  # one int8 step
+        tensor(True)
     """
     from .._quantstore import scale_name, zero_name
     from ._qkernels import QuantConfig, quantize_tensor
@@ -265,7 +283,7 @@ def quantize_file(
     from ._quantize import should_quantize
 
     cfg = QuantConfig(bits, scheme, group_size if group_size is not None else granularity)
-    report = QuantReport()
+    report = QuantReport(source=os.fspath(src), output=os.fspath(dst))
     with SourceReader(src) as reader:
         ruled = [
             e

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -295,15 +296,53 @@ class Count:
             "tree": self.tree.to_dict(depth),
         }
 
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope count`` prints: totals with short forms, bytes by
+        dtype, ties, nonzeros of pruned tensors, notes.
 
-def to_manifest(source: Any) -> Manifest:
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            The text, without a final newline; strings from files are escaped.
+
+        Example:
+            >>> from paramscope import DType, Entry, Manifest, count
+            >>> print(count(Manifest([Entry("w", (3, 4), DType.F32)])).to_text())
+            (in memory)  [paramdict, roles exact]
+              params                     12  (12)
+              trainable                  12  (12)
+              frozen                      0  (0)
+              buffers                     0  (0)
+              bytes                      48  (48 B)
+              entries                     1
+              F32                        12  elements, 48 B
+        """
+        from .._text import printable_tree
+        from ._render import count_text
+
+        return count_text(printable_tree(self.to_dict(depth=0)))
+
+
+def to_manifest(source: Any, what: str = "count") -> Manifest:
     """Any countable source as a :class:`Manifest`.
 
     Args:
         source: a path, a Manifest, a ParamDict, a ``torch.nn.Module`` or a dict of tensors.
+        what: the public function asking, for the message (``"diagram"``, ``"inspect"`` …).
 
     Returns:
         The manifest (read from headers for paths).
+
+    Raises:
+        ArgumentTypeError: ``source`` is none of those.
+
+    Example:
+        >>> to_manifest(42, "diagram")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.ArgumentTypeError: diagram: expected a checkpoint path or TARGET ...
     """
     if isinstance(source, Manifest):
         return source
@@ -321,8 +360,12 @@ def to_manifest(source: Any) -> Manifest:
         return scan_module(source).manifest()
     if isinstance(source, dict):
         return ParamDict(source).manifest()
-    raise TypeError(
-        f"count: expected a path, Manifest, ParamDict or nn.Module, found {type(source).__name__}"
+    from .._errors import ArgumentTypeError
+
+    raise ArgumentTypeError(
+        f"{what}: expected a checkpoint path or TARGET (zoo:NAME, package.module:callable, "
+        "config.json), a Manifest, a ParamDict, a dict of tensors or a torch.nn.Module, "
+        f"found {type(source).__name__} {reprlib.repr(source)}"
     )
 
 
@@ -374,9 +417,11 @@ def count(
         >>> c.params, c.ties
         (12, [['a', 'b']])
     """
+    label = None
     if isinstance(source, (str, os.PathLike)):  # a TARGET: checkpoint, zoo:, config …
         from .._targets import resolve_source
 
+        label = os.fspath(source)
         source = resolve_source(source)
     scan = None
     if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, dict)):
@@ -432,6 +477,8 @@ def count(
     elif values and digests:
         notes.append(f"no ties found by content among {len(digests)} non-constant parameters")
     c.notes.extend(notes)
+    if c.source is None:  # a model built from a TARGET: named by the TARGET as given
+        c.source = label
     return c
 
 
@@ -883,6 +930,31 @@ class Inspection:
             "notes": t.notes,
         }
 
+    def to_text(self, width: int | None = None, *, rows: int | None = None) -> str:
+        """The human form ``paramscope inspect`` prints: a table of the groups and their
+        entries with subtotals, then the total.
+
+        Args:
+            width: the table width (``None``: unlimited, nothing is cut or wrapped).
+            rows: the most table rows (groups and entries) shown, the rest counted in a line
+                (default :data:`~paramscope.counting._render.INSPECT_ROWS`, 1,000);
+                :meth:`to_dict` always lists every entry.
+
+        Returns:
+            The text, without a final newline; strings from files are escaped.
+
+        Example:
+            >>> from paramscope import DType, Entry, Manifest, inspect
+            >>> m = Manifest([Entry("fc.w", (2, 3), DType.F32), Entry("fc.b", (2,), DType.F32)])
+            >>> print(inspect(m).to_text().splitlines()[-1])
+            params 8 (trainable 8, frozen 0), buffers 0, 32 B
+        """
+        from .._text import printable_tree
+        from ._render import INSPECT_ROWS, inspect_text, limit_rows
+
+        cut = limit_rows(self.to_dict(stream=True), INSPECT_ROWS if rows is None else rows)
+        return inspect_text(printable_tree(cut), width)
+
 
 def inspect(source: Any, *, depth: int = 1, pattern: Pattern | None = None) -> Inspection:
     """Entries grouped by name prefix to ``depth``, with subtotals that add up to the total.
@@ -905,7 +977,7 @@ def inspect(source: Any, *, depth: int = 1, pattern: Pattern | None = None) -> I
         >>> [(g.prefix, g.params) for g in ins.groups]
         [('0', 10)]
     """
-    m = to_manifest(source)
+    m = to_manifest(source, "inspect")
     if pattern is not None:
         selected = m.select(pattern)
         if not len(selected):

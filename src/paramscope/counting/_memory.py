@@ -20,12 +20,13 @@ Rules (bytes per trainable parameter, Ψ parameters, N GPUs):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._dtypes import DType, parse_dtype
 from .._enums import Role, StrEnum
-from .._errors import ParamscopeError
+from .._errors import ArgumentError
 from .._manifest import Manifest
 
 __all__ = ["MemoryEstimate", "Optimizer", "estimate_memory", "parse_dtype"]
@@ -61,6 +62,7 @@ class MemoryEstimate:
         settings: the options used.
         notes: what is and is not included, the source's own notes too (lazy tensors left
             out, packed or quantised weights, …).
+        source: the source as given (a path or TARGET), ``None`` for an object in memory.
     """
 
     params: int
@@ -75,13 +77,14 @@ class MemoryEstimate:
     total_bytes: int
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form used by ``paramscope memory --json``.
 
         Returns:
             ``total_bytes, per_gpu_bytes, breakdown, per_gpu, params, trainable, settings,
-            notes``.
+            notes, source``.
         """
         return {
             "total_bytes": self.total_bytes,
@@ -98,7 +101,30 @@ class MemoryEstimate:
             "trainable": self.trainable,
             "settings": self.settings,
             "notes": self.notes,
+            "source": self.source,
         }
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope memory`` prints: each part for the whole model and per
+        GPU, the totals and the notes.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            The text, without a final newline; strings are escaped for a terminal.
+
+        Example:
+            >>> from paramscope import Manifest, Entry, DType
+            >>> e = estimate_memory(Manifest([Entry("w", (1000, 1000), DType.F32)]))
+            >>> print(e.to_text().splitlines()[-2])
+              total, all GPUs            4.0 MB
+        """
+        from .._text import printable_tree
+        from ._render import memory_text
+
+        return memory_text(printable_tree(self.to_dict()))
 
 
 def _state_elements(opt: Optimizer, shape: tuple[int, ...], numel: int) -> int:
@@ -139,8 +165,9 @@ def estimate_memory(
         A :class:`MemoryEstimate`.
 
     Raises:
-        ParamscopeError: invalid options (stage outside 0–3, fewer than one GPU, fp32 with
+        ArgumentError: invalid options (stage outside 0–3, fewer than one GPU, fp32 with
             mixed precision, unknown optimizer or dtype).
+        ArgumentTypeError: a source of a type it does not take.
 
     Example:
         >>> from paramscope import Manifest, Entry, DType
@@ -152,23 +179,32 @@ def estimate_memory(
     from ._count import to_manifest
 
     if zero_stage not in (0, 1, 2, 3):
-        raise ParamscopeError(f"zero_stage {zero_stage!r}: expected 0, 1, 2 or 3")
-    if not isinstance(num_gpus, int) or num_gpus < 1:
-        raise ParamscopeError(f"num_gpus {num_gpus!r}: expected a positive integer")
+        raise ArgumentError(
+            f"estimate_memory: zero_stage={zero_stage!r}: expected 0, 1, 2 or 3 (0: none, "
+            "1: optimizer states sharded, 2: + gradients, 3: + weights)"
+        )
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise ArgumentError(
+            f"estimate_memory: num_gpus={num_gpus!r}: expected a positive int, the "
+            "data-parallel GPUs"
+        )
     try:
         opt = Optimizer(str(optimizer).lower())
     except ValueError:
-        raise ParamscopeError(
-            f"optimizer {optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}"
+        raise ArgumentError(
+            f"estimate_memory: optimizer={optimizer!r}: expected one of "
+            f"{', '.join(repr(o.value) for o in Optimizer)}"
         ) from None
     run_dtype = parse_dtype(dtype) if dtype is not None else None
     if mixed_precision:
         run_dtype = run_dtype or DType.BF16
         if run_dtype.bits != 16:
-            raise ParamscopeError(
-                f"dtype {run_dtype.value}: mixed precision runs in a 16-bit dtype (bf16 or fp16)"
+            raise ArgumentError(
+                f"estimate_memory: dtype={dtype!r} with mixed_precision=True: mixed precision "
+                "runs in a 16-bit dtype; pass dtype='bf16' or 'fp16', or drop "
+                "mixed_precision"
             )
-    m: Manifest = to_manifest(source)
+    m: Manifest = to_manifest(source, "estimate_memory")
     params = trainable = weights = buffers = grads = states = master = 0
     for e in m.values():
         if e.tie is not None:
@@ -228,4 +264,5 @@ def estimate_memory(
             "num_gpus": num_gpus,
         },
         notes=notes,
+        source=os.fspath(source) if isinstance(source, (str, os.PathLike)) else m.source,
     )

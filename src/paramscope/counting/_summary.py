@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Role
-from .._errors import ParamscopeError
+from .._errors import ArgumentTypeError, TargetError
+from .._names import Pattern
 from ._count import Count, count_manifest
 from ._module import ModuleScan, scan_module
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModuleNode", "Summary", "summary"]
+__all__ = ["ModuleNode", "Summary", "filter_tree", "summary"]
 
 
 @dataclass
@@ -92,12 +94,39 @@ class Summary:
         root: the module tree.
         by_type: layer type → ``{"modules", "params"}`` (unique instances, their own params).
         depth: the depth shown by default.
+        filter: the module-path pattern the shown tree is narrowed to (see :meth:`shown`).
     """
 
     total: Count
     root: ModuleNode
     by_type: dict[str, dict[str, int]]
     depth: int | None = None
+    filter: Pattern | None = None
+    _shown: ModuleNode | None = field(default=None, repr=False, compare=False)
+
+    def shown(self) -> ModuleNode:
+        """The tree as shown: :attr:`root` down to :attr:`depth`, narrowed to the module
+        paths that match :attr:`filter` (with their ancestors; the root is always kept).
+
+        Returns:
+            A pruned copy of the tree (the root itself without a filter).
+
+        Raises:
+            MissingNameError: the filter matches no module path down to :attr:`depth`: the
+                message names the depth that would show a deeper match, or suggests close
+                paths, or says that it matches parameter names (``*.weight``) instead.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+            >>> [c.path for c in summary(model, pattern="0").shown().children]
+            ['0']
+        """
+        if self.filter is None:
+            return self.root
+        if self._shown is None:
+            self._shown = filter_tree(self.root, self.filter, self.depth)
+        return self._shown
 
     def rows(self, depth: int | None = None) -> list[tuple[int, ModuleNode]]:
         """The tree flattened to ``(level, node)`` rows down to ``depth``.
@@ -130,19 +159,47 @@ class Summary:
         formulas = {n.path: n.formula for _, n in self.rows(None) if n.formula is not None}
         total = self.total.to_dict(depth=0)
         total.pop("tree", None)
-        return {
+        out = {
             "total": total,
             "depth": self.depth,
-            "tree": self.root.to_dict(self.depth),
+            "tree": self.shown().to_dict(self.depth),
             "by_type": self.by_type,
             "ties": self.total.ties,
             "shared": self.total.shared,
             "formulas": formulas,
         }
+        if self.filter is not None:
+            out["filter"] = self.filter
+        return out
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope inspect TARGET`` prints for a model: the module tree
+        (runs of identical blocks as one row), totals, the by-layer-type table, ties, shared
+        modules, pruned tensors and notes.
+
+        Args:
+            width: the table width (``None``: unlimited, nothing is cut or wrapped).
+
+        Returns:
+            The text, without a final newline; strings are escaped for a terminal.
+
+        Example:
+            >>> import torch
+            >>> s = summary(torch.nn.Sequential(torch.nn.Linear(784, 10)), depth=1)
+            >>> print(s.to_text().splitlines()[5])
+               0      Linear        7,850   7,850             784×10 + 10 = 7,850
+        """
+        from .._text import printable_tree
+        from ._render import summary_text
+
+        return summary_text(printable_tree(self.to_dict()), width)
 
 
 def summary(
-    model: torch.nn.Module | str | os.PathLike[str], *, depth: int | None = None
+    model: torch.nn.Module | str | os.PathLike[str],
+    *,
+    depth: int | None = None,
+    pattern: Pattern | None = None,
 ) -> Summary:
     """Summarise a module: totals, a module tree, a by-layer-type table, ties and formulas.
 
@@ -154,13 +211,18 @@ def summary(
         model: the module, or a model TARGET (``zoo:NAME``, ``package.module:callable``, an
             HF ``config.json``), built on the meta device.
         depth: how deep :meth:`Summary.rows` and the JSON tree go by default (``None``: all).
+        pattern: show only the module paths matching this glob / ``re:`` pattern (and their
+            ancestors) down to ``depth`` (:meth:`Summary.shown`); counts stay the whole
+            model's.
 
     Returns:
         A :class:`Summary`.
 
     Raises:
-        ParamscopeError: ``model`` is a checkpoint path (a file has no module tree: use
-            :func:`paramscope.inspect`) or neither a module nor a TARGET.
+        MissingNameError: ``pattern`` matches no module path down to ``depth``.
+        TargetError: ``model`` is a checkpoint path (a file has no module tree: use
+            :func:`paramscope.inspect`).
+        ArgumentTypeError: ``model`` is neither a module nor a TARGET.
 
     Example:
         >>> import torch
@@ -168,22 +230,24 @@ def summary(
         >>> s.root.params, s.root.children[0].formula["expression"]
         (7850, '784×10 + 10 = 7,850')
     """
+    spec = None  # the TARGET as given, which names the summary's source
     if isinstance(model, (str, os.PathLike)):
         from .._targets import resolve_target
 
         spec = os.fspath(model)
         model = resolve_target(spec)
         if isinstance(model, str):
-            raise ParamscopeError(
+            raise TargetError(
                 f"{spec}: summary needs a model (an nn.Module, zoo:NAME, package.module:callable "
                 "or an HF config.json); a checkpoint has no module tree: use paramscope.inspect"
             )
     if not hasattr(model, "_modules"):
-        raise ParamscopeError(
+        raise ArgumentTypeError(
             f"summary: expected an nn.Module or a model TARGET, found {type(model).__name__}"
         )
     scan = scan_module(model)
     total = count_manifest(scan.manifest())
+    total.source = spec
     total.uninitialized = scan.uninitialized
     total.pruned = scan.pruned
     total.shared = scan.shared
@@ -194,7 +258,85 @@ def summary(
         row["modules"] += 1
         row["params"] += nodes[path].own_params
     ordered = dict(sorted(by_type.items(), key=lambda kv: -kv[1]["params"]))
-    return Summary(total, nodes[""], ordered, depth)
+    shown = None
+    if pattern is not None:
+        params = [e.name for e in scan.entries if e.role is Role.PARAM]
+        shown = filter_tree(nodes[""], pattern, depth, params)
+    return Summary(total, nodes[""], ordered, depth, pattern, shown)
+
+
+def filter_tree(
+    root: ModuleNode,
+    pattern: Pattern,
+    depth: int | None = None,
+    param_names: Iterable[str] | None = None,
+) -> ModuleNode:
+    """Keep the nodes down to ``depth`` whose path matches ``pattern``, with their ancestors.
+
+    Args:
+        root: the module tree.
+        pattern: glob or ``re:`` regex on module paths.
+        depth: the levels below the root that are shown (``None``: all); a match deeper
+            than that is named in the error, with the depth that would show it.
+        param_names: the model's parameter names, to say so when the pattern matches those
+            (``*.weight``) rather than module paths.
+
+    Returns:
+        A pruned copy of the tree, cut at ``depth`` (the root is always kept).
+
+    Raises:
+        MissingNameError: nothing down to ``depth`` matches: the message names the
+            ``--depth`` that would show a deeper match, or suggests close paths and lists the
+            top-level ones.
+
+    Example:
+        >>> tree = ModuleNode("", "Net", children=[ModuleNode("fc", "Linear")])
+        >>> [c.path for c in filter_tree(tree, "f*").children]
+        ['fc']
+    """
+    from .._errors import MissingNameError
+    from .._names import compile_pattern, no_match
+
+    match = compile_pattern(pattern)
+
+    def keep(node: ModuleNode, left: int | None) -> ModuleNode | None:
+        below = node.children if left is None or left > 0 else []
+        step = None if left is None else left - 1
+        kids = [k for k in (keep(c, step) for c in below) if k is not None]
+        if kids or (node.path and match(node.path)):
+            return replace(node, children=kids)
+        return None
+
+    kept = keep(root, depth)
+    if kept is not None:
+        return kept
+
+    def walk(node: ModuleNode) -> Iterator[str]:
+        if node.path:
+            yield node.path
+        for c in node.children:
+            yield from walk(c)
+
+    names = list(walk(root))
+    shown = pattern if isinstance(pattern, str) else ", ".join(pattern)
+    deeper = sorted((p for p in names if match(p)), key=lambda p: (p.count("."), p))
+    if deeper:
+        more = f" and {len(deeper) - 1} more" if len(deeper) > 1 else ""
+        need = deeper[0].count(".") + 1
+        raise MissingNameError(
+            f"filter {shown!r} matches no module path in the tree shown; {deeper[0]!r}{more} "
+            f"{'match' if more else 'matches'} deeper: use --depth {need} or more "
+            f"(depth={need})"
+        )
+    error = no_match(pattern, names, what="module path")
+    hits = [n for n in param_names or () if match(n)]
+    if hits:
+        owner = hits[0].rpartition(".")[0] or "(root)"
+        raise type(error)(
+            f"{error}; it matches parameter names ({hits[0]!r}…): for a model, --filter "
+            f"(pattern=) selects module paths such as {owner!r}"
+        )
+    raise error
 
 
 def _build_tree(scan: ModuleScan) -> dict[str, ModuleNode]:

@@ -18,13 +18,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Format
-from .._errors import ParamscopeError, SourceNotFoundError, UnknownFormatError
+from .._errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    FormatError,
+    SourceNotFoundError,
+    UnknownFormatError,
+    WriteError,
+)
 from .._files import check_kind
 from .._manifest import NO_EXTRA, Manifest
 from .._names import Pattern, compile_pattern
@@ -60,7 +68,7 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
     Raises:
         SourceNotFoundError: the path does not exist.
         UnknownFormatError: nothing readable is there.
-        ParamscopeError: the path is a model TARGET (``zoo:``, ``module:callable``, an HF
+        TargetError: the path is a model TARGET (``zoo:``, ``module:callable``, an HF
             ``config.json``), not a checkpoint.
     """
     p = Path(path)
@@ -106,7 +114,13 @@ def detect_format(path: str | os.PathLike[str] | ByteSource) -> Format:
         UnknownFormatError: the bytes match no supported format.
 
     Example:
-        >>> # detect_format("weights.bin") -> Format.SAFETENSORS if it is one
+        >>> import tempfile, torch
+        >>> d = tempfile.mkdtemp()
+        >>> detect_format(save({"w": torch.ones(2)}, f"{d}/weights.bin"))  # named .bin
+        <Format.SAFETENSORS: 'safetensors'>
+        >>> torch.save({"w": torch.ones(2)}, f"{d}/weights.safetensors")  # named .safetensors
+        >>> detect_format(f"{d}/weights.safetensors")
+        <Format.TORCH: 'torch'>
     """
     with opened(path) as src:
         return _detect(src)
@@ -175,10 +189,14 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     Raises:
         SourceNotFoundError, UnknownFormatError, HeaderError, ShardIndexError,
         UnsafePickleError, FormatError: see their docs.
-        ParamscopeError: ``path`` is a model TARGET ("needs a checkpoint").
+        TargetError: ``path`` is a model TARGET ("needs a checkpoint").
 
     Example:
-        >>> # m = paramscope.io.read_manifest("gpt2/model.safetensors"); m["wte.weight"].shape
+        >>> import tempfile, torch
+        >>> path = save({"wte.weight": torch.zeros(50, 8)}, f"{tempfile.mkdtemp()}/m.safetensors")
+        >>> m = read_manifest(path)
+        >>> m["wte.weight"].shape, m["wte.weight"].dtype, m.format
+        ((50, 8), <DType.F32: 'F32'>, <Format.SAFETENSORS: 'safetensors'>)
     """
     file, fmt = resolve(path)
     if fmt is Format.SAFETENSORS:
@@ -227,11 +245,15 @@ def load(
         The ParamDict (``.metadata`` holds the file's free metadata).
 
     Raises:
-        Everything :func:`read_manifest` raises; ParamscopeError for ``dequantize=True``
+        Everything :func:`read_manifest` raises; ArgumentError for ``dequantize=True``
         with no codec registered.
 
     Example:
-        >>> # pd = paramscope.io.load("model.safetensors", select="encoder.*")
+        >>> import tempfile, torch
+        >>> sd = {"encoder.w": torch.ones(2), "encoder.b": torch.zeros(2), "head.w": torch.ones(3)}
+        >>> pd = load(save(sd, f"{tempfile.mkdtemp()}/m.safetensors"), select="encoder.*")
+        >>> sorted(pd), pd["encoder.w"].tolist()
+        (['encoder.b', 'encoder.w'], [1.0, 1.0])
     """
     pd = _load(path, select)
     if dequantize:
@@ -306,7 +328,7 @@ def _load_lazily(file: Path, m: Manifest, wanted: list[str]) -> ParamDict:
             stored = e.tie or n
             loc = e.location if e.tie is None else m[stored].location
             if loc is None:  # pragma: no cover - stored entries always have a location
-                raise ParamscopeError(f"{file}: entry {stored!r} has no stored bytes")
+                raise FormatError(file, f"entry {stored!r} has no stored bytes")
             if _NAME.fullmatch(n) is None:
                 validate_name(n)  # raises, naming the bad segment
             if n in order:  # pragma: no cover - a manifest's names are unique
@@ -400,14 +422,31 @@ def save(
 
     Raises:
         UnsupportedDTypeError: a tensor is on the meta device or has a dtype safetensors lacks.
-        ParamscopeError: ``metadata`` is not str → str; a sharded ``path`` is a file or holds
-            a DCP checkpoint.
+        ArgumentTypeError: ``source`` is not a ParamDict, dict or module; ``metadata`` is not
+            str → str, or an entry's extra metadata is not JSON-able.
+        ArgumentError: an unknown ``format``, or an option that does not apply to it.
+        WriteError: ``path`` is a folder (without ``max_shard_size``), a sharded ``path`` is
+            a file or holds a DCP checkpoint.
         OSError: writing failed (a full disk); the message names the destination file, and
             the destination is left as it was.
 
     Example:
-        >>> # paramscope.save(pd, "model.safetensors")
-        >>> # paramscope.save(pd, "ckpt/", max_shard_size="5GB")
+        >>> import tempfile, torch
+        >>> from paramscope import ParamDict
+        >>> pd = ParamDict({"a.w": torch.randn(30, 4), "b.w": torch.randn(30, 4)})
+        >>> pd.tie("c.w", "a.w")
+        >>> d = tempfile.mkdtemp()
+        >>> save(pd, f"{d}/model.safetensors").name
+        'model.safetensors'
+        >>> index = save(pd, f"{d}/ckpt", max_shard_size="500B")  # 480 bytes per tensor
+        >>> for name in sorted(p.name for p in index.parent.iterdir()):
+        ...     print(name)
+        model-00001-of-00002.safetensors
+        model-00002-of-00002.safetensors
+        model.safetensors.index.json
+        >>> back = load(index)
+        >>> back["c.w"] is back["a.w"], torch.equal(back["b.w"], pd["b.w"])
+        (True, True)
     """
     from . import _sharded, _writer
 
@@ -416,17 +455,30 @@ def save(
         from . import _dcp
 
         if max_shard_size is not None:
-            raise ParamscopeError("save: max_shard_size does not apply to format='dcp'")
+            raise ArgumentError(
+                f"save: max_shard_size={max_shard_size!r} splits safetensors files; "
+                "format='dcp' writes its own chunks: drop max_shard_size=, or use "
+                "format='safetensors'"
+            )
         pd.metadata.update(dict(metadata or {}))
         return Path(_dcp.save_dcp(pd, path))
     if format != "safetensors":
-        raise ParamscopeError(f"save: format {format!r}: expected 'safetensors' or 'dcp'")
+        raise ArgumentError(
+            f"save: format={format!r}: expected 'safetensors' or 'dcp' (paramscope reads "
+            ".pt/.bin/.npz but writes only these two)"
+        )
     meta = {**pd.metadata, **dict(metadata or {})}
     bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
-        raise ParamscopeError(f"metadata key {bad[0]!r}: expected str → str")
+        raise ArgumentTypeError(
+            f"save: metadata[{bad[0]!r}] = {reprlib.repr(meta[bad[0]])}: safetensors metadata "
+            "maps str to str; convert the key and the value to str (json.dumps for structures)"
+        )
     if _safetensors.META_KEY in meta:
-        raise ParamscopeError(f"metadata key {_safetensors.META_KEY!r} is reserved for paramscope")
+        raise ArgumentError(
+            f"save: metadata key {_safetensors.META_KEY!r} is reserved for paramscope's own "
+            "record; choose another key"
+        )
     entries = [_writer.StoredEntry(n, pd[n], pd.meta(n).to_json()) for n in pd.stored()]
     aliases = {a: pd.alias_of(a) or "" for a in pd if pd.alias_of(a) is not None}
     alias_meta = {a: pd.meta(a).to_json() for a in aliases}
@@ -443,8 +495,10 @@ def save(
         )
     dest = Path(path)
     if dest.is_dir():
-        raise ParamscopeError(
-            f"{dest}: is a folder; give a file name, or max_shard_size= to write shards into it"
+        raise WriteError(
+            f"save: {os.fspath(path)!r} is a folder; give a file name (e.g. "
+            f"{os.path.join(os.fspath(path), 'model.safetensors')!r}), or max_shard_size= to "
+            "write shards into it"
         )
     _writer.write_file(
         dest, entries, aliases=aliases, alias_meta=alias_meta, metadata=meta, fsync=fsync
@@ -457,7 +511,10 @@ def _check_json(pd: ParamDict) -> None:
         try:
             json.dumps(pd.meta(n).to_json())
         except (TypeError, ValueError) as exc:
-            raise ParamscopeError(f"entry {n!r}: extra metadata is not JSON-able: {exc}") from None
+            raise ArgumentTypeError(
+                f"save: entry {n!r}: its extra metadata is not JSON-able ({exc}); keep "
+                "numbers, strings, lists and dicts there"
+            ) from None
 
 
 def _as_paramdict(source: Any) -> ParamDict:
@@ -469,7 +526,7 @@ def _as_paramdict(source: Any) -> ParamDict:
         return ParamDict(source)
     if hasattr(source, "named_parameters"):
         return ParamDict.from_module(source)
-    raise ParamscopeError(
+    raise ArgumentTypeError(
         "save: expected a ParamDict, a dict of tensors or an nn.Module, "
         f"found {type(source).__name__}"
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError
 
 if TYPE_CHECKING:
     from .._paramdict import ParamDict
@@ -68,13 +68,23 @@ def dequantize(pd: ParamDict) -> ParamDict:
         The ParamDict with quantised entries restored.
 
     Raises:
-        ParamscopeError: no codec is registered.
+        ArgumentError: no codec is registered.
 
     Example:
-        >>> # dequantize(paramscope.io.load("model-int8.safetensors"))
+        >>> import tempfile, torch, paramscope
+        >>> import paramscope.compress  # registers paramscope's int8 / int4 codec
+        >>> w = torch.arange(8.0).reshape(2, 4)
+        >>> qpd, _ = paramscope.quantize({"w": w})
+        >>> path = paramscope.save(qpd, f"{tempfile.mkdtemp()}/model-int8.safetensors")
+        >>> pd = paramscope.io.load(path)
+        >>> sorted(pd), pd["w"].dtype
+        (['w', 'w__qscale'], torch.int8)
+        >>> back = dequantize(pd)
+        >>> sorted(back), back["w"].dtype, bool((back["w"] - w).abs().max() < 0.03)
+        (['w'], torch.float32, True)
     """
     if not _CODECS:
-        raise ParamscopeError(
+        raise ArgumentError(
             "load(dequantize=True): no codec is registered; use paramscope.load, or import "
             "paramscope.compress first (it registers paramscope's int8 / int4 codec)"
         )

@@ -59,7 +59,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from .._atomic import atomic_write
 from .._dtypes import DType
 from .._enums import Format, Role, RoleSource
-from .._errors import FormatError, ParamscopeError, SourceNotFoundError
+from .._errors import ArgumentTypeError, FormatError, SourceNotFoundError, WriteError
 from .._manifest import Entry, Manifest, infer_role
 from .._names import Pattern, compile_pattern
 from ._dcp_layout import check_chunk_files, check_metadata
@@ -107,8 +107,10 @@ def is_dcp_dir(path: str | os.PathLike[str]) -> bool:
         ``True`` for a folder with ``.metadata`` in it.
 
     Example:
-        >>> is_dcp_dir(".")
-        False
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> is_dcp_dir(d), is_dcp_dir(save_dcp({"w": torch.ones(2)}, f"{d}/ckpt"))
+        (False, True)
     """
     p = Path(path)
     return p.is_dir() and (p / METADATA_NAME).is_file()
@@ -147,7 +149,11 @@ def read_dcp_metadata(path: str | os.PathLike[str]) -> _md.Metadata:
             type, or a tensor's chunks do not tile it.
 
     Example:
-        >>> # md = read_dcp_metadata("ckpt/"); md.state_dict_metadata["fc.weight"].size
+        >>> import tempfile
+        >>> folder = save_dcp({"fc.weight": torch.ones(2, 3)}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> md = read_dcp_metadata(folder)
+        >>> md.state_dict_metadata["fc.weight"].size
+        torch.Size([2, 3])
     """
     file = _metadata_file(path)
     spath = os.fspath(file)
@@ -214,7 +220,12 @@ def read_dcp_manifest(path: str | os.PathLike[str]) -> Manifest:
         UnsupportedDTypeError: a tensor dtype paramscope has no name for.
 
     Example:
-        >>> # m = read_dcp_manifest("ckpt/"); m["fc.weight"].shape
+        >>> import tempfile
+        >>> w = torch.ones(2, 3)
+        >>> folder = save_dcp({"fc.weight": w, "head.weight": w}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> m = read_dcp_manifest(folder)
+        >>> m["fc.weight"].shape, m.format.value, m.ties()
+        ((2, 3), 'dcp', [['fc.weight', 'head.weight']])
     """
     file = _metadata_file(path)
     return _manifest(file, read_dcp_metadata(file))
@@ -378,7 +389,16 @@ class SafeFileSystemReader(FileSystemReader):
         path: the checkpoint folder.
 
     Example:
-        >>> # dcp.load(state, storage_reader=SafeFileSystemReader("ckpt/"))
+        >>> import tempfile, warnings
+        >>> import torch.distributed.checkpoint as dcp
+        >>> w = torch.arange(6.0).reshape(2, 3)
+        >>> folder = save_dcp({"fc.weight": w}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> state = {"fc.weight": torch.zeros(2, 3)}
+        >>> with warnings.catch_warnings():  # torch says it loads in one process
+        ...     warnings.simplefilter("ignore")
+        ...     dcp.load(state, storage_reader=SafeFileSystemReader(folder), no_dist=True)
+        >>> torch.equal(state["fc.weight"], w)
+        True
     """
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> _md.Metadata:
@@ -497,12 +517,31 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
         The folder.
 
     Raises:
-        ParamscopeError: ``source`` is neither; extra metadata is not JSON-able; the DCP
-            save failed (the message names the folder and the cause); ``path`` is a file.
+        ArgumentTypeError: ``source`` is neither; extra metadata is not JSON-able.
+        WriteError: the DCP save failed (the message names the folder and the cause);
+            ``path`` is a file.
 
     Example:
-        >>> # save_dcp(pd, "ckpt/"); load_dcp("ckpt/")
-        >>> # dcp.load(model.state_dict(), checkpoint_id="ckpt/")  # plain torch, ties too
+        >>> import tempfile, warnings
+        >>> import torch.distributed.checkpoint as dcp
+        >>> from paramscope import ParamDict
+        >>> def tied_model() -> torch.nn.Module:
+        ...     emb, head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+        ...     head.weight = emb.weight
+        ...     return torch.nn.ModuleDict({"emb": emb, "head": head})
+        >>> model = tied_model()
+        >>> folder = save_dcp(ParamDict.from_module(model), f"{tempfile.mkdtemp()}/ckpt")
+        >>> sorted(p.name for p in folder.iterdir())
+        ['.metadata', '__0_0.distcp', 'paramscope.json']
+        >>> pd = load_dcp(folder)
+        >>> sorted(pd), pd["head.weight"] is pd["emb.weight"]
+        (['emb.weight', 'head.weight'], True)
+        >>> fresh = tied_model()  # plain torch finds every key of the model, the tie too
+        >>> with warnings.catch_warnings():  # torch says it loads in one process
+        ...     warnings.simplefilter("ignore")
+        ...     dcp.load(fresh.state_dict(), checkpoint_id=folder, no_dist=True)
+        >>> torch.equal(fresh.head.weight, model.emb.weight)
+        True
     """
     import dataclasses
     import errno
@@ -525,8 +564,8 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
     elif isinstance(source, Mapping):
         pd = ParamDict(source)
     else:
-        raise ParamscopeError(
-            f"save_dcp: expected a ParamDict or a dict of tensors, found {type(source).__name__}"
+        raise ArgumentTypeError(
+            f"save: expected a ParamDict or a dict of tensors, found {type(source).__name__}"
         )
     side = {
         "format": SIDECAR_FORMAT,
@@ -538,7 +577,9 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
     try:
         text = json.dumps(side, indent=1)
     except (TypeError, ValueError) as exc:
-        raise ParamscopeError(f"save_dcp: metadata is not JSON-able: {exc}") from None
+        raise ArgumentTypeError(
+            f"save: the metadata is not JSON-able ({exc}); keep str values there"
+        ) from None
     folder = Path(path)
     chunk = re.compile(r"__\d+_\d+(?:-[0-9a-f]+)?\.distcp")
 
@@ -547,12 +588,18 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
 
     exists = os.path.lexists(folder)
     if exists and not folder.is_dir():
-        raise ParamscopeError(f"{folder}: exists and is not a folder")
+        raise WriteError(
+            f"{folder}: is a file, and a DCP checkpoint is a folder; give a folder path, or "
+            "remove the file"
+        )
     parent = folder.parent if str(folder.parent) else Path(".")
     if exists:
         for name in (METADATA_NAME, SIDECAR_NAME):
             if (folder / name).is_dir() and not (folder / name).is_symlink():
-                raise ParamscopeError(f"{folder / name}: is a folder; cannot write the checkpoint")
+                raise WriteError(
+                    f"{folder / name}: is a folder where the checkpoint's {name} file goes; "
+                    "remove it, or choose another folder"
+                )
         clean_stale_temps(folder, "paramscope-dcp")  # temp folders a killed save left inside
     else:
         parent.mkdir(parents=True, exist_ok=True)
@@ -601,7 +648,7 @@ def save_dcp(source: ParamDict | Mapping[str, torch.Tensor], path: str | os.Path
             with _quiet_single_process():
                 torch.distributed.checkpoint.save(state, checkpoint_id=tmp, no_dist=True)
         except CheckpointException as exc:  # a BaseException: make it an ordinary error
-            raise ParamscopeError(f"{folder}: DCP save failed: {_first_line(exc)}") from None
+            raise WriteError(f"{folder}: DCP save failed: {_first_line(exc)}") from None
         except OSError as exc:  # name the destination, not the temp folder
             raise OSError(exc.errno, exc.strerror, os.fspath(folder)) from exc
         try:
@@ -648,7 +695,11 @@ def load_dcp(path: str | os.PathLike[str], *, select: Pattern | None = None) -> 
         Everything :func:`read_dcp_manifest` raises.
 
     Example:
-        >>> # pd = load_dcp("ckpt/", select="encoder.*")
+        >>> import tempfile
+        >>> sd = {"encoder.w": torch.ones(2), "encoder.b": torch.zeros(2), "head.w": torch.ones(3)}
+        >>> pd = load_dcp(save_dcp(sd, f"{tempfile.mkdtemp()}/ckpt"), select="encoder.*")
+        >>> sorted(pd), pd["encoder.w"].tolist()
+        (['encoder.b', 'encoder.w'], [1.0, 1.0])
     """
     from .._paramdict import EntryMeta, ParamDict
 
@@ -782,7 +833,12 @@ def iter_dcp_tensors(
         Everything :func:`read_dcp_manifest` raises.
 
     Example:
-        >>> # for name, t in iter_dcp_tensors("ckpt/"): print(name, t.sum())
+        >>> import tempfile
+        >>> sd = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2)}
+        >>> for name, t in iter_dcp_tensors(save_dcp(sd, f"{tempfile.mkdtemp()}/ckpt")):
+        ...     print(name, t.sum().item())
+        w 15.0
+        b 2.0
     """
     folder, md, m = _read_checked(path)
     reader = _CachedReader(folder, md)

@@ -188,7 +188,20 @@ def check_metadata(md: Any, path: str) -> Any:
         FormatError: naming the entry, what was expected and what was found.
 
     Example:
-        >>> # md = check_metadata(unpickle(f, name), name)
+        >>> import tempfile
+        >>> from paramscope.io._dcp import save_dcp
+        >>> from paramscope.io._dcp_pickle import unpickle
+        >>> folder = save_dcp({"w": torch.ones(2, 3)}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> name = str(folder / ".metadata")
+        >>> with open(name, "rb") as f:
+        ...     md = check_metadata(unpickle(f, name), name)
+        >>> md.state_dict_metadata["w"].size
+        torch.Size([2, 3])
+        >>> md.state_dict_metadata["w"].size = torch.Size([2, 4])  # one chunk of 2×3 in it
+        >>> check_metadata(md, name)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.FormatError: ...: entry 'w': its chunks do not tile its size (2, 4): ...
     """
     if type(md) is not _md.Metadata:
         raise FormatError(
@@ -266,7 +279,16 @@ def check_chunk_files(folder: str | os.PathLike[str], md: Any) -> None:
         FormatError: naming the chunk file and the entry.
 
     Example:
-        >>> # check_chunk_files("ckpt/", read_dcp_metadata("ckpt/"))
+        >>> import os, tempfile
+        >>> from paramscope.io._dcp import read_dcp_metadata, save_dcp
+        >>> folder = save_dcp({"w": torch.ones(2, 3)}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> md = read_dcp_metadata(folder)
+        >>> check_chunk_files(folder, md)  # fine: nothing to say
+        >>> os.truncate(folder / "__0_0.distcp", 10)
+        >>> check_chunk_files(folder, md)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.FormatError: ...__0_0.distcp: ... which holds 10 bytes (truncated?)
     """
     folder = Path(folder)
     root = folder.resolve()

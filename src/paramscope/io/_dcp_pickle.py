@@ -530,7 +530,18 @@ def unpickle(file: Any, path: str) -> Any:
         What the pickle holds.
 
     Example:
-        >>> # md = unpickle(open("ckpt/.metadata", "rb"), "ckpt/.metadata")
+        >>> import io, tempfile
+        >>> from paramscope.io._dcp import save_dcp
+        >>> folder = save_dcp({"w": torch.ones(2, 3)}, f"{tempfile.mkdtemp()}/ckpt")
+        >>> with open(folder / ".metadata", "rb") as f:
+        ...     md = unpickle(f, ".metadata")
+        >>> type(md).__name__, md.state_dict_metadata["w"].size
+        ('Metadata', torch.Size([2, 3]))
+        >>> evil = b"cos\\nsystem\\n(S'echo hi'\\ntR."  # os.system('echo hi')
+        >>> unpickle(io.BytesIO(evil), ".metadata")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.UnsafePickleError: ...os.system...
     """
     u = DcpUnpickler(file, path)
     return u.finish(u.load())

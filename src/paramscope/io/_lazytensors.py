@@ -147,7 +147,13 @@ class LazyTensors(dict):  # type: ignore[type-arg]
     Real tensors may be stored too (``d[name] = t``).
 
     Example:
-        >>> # pd = paramscope.load("model.safetensors"); pd._values  # a LazyTensors
+        >>> import tempfile, torch, paramscope
+        >>> path = paramscope.save({"b": torch.arange(3.0)}, f"{tempfile.mkdtemp()}/m.safetensors")
+        >>> lazy = paramscope.load(path)._values
+        >>> type(lazy).__name__, type(dict.__getitem__(lazy, "b")).__name__  # a header row
+        ('LazyTensors', 'tuple')
+        >>> lazy["b"].tolist(), lazy["b"] is lazy["b"]  # read: a tensor, kept
+        ([0.0, 1.0, 2.0], True)
     """
 
     __slots__ = ("_files",)

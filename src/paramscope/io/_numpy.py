@@ -175,7 +175,12 @@ def read_npz_manifest(path: str | os.PathLike[str]) -> Manifest:
         FormatError: unreadable archive or member header.
 
     Example:
-        >>> # read_npz_manifest("weights.npz")["fc.weight"].shape
+        >>> import tempfile, numpy as np
+        >>> path = f"{tempfile.mkdtemp()}/weights.npz"
+        >>> np.savez(path, **{"fc.weight": np.ones((2, 3), np.float32), "fc.bias": np.zeros(2)})
+        >>> m = read_npz_manifest(path)
+        >>> m["fc.weight"].shape, m["fc.bias"].dtype, m.roles
+        ((2, 3), <DType.F64: 'F64'>, <RoleSource.INFERRED: 'inferred'>)
     """
     spath = os.fspath(path)
     with opened(spath) as src:
@@ -236,7 +241,11 @@ def load_npz(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]
         FormatError: a member numpy cannot read, or reads otherwise than its header says.
 
     Example:
-        >>> # dict(load_npz("weights.npz"))["fc.weight"].shape
+        >>> import tempfile, numpy as np
+        >>> path = f"{tempfile.mkdtemp()}/weights.npz"
+        >>> np.savez(path, **{"fc.weight": np.ones((2, 3), np.float32), "fc.bias": np.zeros(2)})
+        >>> {name: (tuple(t.shape), t.dtype) for name, t in load_npz(path)}
+        {'fc.weight': ((2, 3), torch.float32), 'fc.bias': ((2,), torch.float64)}
     """
     spath = os.fspath(path)
     with opened(spath) as src:

@@ -39,11 +39,17 @@ class SourceReader:
         path: any checkpoint source (not a model TARGET: it has no values).
 
     Raises:
-        ParamscopeError: ``path`` names a model (``zoo:``, ``module:callable``, a config).
+        TargetError: ``path`` names a model (``zoo:``, ``module:callable``, a config).
 
     Example:
-        >>> # with SourceReader("model.safetensors") as r:
-        >>> #     for entry in r.entries: t = r.read(entry)
+        >>> import tempfile, torch, paramscope
+        >>> sd = {"w": torch.ones(2, 3), "b": torch.arange(3.0)}
+        >>> path = paramscope.save(sd, f"{tempfile.mkdtemp()}/model.safetensors")
+        >>> with SourceReader(path) as r:
+        ...     for entry in r.entries:
+        ...         print(entry.name, r.read(entry).sum().item())
+        w 6.0
+        b 3.0
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -131,7 +131,12 @@ def manifest_rows(h: Header, external: Mapping[str, Entry] | None = None) -> Ent
         HeaderError: an alias points at a name no file holds, or is also stored.
 
     Example:
-        >>> # rows = manifest_rows(parse_header("model.safetensors")); rows["wte.weight"].shape
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> path = paramscope.save({"wte.weight": torch.zeros(50, 8)}, f"{d}/model.safetensors")
+        >>> rows = manifest_rows(parse_header(path))
+        >>> rows["wte.weight"].shape, rows["wte.weight"].location.length
+        ((50, 8), 1600)
     """
     ps_meta = h.ps_meta
     ps_entries = (ps_meta or {}).get("entries", {})
@@ -212,7 +217,14 @@ def read_manifest(path: str | os.PathLike[str] | ByteSource) -> Manifest:
         HeaderError: the header breaks a rule of the format.
 
     Example:
-        >>> # read_manifest("model.safetensors").roles
+        >>> import tempfile, torch, paramscope
+        >>> from safetensors.torch import save_file
+        >>> d = tempfile.mkdtemp()
+        >>> read_manifest(paramscope.save({"w": torch.ones(2)}, f"{d}/ours.safetensors")).roles
+        <RoleSource.EXACT: 'exact'>
+        >>> save_file({"w": torch.ones(2)}, f"{d}/plain.safetensors")  # no paramscope metadata
+        >>> read_manifest(f"{d}/plain.safetensors").roles
+        <RoleSource.INFERRED: 'inferred'>
     """
     h = parse_header(path)
     exact = h.ps_meta is not None

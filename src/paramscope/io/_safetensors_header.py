@@ -52,7 +52,17 @@ def parse_header(source: str | os.PathLike[str] | ByteSource) -> Header:
         HeaderError: naming the file, the entry, what was expected and what was found.
 
     Example:
-        >>> # parse_header("model.safetensors").tensors["wte.weight"]
+        >>> import tempfile, torch, paramscope
+        >>> d = tempfile.mkdtemp()
+        >>> path = paramscope.save({"wte.weight": torch.zeros(50, 8)}, f"{d}/model.safetensors")
+        >>> parse_header(path).tensors["wte.weight"]  # dtype, shape, data start and end
+        (<DType.F32: 'F32'>, (50, 8), 0, 1600)
+        >>> with open(f"{d}/bad.safetensors", "wb") as f:
+        ...     _ = f.write((1 << 40).to_bytes(8, "little") + b"{}")
+        >>> parse_header(f"{d}/bad.safetensors")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.HeaderError: ...: header length 1099511627776 bytes exceeds the 100 MB...
     """
     with opened(source) as src:
         spath = src.name

@@ -34,7 +34,7 @@ from .._atomic import (
     temp_folder,
 )
 from .._enums import Format, RoleSource
-from .._errors import FormatError, ParamscopeError, ShardIndexError
+from .._errors import FormatError, ShardIndexError, WriteError
 from .._manifest import Entry, Manifest
 from . import _writer
 from ._source import open_source
@@ -118,7 +118,15 @@ def read_index(index: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         ShardIndexError: not a regular file, over the size limit, malformed JSON or structure.
 
     Example:
-        >>> # meta, weight_map = read_index("ckpt/model.safetensors.index.json")
+        >>> import tempfile, torch
+        >>> from paramscope.io import save
+        >>> sd = {"a": torch.ones(30, 4), "b": torch.ones(30, 4)}  # 480 bytes each
+        >>> index = save(sd, f"{tempfile.mkdtemp()}/ckpt", max_shard_size="500B")
+        >>> meta, weight_map = read_index(index)
+        >>> meta
+        {'total_size': 960, 'format': 'pt'}
+        >>> weight_map
+        {'a': 'model-00001-of-00002.safetensors', 'b': 'model-00002-of-00002.safetensors'}
     """
     spath = os.fspath(index)
     try:
@@ -325,8 +333,14 @@ def write_sharded(
         The index path, or the single file's path.
 
     Example:
-        >>> # write_sharded("ckpt", entries, max_size=5 << 30, aliases={}, alias_meta={},
-        >>> #               metadata={})
+        >>> import tempfile, torch
+        >>> from paramscope.io import load
+        >>> from paramscope.io._writer import StoredEntry
+        >>> entries = [StoredEntry(n, torch.ones(30, 4), {"role": "param"}) for n in "ab"]
+        >>> index = write_sharded(f"{tempfile.mkdtemp()}/ckpt", entries, max_size=500,
+        ...                       aliases={"c": "a"}, alias_meta={}, metadata={})
+        >>> index.name, sorted(load(index)), read_index(index)[1]["b"]
+        ('model.safetensors.index.json', ['a', 'b', 'c'], 'model-00002-of-00002.safetensors')
     """
     by_name = {e.name: e for e in entries}
     sizes = [(e.name, e.tensor.element_size() * e.tensor.numel()) for e in entries]
@@ -418,19 +432,29 @@ def write_shards(
         ``(the index or single file written, number of weight files)``.
 
     Raises:
-        ParamscopeError: ``folder`` is a file, holds a DCP checkpoint (``.metadata``, which
+        WriteError: ``folder`` is a file, holds a DCP checkpoint (``.metadata``, which
             readers would pick instead), or one of the names to write is a folder.
 
     Example:
-        >>> # write_shards("ckpt", [["a"], ["b"]], lambda path, names: ...)
+        >>> import tempfile, torch
+        >>> from paramscope.io._writer import StoredEntry, write_file
+        >>> tensors = {"a": torch.ones(2), "b": torch.zeros(3)}
+        >>> def write_one(path: str, names: list[str]) -> int:
+        ...     return write_file(path, [StoredEntry(n, tensors[n], {}) for n in names])
+        >>> index, files = write_shards(f"{tempfile.mkdtemp()}/ckpt", [["a"], ["b"]], write_one)
+        >>> index.name, files, read_index(index)[0]["total_size"]
+        ('model.safetensors.index.json', 2, 20)
     """
     folder = Path(folder)
     index_name = f"{prefix}.safetensors.index.json"
     exists = os.path.lexists(folder)
     if exists and not folder.is_dir():
-        raise ParamscopeError(f"{folder}: exists and is not a folder")
+        raise WriteError(
+            f"{folder}: is a file, and shards go into a folder; give a folder path, or "
+            "drop max_shard_size= to write one file"
+        )
     if exists and (folder / ".metadata").is_file():
-        raise ParamscopeError(
+        raise WriteError(
             f"{folder}: holds a DCP checkpoint (.metadata), which readers pick before "
             "safetensors shards; remove its files (.metadata, __*_*.distcp, paramscope.json) "
             "or choose another folder"
@@ -445,8 +469,9 @@ def write_shards(
     if exists:
         for name in [*names, index_name]:
             if (folder / name).is_dir() and not (folder / name).is_symlink():
-                raise ParamscopeError(
-                    f"{folder / name}: is a folder; cannot write the checkpoint file there"
+                raise WriteError(
+                    f"{folder / name}: is a folder where a checkpoint file goes; remove it, "
+                    "or choose another folder"
                 )
         parent, stem = folder, index_name
     else:

@@ -78,7 +78,17 @@ class LocalSource:
         OSError: it cannot be opened.
 
     Example:
-        >>> # with LocalSource("model.safetensors") as src: head = src.read_at(0, 8)
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with open(f"{d}/data.bin", "wb") as f:
+        ...     _ = f.write(b"0123456789")
+        >>> with LocalSource(f"{d}/data.bin") as src:
+        ...     src.size, src.read_at(2, 4), src.read_at(8, 8)  # short at the end
+        (10, b'2345', b'89')
+        >>> LocalSource(d)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.FormatError: ...: expected a regular file, found a folder
     """
 
     __slots__ = ("_fd", "_file", "identity", "name", "size")
@@ -196,7 +206,14 @@ def open_source(source: str | os.PathLike[str] | ByteSource) -> ByteSource:
         OSError: it cannot be opened.
 
     Example:
-        >>> # with open_source("model.safetensors") as src: src.read_at(0, 8)
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/data.bin"
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(b"0123456789")
+        >>> src = open_source(path)
+        >>> src.read_at(0, 4), open_source(src) is src
+        (b'0123', True)
+        >>> src.close()
     """
     if isinstance(source, (str, os.PathLike)):
         return LocalSource(source)
@@ -214,7 +231,18 @@ def opened(source: str | os.PathLike[str] | ByteSource) -> Iterator[ByteSource]:
         The ByteSource.
 
     Example:
-        >>> # with opened(path_or_source) as src: head = src.read_at(0, 16)
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/data.bin"
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(b"0123456789")
+        >>> with opened(path) as src:  # opened here: closed on leaving
+        ...     src.read_at(0, 16)
+        b'0123456789'
+        >>> with LocalSource(path) as mine:
+        ...     with opened(mine) as src:  # given: left open
+        ...         same = src is mine
+        ...     same, mine.read_at(7, 3)
+        (True, b'789')
     """
     src = open_source(source)
     try:
@@ -274,6 +302,12 @@ def as_file(src: ByteSource, buffer_size: int = 1 << 16) -> BinaryIO:
         A file object positioned at 0.
 
     Example:
-        >>> # with opened("model.pt") as src: zipfile.ZipFile(as_file(src)).namelist()
+        >>> import tempfile, zipfile
+        >>> path = f"{tempfile.mkdtemp()}/data.zip"
+        >>> with zipfile.ZipFile(path, "w") as z:
+        ...     z.writestr("model/data.pkl", b"...")
+        >>> with opened(path) as src:
+        ...     zipfile.ZipFile(as_file(src)).namelist()
+        ['model/data.pkl']
     """
     return io.BufferedReader(_Raw(src), buffer_size)  # type: ignore[return-value]

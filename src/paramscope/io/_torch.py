@@ -96,7 +96,23 @@ def scan_pickle(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Storage], 
         FormatError: the file is not a readable torch checkpoint.
 
     Example:
-        >>> # obj, storages, prefix = scan_pickle("model.pt")
+        >>> import os, tempfile, torch
+        >>> d = tempfile.mkdtemp()
+        >>> w = torch.ones(3, 4)
+        >>> torch.save({"fc.weight": w, "lm_head.weight": w}, f"{d}/model.pt")
+        >>> obj, storages, prefix = scan_pickle(f"{d}/model.pt")
+        >>> obj["fc.weight"].shape, obj["lm_head.weight"].storage is obj["fc.weight"].storage
+        ((3, 4), True)
+        >>> storages, prefix
+        ({'0': Storage(key='0', dtype=<DType.F32: 'F32'>, numel=12)}, 'model/')
+        >>> class Evil:
+        ...     def __reduce__(self) -> tuple[object, ...]:
+        ...         return (os.system, ("echo owned",))
+        >>> torch.save({"w": w, "x": Evil()}, f"{d}/evil.pt")
+        >>> scan_pickle(f"{d}/evil.pt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        paramscope._errors.UnsafePickleError: ...: refused: the pickle asks for ....system, ...
     """
     s = _scan(os.fspath(path))
     return s.obj, s.storages, s.prefix
@@ -479,7 +495,13 @@ def read_torch_manifest(path: str | os.PathLike[str]) -> Manifest:
         FormatError: not a readable torch checkpoint.
 
     Example:
-        >>> # read_torch_manifest("pytorch_model.bin")["lm_head.weight"].shape
+        >>> import tempfile, torch
+        >>> path = f"{tempfile.mkdtemp()}/pytorch_model.bin"
+        >>> w = torch.ones(3, 4)
+        >>> torch.save({"fc.weight": w, "fc.bias": torch.zeros(3), "lm_head.weight": w}, path)
+        >>> m = read_torch_manifest(path)
+        >>> m["lm_head.weight"].shape, m.ties(), m.roles.value
+        ((3, 4), [['fc.weight', 'lm_head.weight']], 'inferred')
     """
     spath = os.fspath(path)
     scan = _scan(spath)
@@ -567,7 +589,13 @@ def load_torch(path: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor
         FormatError: torch cannot read the file, or reads it otherwise than the scan.
 
     Example:
-        >>> # dict(load_torch("model.pt"))["fc.weight"].shape
+        >>> import tempfile, torch
+        >>> path = f"{tempfile.mkdtemp()}/model.pt"
+        >>> w = torch.ones(3, 4)
+        >>> torch.save({"fc.weight": w, "fc.bias": torch.zeros(3), "lm_head.weight": w}, path)
+        >>> pairs = dict(load_torch(path))
+        >>> pairs["fc.weight"].shape, pairs["lm_head.weight"] is pairs["fc.weight"]
+        (torch.Size([3, 4]), True)
     """
     import torch
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._dtypes import DType
-from .._errors import UnsupportedDTypeError
+from .._errors import UnsupportedDTypeError, WriteError
 from .._manifest import Entry
 from ._digest import hash_bytes
 from ._safetensors_rules import DEFAULT_HASH, DIGEST_KEY, MAX_HEADER, META_KEY, META_VERSION
@@ -277,13 +277,19 @@ def write_stream(
         Bytes of tensor data written.
 
     Raises:
-        ParamscopeError: a produced buffer does not match the plan (name or size), or the
-            late metadata does not fit the reserved header space.
+        WriteError: ``path`` is a folder, the header would pass the format's limit, a produced
+            buffer does not match the plan (name or size), or the late metadata does not fit
+            the reserved header space.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from .._atomic import Flusher, atomic_write
 
+    if os.path.isdir(path):
+        raise WriteError(
+            f"{os.fspath(path)!r} is a folder; the output is one .safetensors file: give a "
+            f"file name (e.g. {os.path.join(os.fspath(path), 'model.safetensors')!r})"
+        )
     algo = DEFAULT_HASH
     by_name = {p.name: p for p in plan}
     order = list(data_order) if data_order is not None else [p.name for p in plan]
@@ -307,9 +313,7 @@ def write_stream(
     memo: dict[int, tuple[Any, str | None]] = {}  # id(meta) → (meta, its text sans braces)
 
     def too_big() -> Exception:
-        from .._errors import ParamscopeError
-
-        return ParamscopeError(
+        return WriteError(
             f"{path}: the header would pass {MAX_HEADER:,} bytes ({len(plan):,} entries with "
             "their metadata), the limit every safetensors reader enforces (over the 100 MB "
             "limit); write fewer entries per file (select some, or shard: max_shard_size / "
@@ -390,9 +394,7 @@ def write_stream(
             want = next(expected, None)
             mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
             if name != want or len(mv) != by_name[name].nbytes:
-                from .._errors import ParamscopeError
-
-                raise ParamscopeError(
+                raise WriteError(
                     f"{path}: produced {name!r} ({len(mv)} bytes), the plan expects {want!r} "
                     f"({by_name[want].nbytes if want in by_name else '?'} bytes)"
                 )
@@ -409,14 +411,10 @@ def write_stream(
             digests[pending[0]] = pending[1].result()
         missing = [n for n in order if n not in digests]
         if missing:
-            from .._errors import ParamscopeError
-
-            raise ParamscopeError(f"{path}: the producer stopped before {missing[0]!r}")
+            raise WriteError(f"{path}: the producer stopped before {missing[0]!r}")
         final = header_bytes(digests, late_meta or {}, pad_to=len(first) - 8)
         if len(final) != len(first):
-            from .._errors import ParamscopeError
-
-            raise ParamscopeError(
+            raise WriteError(
                 f"{path}: late metadata needs {len(final) - len(first)} more header bytes "
                 f"than the {reserve} reserved"
             )

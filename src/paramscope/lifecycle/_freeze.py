@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import MissingNameError, ParamscopeError
+from .._errors import ArgumentTypeError, MissingNameError, TargetError
 from .._names import compile_pattern, missing
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _kind(target: Target, what: str) -> str:
         return "dict"
     if isinstance(target, torch.nn.Module):
         return "module"
-    raise ParamscopeError(
+    raise ArgumentTypeError(
         f"{what}: expected a torch.nn.Module or a ParamDict, found {type(target).__name__}"
     )
 
@@ -117,7 +117,7 @@ def _flatten(patterns: Sequence[Any], what: str) -> list[str]:
             items = [items]
         for q in items:
             if not isinstance(q, str):
-                raise ParamscopeError(
+                raise ArgumentTypeError(
                     f"{what}: pattern {q!r}: expected a glob or 're:regex' string"
                 )
             out.append(q)
@@ -235,7 +235,8 @@ def freeze(
 
     Raises:
         MissingNameError: a pattern matches no parameter (the message suggests names).
-        ParamscopeError: a bad target, or ``bn_eval`` with a ParamDict.
+        ArgumentTypeError: a target that is neither a module nor a ParamDict.
+        TargetError: ``bn_eval`` with a ParamDict.
 
     Example:
         >>> from torch import nn
@@ -250,7 +251,10 @@ def freeze(
     kind = _kind(target, "freeze")
     pats = _flatten(patterns, "freeze")
     if bn_eval and kind != "module":
-        raise ParamscopeError("freeze: bn_eval=True needs a torch.nn.Module, not a ParamDict")
+        raise TargetError(
+            "freeze: bn_eval=True puts BatchNorm modules in eval mode, but the target is a "
+            "ParamDict, which has no modules; pass the model, or drop bn_eval="
+        )
     also = _plain_bn_names(target) if bn_eval else []
     _set(target, kind, _resolve(_groups(target, kind), pats, "freeze", also), False)
     if bn_eval:
@@ -357,7 +361,10 @@ def trainable_only(
     kind = _kind(target, "trainable_only")
     pats = _flatten(patterns, "trainable_only")
     if bn_eval and kind != "module":
-        raise ParamscopeError("trainable_only: bn_eval=True needs a torch.nn.Module")
+        raise TargetError(
+            "trainable_only: bn_eval=True puts BatchNorm modules in eval mode, but the target "
+            "is a ParamDict, which has no modules; pass the model, or drop bn_eval="
+        )
     groups = _groups(target, kind)
     also = _plain_bn_names(target) if bn_eval else []
     chosen = _resolve(groups, pats, "trainable_only", also)

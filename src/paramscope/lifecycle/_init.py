@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError, MissingNameError
 from ._init_plan import (
     _dict_items,
     _draw_seed,
@@ -125,7 +125,7 @@ def _check_seed(seed: object) -> int:
     if seed is None:
         return secrets.randbits(63)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ParamscopeError(f"init: seed={seed!r}: expected an int in [0, 2**64) or None")
+        raise ArgumentError(f"init: seed={seed!r}: expected an int in [0, 2**64) or None")
     return seed
 
 
@@ -169,9 +169,11 @@ def init(
         An :class:`InitReport`.
 
     Raises:
-        ParamscopeError: a malformed rule, an unknown scheme or bad arguments (naming the rule
+        ArgumentError: a malformed rule, an unknown scheme or bad arguments (naming the rule
             index, the text and what is expected), a scheme that cannot fill a matched shape,
-            ``default`` without ``reset_parameters()``, or with ``strict`` an unused rule.
+            ``default`` without ``reset_parameters()``, a bad ``seed``.
+        ArgumentTypeError: a target that is neither a module nor a ParamDict.
+        MissingNameError: with ``strict``, a rule that sets nothing.
 
     Example:
         The D2L "custom initialisation" as a callable scheme:
@@ -210,13 +212,13 @@ def init(
         items = _module_items(target)
         tensors = [*(it.tensor for it in items), *target.buffers()]
     else:
-        raise ParamscopeError(
+        raise ArgumentTypeError(
             f"init: expected a torch.nn.Module or a ParamDict, found {type(target).__name__}"
         )
     _plan(items, compiled, is_dict)
     unused = [r.text for r in compiled if not r.used]
     if strict and unused:
-        raise ParamscopeError(
+        raise MissingNameError(
             f"init: {len(unused)} rule(s) set nothing: {unused} (strict=True); check the "
             "selectors against the parameter names"
         )

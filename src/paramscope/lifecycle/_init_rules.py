@@ -4,7 +4,7 @@ A rule pairs a selector (a name glob or ``re:`` regex, a list of them, a module 
 ``"type:Name"``, or a predicate ``(name, tensor) -> bool``) with a scheme (a registered name
 with literal arguments, or a callable). :func:`_compile_rules` checks every rule, the scheme's
 name and arguments included, before :func:`paramscope.lifecycle._init.init` touches a tensor,
-and raises a :class:`~paramscope.ParamscopeError` that names the rule's index and text.
+and raises a :class:`~paramscope.ArgumentError` that names the rule's index and text.
 
 Example:
     >>> [r.text for r in _compile_rules([("*.bias", "zeros"), ("type:Linear", "ones")])]
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError, ParamscopeError
 from .._names import compile_pattern, did_you_mean
 from ._init_schemes import (
     _ARG_TYPES,
@@ -77,8 +77,8 @@ class _Rule:
         return any(c.__name__ == self.type_name for c in type(mod).__mro__)
 
 
-def _err(i: int, text: str, problem: str) -> ParamscopeError:
-    return ParamscopeError(f"init rule {i} ({text!r}): {problem}")
+def _err(i: int, text: str, problem: str) -> ArgumentError:
+    return ArgumentError(f"init rule {i} ({text!r}): {problem}")
 
 
 def _compile_scheme(i: int, rule_text: str, scheme: object) -> _Scheme:
@@ -157,7 +157,7 @@ def _compile_rule(i: int, rule: object) -> _Rule:
     if isinstance(rule, Mapping):
         extra = set(rule) - {"select", "init"}
         if extra or "select" not in rule or "init" not in rule:
-            raise ParamscopeError(
+            raise ArgumentError(
                 f"init rule {i} ({dict(rule)!r}): expected keys 'select' and 'init', found "
                 f"{sorted(map(str, rule))}"
             )
@@ -165,7 +165,7 @@ def _compile_rule(i: int, rule: object) -> _Rule:
     elif isinstance(rule, (tuple, list)) and len(rule) == 2:
         selector, scheme = rule
     else:
-        raise ParamscopeError(
+        raise ArgumentError(
             f"init rule {i} ({rule!r}): expected a (selector, scheme) pair or "
             "{'select': ..., 'init': ...}"
         )
@@ -209,13 +209,13 @@ def _compile_rule(i: int, rule: object) -> _Rule:
 
 def _compile_rules(rules: object) -> list[_Rule]:
     if isinstance(rules, Mapping) and {"select", "init"} <= set(rules):
-        raise ParamscopeError(
+        raise ArgumentError(
             "init: rules is one {'select': ..., 'init': ...} dict; pass a list of rules"
         )
     if isinstance(rules, Mapping):
         pairs: Iterable[object] = list(rules.items())
     elif isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
-        raise ParamscopeError(
+        raise ArgumentTypeError(
             f"init: rules must be a list of (selector, scheme) pairs, found {type(rules).__name__}"
         )
     else:

@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError, DuplicateNameError
 
 if TYPE_CHECKING:
     import torch
@@ -230,8 +230,9 @@ def register_scheme(name: str, fn: SchemeFn, *, replace: bool = False) -> None:
         replace: allow replacing a scheme of that name (built-ins included).
 
     Raises:
-        ParamscopeError: a bad name, a taken name without ``replace``, or ``fn`` does not
-            accept ``(tensor, generator)``.
+        ArgumentError: a bad name.
+        DuplicateNameError: a taken name without ``replace``.
+        ArgumentTypeError: ``fn`` is not callable or does not accept ``(tensor, generator)``.
 
     Example:
         >>> def spike(t, g, at=0.0):
@@ -241,19 +242,22 @@ def register_scheme(name: str, fn: SchemeFn, *, replace: bool = False) -> None:
         True
     """
     if not isinstance(name, str) or not name.isidentifier():
-        raise ParamscopeError(f"register_scheme: name {name!r}: expected a Python identifier")
+        raise ArgumentError(f"register_scheme: name {name!r}: expected a Python identifier")
     if name == "default":
-        raise ParamscopeError("register_scheme: 'default' is reserved (module reset_parameters)")
+        raise ArgumentError(
+            "register_scheme: name='default' is reserved (it runs each module's own "
+            "reset_parameters); choose another name"
+        )
     if name in _SCHEMES and not replace:
-        raise ParamscopeError(
+        raise DuplicateNameError(
             f"register_scheme: scheme {name!r} exists; pass replace=True to replace it"
         )
     if not callable(fn):
-        raise ParamscopeError(f"register_scheme {name!r}: expected a callable, found {fn!r}")
+        raise ArgumentTypeError(f"register_scheme {name!r}: expected a callable, found {fn!r}")
     try:
         inspect.signature(fn).bind(None, None)
     except TypeError as exc:
-        raise ParamscopeError(
+        raise ArgumentTypeError(
             f"register_scheme {name!r}: fn must accept (tensor, generator): {exc}"
         ) from None
     except ValueError:  # no signature (a builtin): trust it
@@ -288,7 +292,7 @@ def parse_scheme(text: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         ``(name, args, kwargs)``.
 
     Raises:
-        ParamscopeError: the text is not of that form.
+        ArgumentError: the text is not of that form.
 
     Example:
         >>> parse_scheme("trunc_normal(std=0.02, sigmas=2)")
@@ -300,15 +304,15 @@ def parse_scheme(text: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         "'normal(std=0.02)'"
     )
     if not isinstance(text, str) or len(text) > _MAX_SCHEME_TEXT:
-        raise ParamscopeError(f"scheme {text!r}: {expected}")
+        raise ArgumentError(f"scheme {text!r}: {expected}")
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
-        raise ParamscopeError(f"scheme {text!r}: {expected}") from None
+        raise ArgumentError(f"scheme {text!r}: {expected}") from None
     if isinstance(node, ast.Name):
         return node.id, (), {}
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        raise ParamscopeError(f"scheme {text!r}: {expected}")
+        raise ArgumentError(f"scheme {text!r}: {expected}")
     try:
         args = tuple(ast.literal_eval(a) for a in node.args)
         kwargs: dict[str, Any] = {}
@@ -317,7 +321,7 @@ def parse_scheme(text: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
                 raise ValueError("**")
             kwargs[kw.arg] = ast.literal_eval(kw.value)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise ParamscopeError(
+        raise ArgumentError(
             f"scheme {text!r}: arguments must be literals (numbers, strings, True/False/None), "
             "written name=value or positionally"
         ) from None

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError, StrictLoadError
 from .._names import apply_renames, did_you_mean, parse_rules
 
 if TYPE_CHECKING:
@@ -114,6 +114,24 @@ class LoadReport:
         # names come from files: escape what a terminal would act on (ESC, newlines …)
         shown = {f.name: printable_tree(getattr(self, f.name)) for f in fields(self)}
         return replace(self, **shown)._format()
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope match`` prints: :meth:`format`.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            The text, without a final newline; names are escaped for a terminal.
+
+        Example:
+            >>> print(LoadReport(loaded=["w"], missing=["b"], dry_run=True).to_text())
+            PROBLEMS: would load 1 tensors
+              missing (1):
+                b
+        """
+        return self.format()
 
     def _format(self) -> str:
         verdict = "OK" if self.ok else "PROBLEMS"
@@ -236,7 +254,13 @@ def _source(
     """Shapes/dtypes of the source (and its values unless ``dry_run`` with a path)."""
     from .._paramdict import ParamDict
 
+    what = "match" if dry_run else "load_into"
     if isinstance(source, (str, os.PathLike)):
+        from .._target_kind import model_target_error
+
+        err = model_target_error(source, what)  # named here, not "this operation"
+        if err is not None:
+            raise err
         if dry_run:
             from ..io import read_manifest
 
@@ -253,8 +277,8 @@ def _source(
     elif hasattr(source, "named_parameters"):
         pd = ParamDict.from_module(source)
     else:
-        raise ParamscopeError(
-            f"load_into: expected a checkpoint path, a ParamDict, a dict of tensors or a "
+        raise ArgumentTypeError(
+            f"{what}: expected a checkpoint path, a ParamDict, a dict of tensors or a "
             f"module as source, found {type(source).__name__}"
         )
     info = {n: (tuple(pd[n].shape), str(pd[n].dtype).removeprefix("torch.")) for n in pd}
@@ -524,7 +548,10 @@ def load_into(
         unless ``strict``.
 
     Raises:
-        ParamscopeError: ``strict`` and the report is not clean (the message is the report).
+        StrictLoadError: ``strict`` and the report is not clean (the message is the report,
+            ``.report`` the :class:`LoadReport`).
+        ArgumentTypeError: a source of a type it does not take.
+        ArgumentError: ``dtype`` that needs ``assign=True``.
 
     Example:
         >>> import torch
@@ -540,7 +567,7 @@ def load_into(
     report, plan = _plan(model, info, remap, fix_prefix, dtype)
     computed = _settle_meta(model, report, plan)
     if strict and not report.ok:
-        raise ParamscopeError("load_into(strict=True) refused:\n" + report.format())
+        raise StrictLoadError(report, "load_into(strict=True) refused:\n" + report.format())
     expected, optional = _expected(model)
     current = expected | optional
     if assign is None:
@@ -562,7 +589,7 @@ def load_into(
                 set_tensor(model, name, value)
             else:
                 if dtype is not None and cur.dtype != target_dtype:
-                    raise ParamscopeError(
+                    raise ArgumentError(
                         f"load_into: dtype={dtype} needs assign=True (the model's {name!r} "
                         f"is {cur.dtype} and cannot change dtype in place)"
                     )

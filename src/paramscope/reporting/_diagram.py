@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ParamscopeError
+from .._errors import ArgumentError
 from .._manifest import Entry, Manifest
 from .._text import printable
 
@@ -135,10 +135,7 @@ def _source_tree(source: Any) -> tuple[_Tree, str]:
         source = resolve_target(source)
     if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, ParamDict)):
         return _from_module(source), type(source).__name__
-    try:
-        m = to_manifest(source)
-    except TypeError as exc:
-        raise ParamscopeError(f"diagram: {exc}") from None
+    m = to_manifest(source, "diagram")
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else type(source).__name__
     return _from_manifest(m), name
 
@@ -359,7 +356,9 @@ def diagram(
         The diagram text, ending in a newline.
 
     Raises:
-        ParamscopeError: an unknown format, a negative depth or a source that cannot be read.
+        ArgumentError: an unknown format or a negative depth.
+        ArgumentTypeError: a source of a type it does not take.
+        ParamscopeError: a source that cannot be read (a subclass naming why).
 
     Example:
         >>> import torch
@@ -370,9 +369,12 @@ def diagram(
         True
     """
     if format not in FORMATS:
-        raise ParamscopeError(f"diagram: unknown format {format!r}; expected one of {FORMATS}")
+        raise ArgumentError(
+            f"diagram: format={format!r}: expected one of {', '.join(map(repr, FORMATS))} "
+            "(Mermaid or Graphviz text)"
+        )
     if depth is not None and depth < 0:
-        raise ParamscopeError(f"diagram: depth must be >= 0, got {depth}")
+        raise ArgumentError(f"diagram: depth={depth}: expected >= 0, or None for all levels")
     tree, title = _source_tree(source)
     root, edges = _layout(tree, title, depth)
     return _to_mermaid(root, edges) if format == "mermaid" else _to_dot(root, edges)

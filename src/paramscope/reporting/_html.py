@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._enums import Role
-from .._errors import ParamscopeError
+from .._errors import ArgumentError, ArgumentTypeError
 from .._quantstore import quant_record
 
 if TYPE_CHECKING:
@@ -85,7 +85,9 @@ def report(
         The path written.
 
     Raises:
-        ParamscopeError: a depth below 1, or a source that cannot be resolved.
+        ArgumentError: a depth below 1.
+        ArgumentTypeError: a source of a type it does not take.
+        ParamscopeError: a source that cannot be resolved (a subclass naming why).
 
     Example:
         >>> import tempfile, os, torch
@@ -118,7 +120,7 @@ def _resolve(source: Any) -> tuple[Any, str]:
         return ParamDict(source), "dict of tensors"
     if hasattr(source, "named_parameters"):
         return source, type(source).__name__
-    raise ParamscopeError(
+    raise ArgumentTypeError(
         f"report: expected a module, checkpoint path, ParamDict or TARGET, "
         f"found {type(source).__name__}"
     )
@@ -151,7 +153,7 @@ def build_report_data(
     if depth is None:
         depth = _DEFAULT_DEPTH
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise ParamscopeError(f"report: depth {depth!r}: expected an integer >= 1")
+        raise ArgumentError(f"report: depth {depth!r}: expected an integer >= 1")
     obj, default_title = _resolve(source)
     c = count(obj)
     notes = list(c.notes)
@@ -165,7 +167,7 @@ def build_report_data(
         tree = _prefix_tree(c.tree)
         getter: Callable[[Entry], Any] | None = None
         if values:
-            from ..compress._stream import SourceReader
+            from ..io._reader import SourceReader
 
             reader_ctx = SourceReader(obj)
             getter = reader_ctx.read
@@ -446,7 +448,8 @@ def _asset(name: str) -> str:
         The file's text (UTF-8).
 
     Raises:
-        ParamscopeError: the file is missing from the installation.
+        FileNotFoundError: the file is missing from the installation (a broken install, not
+            bad input).
 
     Example:
         >>> _asset("report.html").startswith("<!DOCTYPE html>")
@@ -458,7 +461,7 @@ def _asset(name: str) -> str:
         asset = files("paramscope.reporting").joinpath("assets").joinpath(name)
         return asset.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamscopeError(
+        raise FileNotFoundError(
             f"report: the asset {name!r} is missing from the paramscope installation "
             "(paramscope/reporting/assets/); reinstall paramscope"
         ) from None

@@ -18,13 +18,13 @@ import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError, ArgumentTypeError, ParamscopeError
 from ..._names import missing
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REFERENCE", "REFERENCE_PARAMS", "build", "describe", "listing", "names"]
+__all__ = ["REFERENCE", "REFERENCE_PARAMS", "Listing", "build", "describe", "listing", "names"]
 
 
 class _Spec(NamedTuple):
@@ -176,12 +176,61 @@ def describe(name: str) -> str:
     return _spec(name).description
 
 
-def listing() -> list[dict[str, Any]]:
+class Listing(list):  # type: ignore[type-arg]
+    """The zoo's models with their counts (:func:`listing`): a list of one dict per model,
+    ``{"name", "params", "buffers", "ties", "description"}``, that renders as a report.
+
+    Example:
+        >>> rows = Listing([{"name": "zoo:x", "params": 7850, "buffers": 0, "ties": 0,
+        ...                  "description": "a Linear"}])
+        >>> print(rows.to_text())
+        zoo:x            7,850    7.8 thousand  a Linear
+    """
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """The JSON form (what ``paramscope zoo --json`` prints): the rows, copied.
+
+        Returns:
+            One dict per model.
+
+        Example:
+            >>> Listing([{"name": "zoo:x", "params": 1}]).to_dict()
+            [{'name': 'zoo:x', 'params': 1}]
+        """
+        return [dict(r) for r in self]
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope zoo`` prints: name, exact and short count, description.
+
+        Args:
+            width: unused (the lines are never wider than their content); the same signature
+                as every report's ``to_text``.
+
+        Returns:
+            One line per model, without a final newline.
+
+        Example:
+            >>> Listing().to_text()
+            ''
+        """
+        from ..._text import printable_tree
+        from ..._units import format_count, format_short_count
+
+        rows = printable_tree(self.to_dict())
+        width_ = max((len(r["name"]) for r in rows), default=0)
+        return "\n".join(
+            f"{r['name']:<{width_}}  {format_count(r['params']):>15}  "
+            f"{format_short_count(r['params']):>14}  {r['description']}"
+            for r in rows
+        )
+
+
+def listing() -> Listing:
     """Every zoo model with its counts, built on the meta device (what ``paramscope zoo`` shows).
 
     Returns:
-        One ``{"name", "params", "buffers", "ties", "description"}`` per model, ``name`` with its
-        ``zoo:`` prefix; ``params`` counts a tied weight once.
+        A :class:`Listing`: one ``{"name", "params", "buffers", "ties", "description"}`` per
+        model, ``name`` with its ``zoo:`` prefix; ``params`` counts a tied weight once.
 
     Example:
         >>> rows = listing()
@@ -207,7 +256,30 @@ def listing() -> list[dict[str, Any]]:
                 "description": describe(name),
             }
         )
-    return rows
+    return Listing(rows)
+
+
+def _check_override(name: str, key: str, value: Any, reference: Any) -> None:
+    """Refuse an override of another type than the reference value (a ``str`` for an int)."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "True or False"),
+        (int, "an int"),
+        (float, "a number"),
+        (str, "a string"),
+        ((list, tuple), "a list"),
+    ]
+    for kind, text in kinds:
+        if not isinstance(reference, kind):
+            continue
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ArgumentTypeError(
+                f"zoo model {name!r}: {key}={value!r}: expected {text} (the reference has "
+                f"{key}={reference!r})"
+            )
+        return
 
 
 def build(name: str, **overrides: Any) -> torch.nn.Module:
@@ -225,7 +297,8 @@ def build(name: str, **overrides: Any) -> torch.nn.Module:
 
     Raises:
         MissingNameError: ``name`` is not in the zoo; the message suggests close names.
-        ParamscopeError: an override names no config field, or makes the config invalid.
+        ArgumentError: an override names no config field, or makes the config invalid.
+        ArgumentTypeError: an override of another type than the field (``n_layer="2"``).
 
     Example:
         >>> import torch
@@ -240,15 +313,19 @@ def build(name: str, **overrides: Any) -> torch.nn.Module:
     valid = [f.name for f in dataclasses.fields(config)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ParamscopeError(
+        raise ArgumentError(
             f"zoo model {name!r}: unknown config field(s) {', '.join(map(repr, unknown))}; "
             f"valid fields are {', '.join(valid)}"
         )
+    for key, value in overrides.items():
+        _check_override(name, key, value, getattr(config, key))
     if overrides:
         try:
             config = dataclasses.replace(config, **overrides)
+        except ParamscopeError:  # the config's own check: it names the class and the fields
+            raise
         except (TypeError, ValueError) as exc:
-            raise ParamscopeError(f"zoo model {name!r}: invalid override: {exc}") from None
+            raise ArgumentError(f"zoo model {name!r}: invalid override: {exc}") from None
     from ._meta import skip_init_on_meta
 
     with skip_init_on_meta():  # zoo models initialise only through torch.nn.init

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "BertConfig", "BertLayer", "BertModel", "build"]
 
@@ -53,9 +53,9 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ParamscopeError(
-                f"BertConfig: num_attention_heads {self.num_attention_heads} must divide "
-                f"hidden_size {self.hidden_size}"
+            raise ArgumentError(
+                f"BertConfig: num_attention_heads={self.num_attention_heads} must divide "
+                f"hidden_size={self.hidden_size}; choose a divisor of {self.hidden_size}"
             )
 
 
@@ -292,6 +292,9 @@ def build(config: BertConfig) -> BertModel:
         The model.
 
     Example:
-        >>> # sum(p.numel() for p in build(PRESETS["bert-base"]).parameters()) == 109482240
+        >>> with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        ...     model = build(PRESETS["bert-base"])
+        >>> sum(p.numel() for p in model.parameters())
+        109482240
     """
     return BertModel(config)

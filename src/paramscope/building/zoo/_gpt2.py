@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "Block", "CausalSelfAttention", "Conv1D", "GPT2Config", "GPT2LMHeadModel"]
 
@@ -54,8 +54,9 @@ class GPT2Config:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
-            raise ParamscopeError(
-                f"GPT2Config: n_head {self.n_head} must divide n_embd {self.n_embd}"
+            raise ArgumentError(
+                f"GPT2Config: n_head={self.n_head} must divide n_embd={self.n_embd}; "
+                f"choose a divisor of {self.n_embd}"
             )
 
 
@@ -231,6 +232,9 @@ def build(config: GPT2Config) -> GPT2LMHeadModel:
         The model, ``lm_head`` tied unless ``config.tie_word_embeddings`` is false.
 
     Example:
-        >>> # sum(p.numel() for p in build(PRESETS["gpt2"]).parameters()) == 124439808
+        >>> with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        ...     model = build(PRESETS["gpt2"])
+        >>> sum(p.numel() for p in model.parameters())
+        124439808
     """
     return GPT2LMHeadModel(config)

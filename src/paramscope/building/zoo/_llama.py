@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "LlamaConfig", "LlamaDecoderLayer", "LlamaForCausalLM", "RMSNorm", "build"]
 
@@ -55,14 +55,16 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ParamscopeError(
-                f"LlamaConfig: num_key_value_heads {self.num_key_value_heads} must divide "
-                f"num_attention_heads {self.num_attention_heads}"
+            raise ArgumentError(
+                f"LlamaConfig: num_key_value_heads={self.num_key_value_heads} must divide "
+                f"num_attention_heads={self.num_attention_heads}; choose a divisor of "
+                f"{self.num_attention_heads}"
             )
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
-            raise ParamscopeError(
-                f"LlamaConfig: num_attention_heads {self.num_attention_heads} must divide "
-                f"hidden_size {self.hidden_size} (or set head_dim)"
+            raise ArgumentError(
+                f"LlamaConfig: num_attention_heads={self.num_attention_heads} must divide "
+                f"hidden_size={self.hidden_size}; choose a divisor of {self.hidden_size}, "
+                "or set head_dim"
             )
 
     @property
@@ -278,6 +280,9 @@ def build(config: LlamaConfig) -> LlamaForCausalLM:
         The model.
 
     Example:
-        >>> # with torch.device("meta"): build(PRESETS["llama-3-8b"])  # 8,030,261,248 params
+        >>> with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        ...     model = build(PRESETS["llama-3-8b"])
+        >>> sum(p.numel() for p in model.parameters())
+        8030261248
     """
     return LlamaForCausalLM(config)

@@ -13,7 +13,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "MLPConfig", "SimpleNN", "SimpleNNConfig", "build"]
 
@@ -30,8 +30,9 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
-            raise ParamscopeError(
-                f"MLPConfig.sizes: expected at least two positive widths, found {self.sizes}"
+            raise ArgumentError(
+                f"MLPConfig: sizes={self.sizes!r}: expected at least two positive widths "
+                "(input, ..., output), e.g. [784, 256, 10]"
             )
 
 

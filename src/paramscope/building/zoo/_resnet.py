@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "BasicBlock", "Bottleneck", "ResNet", "ResNetConfig", "build"]
 
@@ -36,12 +36,13 @@ class ResNetConfig:
 
     def __post_init__(self) -> None:
         if self.block not in ("basic", "bottleneck"):
-            raise ParamscopeError(
-                f"ResNetConfig.block: expected 'basic' or 'bottleneck', found {self.block!r}"
+            raise ArgumentError(
+                f"ResNetConfig: block={self.block!r}: expected 'basic' or 'bottleneck'"
             )
         if len(self.layers) != 4:
-            raise ParamscopeError(
-                f"ResNetConfig.layers: expected four stage depths, found {self.layers}"
+            raise ArgumentError(
+                f"ResNetConfig: layers={self.layers!r}: expected four stage depths, "
+                "e.g. [2, 2, 2, 2]"
             )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "VGG", "VGGConfig", "build"]
 
@@ -42,8 +42,9 @@ class VGGConfig:
     def __post_init__(self) -> None:
         bad = [v for v in self.layers if v != "M" and not (isinstance(v, int) and v > 0)]
         if bad or not any(isinstance(v, int) for v in self.layers):
-            raise ParamscopeError(
-                f"VGGConfig.layers: expected positive channel counts and 'M', found {self.layers}"
+            raise ArgumentError(
+                f"VGGConfig: layers={self.layers!r}: expected positive channel counts and "
+                "'M' (max-pool), e.g. [64, 'M', 128, 'M']"
             )
 
 
@@ -111,6 +112,9 @@ def build(config: VGGConfig) -> VGG:
         The model.
 
     Example:
-        >>> # sum(p.numel() for p in build(PRESETS["vgg16"]).parameters()) == 138357544
+        >>> with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        ...     model = build(PRESETS["vgg16"])
+        >>> sum(p.numel() for p in model.parameters())
+        138357544
     """
     return VGG(config)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 
 __all__ = ["PRESETS", "Encoder", "EncoderBlock", "ViTConfig", "VisionTransformer", "build"]
 
@@ -50,12 +50,14 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ParamscopeError(
-                f"ViTConfig: patch_size {self.patch_size} must divide image_size {self.image_size}"
+            raise ArgumentError(
+                f"ViTConfig: patch_size={self.patch_size} must divide "
+                f"image_size={self.image_size}; choose a divisor of {self.image_size}"
             )
         if self.hidden_dim % self.num_heads:
-            raise ParamscopeError(
-                f"ViTConfig: num_heads {self.num_heads} must divide hidden_dim {self.hidden_dim}"
+            raise ArgumentError(
+                f"ViTConfig: num_heads={self.num_heads} must divide "
+                f"hidden_dim={self.hidden_dim}; choose a divisor of {self.hidden_dim}"
             )
 
 
@@ -184,6 +186,9 @@ def build(config: ViTConfig) -> VisionTransformer:
         The model.
 
     Example:
-        >>> # sum(p.numel() for p in build(PRESETS["vit-b-16"]).parameters()) == 86567656
+        >>> with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        ...     model = build(PRESETS["vit-b-16"])
+        >>> sum(p.numel() for p in model.parameters())
+        86567656
     """
     return VisionTransformer(config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 from ._checks import _divisible, _flag, _int
 from ._dense import linear
 from ._formula import Formula, _done, _lhs, _times
@@ -97,7 +97,7 @@ def _activation_params(fn: str, activation: object) -> int:
     """Elements of the parameters an activation module holds (``nn.PReLU``), else 0."""
     if isinstance(activation, str):
         if activation not in ("relu", "gelu"):
-            raise ParamscopeError(
+            raise ArgumentError(
                 f"{fn}: activation must be 'relu', 'gelu' or a callable, got {activation!r}"
             )
         return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._errors import ParamscopeError
+from ..._errors import ArgumentError
 from ._checks import _flag, _int
 from ._formula import Formula, _done, _times
 
@@ -74,7 +74,7 @@ def rnn(
         'layer 0: 4×(32×(10+32) + 2×32) = 5,632'
     """
     if not isinstance(mode, str) or mode not in _RNN_MODES:
-        raise ParamscopeError(
+        raise ArgumentError(
             f"rnn: mode must be one of {', '.join(map(repr, _RNN_MODES))}, got {mode!r}"
         )
     mode = _RNN_MODES[mode]
@@ -86,9 +86,9 @@ def rnn(
     bi = _flag(fn, "bidirectional", bidirectional)
     p = _int(fn, "proj_size", proj_size, minimum=0)
     if p and mode != "LSTM":
-        raise ParamscopeError(f"{fn}: proj_size must be 0 (projections are LSTM only), got {p}")
+        raise ArgumentError(f"{fn}: proj_size must be 0 (projections are LSTM only), got {p}")
     if p >= h:
-        raise ParamscopeError(
+        raise ArgumentError(
             f"{fn}: proj_size must be smaller than hidden_size={h}, got proj_size={p}"
         )
     gates, dirs = _GATES[mode], 2 if bi else 1
@@ -236,6 +236,8 @@ def rnn_tanh(
         112
     """
     if nonlinearity not in ("tanh", "relu"):
-        raise ParamscopeError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        raise ArgumentError(
+            f"rnn_tanh: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
+        )
     mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
     return rnn(mode, input_size, hidden_size, num_layers, bias, bidirectional=bidirectional)
