@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import paramscope
+from paramscope._units import format_short_count
 from paramscope.reporting._html import SAMPLE_LIMIT, report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -277,6 +278,8 @@ def test_browser_offline(tmp_path: Path) -> None:
             assert owns == len(own)
             headline = page.inner_text('[data-count="params"] b').replace(",", "")
             assert int(headline) == paramscope.count(model).params
+            short = page.locator('[data-count="params"] span').last.inner_text()  # as the CLI
+            assert short == format_short_count(paramscope.count(model).params)  # "11.7 million"
 
             shot = tmp_path / "treemap.png"
             page.locator("#treemap").screenshot(path=str(shot))

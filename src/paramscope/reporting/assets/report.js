@@ -4,10 +4,15 @@ const D = JSON.parse(document.getElementById("paramscope-data").textContent);
 const DEPTH = D.depth;
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => Number(n).toLocaleString("en-US");
+// A count in words of magnitude, as paramscope._units.format_short_count writes it (never a
+// unit letter that reads as bytes next to "MiB").
 function human(n) {
-  const u = ["", "K", "M", "B", "T"]; let i = 0; let v = Number(n);
-  while (Math.abs(v) >= 1000 && i < u.length - 1) { v /= 1000; i++; }
-  return (i ? v.toFixed(v < 10 ? 2 : 1) : String(v)) + u[i];
+  const v = Number(n);
+  const steps = [[1e12, "trillion", 2], [1e9, "billion", 2], [1e6, "million", 1], [1e3, "thousand", 1]];
+  for (const [div, word, digits] of steps) {
+    if (Math.abs(v) >= div) return (v / div).toFixed(digits) + " " + word;
+  }
+  return String(v);
 }
 function bytes(n) {
   const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0; let v = Number(n);
