@@ -267,3 +267,18 @@ def test_cli_errors_are_one_line_and_exit_2(
     assert code == 2 and out == ""
     assert err.startswith("paramscope: error: ") and err.count("\n") == 1, err
     assert needle in err
+
+
+@pytest.mark.parametrize("select", [3, ["*.weight", 3], b"*.weight"])
+def test_a_pattern_that_is_not_a_string_is_an_argument_type_error(select: object) -> None:
+    import torch
+
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(ArgumentTypeError, match=r"expected a glob .* found (int|bytes)") as exc:
+        paramscope.prune(model, 0.5, select=select)
+    assert isinstance(exc.value, TypeError)
+    with pytest.raises(ArgumentTypeError, match="one-shot iterator; pass a list"):
+        paramscope.prune(model, 0.5, select=iter(["weight"]))  # would match the first name only
+    for ok in ("weight", ["weight"], ("re:w.*",), {"weight"}):  # any collection of strings
+        report = paramscope.prune(torch.nn.Linear(4, 4), 0.5, select=ok)
+        assert [t["name"] for t in report.to_dict()["tensors"]] == ["weight"], ok

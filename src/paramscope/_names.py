@@ -11,9 +11,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from ._errors import DuplicateNameError, InvalidNameError, MissingNameError
+from ._errors import ArgumentTypeError, DuplicateNameError, InvalidNameError, MissingNameError
 
 __all__ = [
     "Pattern",
@@ -73,15 +73,30 @@ def compile_pattern(pattern: Pattern) -> Callable[[str], bool]:
 
     Raises:
         InvalidNameError: for an invalid regular expression.
+        ArgumentTypeError: a pattern that is not a string (``select=3``).
 
     Example:
         >>> match = compile_pattern(["*.bias", "re:emb\\\\..*"])
         >>> match("fc.bias"), match("emb.weight"), match("fc.weight")
         (True, True, False)
     """
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    if isinstance(pattern, str):
+        patterns = [pattern]
+    elif isinstance(pattern, Iterator):  # read once, a pattern would match the first name only
+        raise ArgumentTypeError(
+            f"pattern {pattern!r}: a one-shot iterator; pass a list or tuple of patterns"
+        )
+    elif isinstance(pattern, Iterable) and not isinstance(pattern, (bytes, bytearray)):
+        patterns = list(pattern)
+    else:
+        patterns = [pattern]
     regexes: list[re.Pattern[str]] = []
     for p in patterns:
+        if not isinstance(p, str):
+            raise ArgumentTypeError(
+                f"pattern {p!r}: expected a glob ('encoder.*'), 're:<regex>' or a list of "
+                f"them, found {type(p).__name__}"
+            )
         if p.startswith("re:"):
             try:
                 regexes.append(re.compile(p[3:]))
