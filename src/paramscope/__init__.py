@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._errors import InvalidNameError as InvalidNameError
     from ._errors import MissingNameError as MissingNameError
     from ._errors import ParamscopeError as ParamscopeError
+    from ._errors import QuantConfigError as QuantConfigError
     from ._errors import ShapeMismatchError as ShapeMismatchError
     from ._errors import ShardIndexError as ShardIndexError
     from ._errors import SourceNotFoundError as SourceNotFoundError
@@ -124,6 +125,7 @@ _LAZY: dict[str, str] = {
     "HeaderError": "._errors",
     "InferError": "._errors",
     "IntegrityError": "._errors",
+    "QuantConfigError": "._errors",
     "InvalidNameError": "._errors",
     "MissingNameError": "._errors",
     "ParamscopeError": "._errors",

@@ -21,7 +21,7 @@ The hierarchy (a class is also the built-in error Python users would catch for i
     ├── SourceNotFoundError (FileNotFoundError)
     ├── UnknownFormatError
     ├── FormatError                         a file breaks the rules of its format
-    │   └── HeaderError, ShardIndexError, UnsafePickleError, IntegrityError
+    │   └── HeaderError, ShardIndexError, UnsafePickleError, IntegrityError, QuantConfigError
     ├── UnsupportedDTypeError
     ├── InvalidNameError (ValueError)
     ├── DuplicateNameError, MissingNameError (KeyError)
@@ -47,6 +47,7 @@ __all__ = [
     "InvalidNameError",
     "MissingNameError",
     "ParamscopeError",
+    "QuantConfigError",
     "ShapeMismatchError",
     "ShardIndexError",
     "SourceNotFoundError",
@@ -192,6 +193,22 @@ class UnsafePickleError(FormatError):
 
 class IntegrityError(FormatError):
     """Stored bytes do not match the hash recorded when they were written."""
+
+
+class QuantConfigError(FormatError, ValueError):
+    """A quantisation config (``config.json``'s ``quantization_config``,
+    ``quantize_config.json``, a ``quantization_map``) contradicts the tensors it describes:
+    bits or shapes that do not fit. The message names the entry and both values.
+
+    Args:
+        path: the checkpoint (file or folder).
+        problem: the entry, what the config says and what the tensors say.
+
+    Example:
+        >>> err = QuantConfigError("ckpt/", "x.qweight: config.json says bits=4, its shape fits 8")
+        >>> isinstance(err, ValueError), str(err)
+        (True, 'ckpt/: x.qweight: config.json says bits=4, its shape fits 8')
+    """
 
 
 class UnsupportedDTypeError(ParamscopeError):
