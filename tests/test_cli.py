@@ -274,3 +274,54 @@ def test_inspect_filter_matching_nothing_exits_2(cli_here, workdir: Path) -> Non
     # still header-only: a refused filter does not import torch
     args = ["inspect", str(workdir / "example.safetensors"), "--filter", "zz"]
     assert without_torch(CLI_PROBE, *args) == 2
+
+
+PLAIN_COUNT_TARGETS = ("ex.safetensors", "zoo:mlp", "missing.safetensors", "bad.safetensors")
+
+
+@pytest.mark.parametrize("target", PLAIN_COUNT_TARGETS)
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_plain_count_without_typer_is_the_typer_command(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, json_flag: tuple[str, ...]
+) -> None:
+    """``count TARGET [--json]`` skips building the typer app; its stdout, stderr and exit code
+    are those of the typer command (forced here by disabling the shortcut)."""
+    from paramscope import cli as cli_module
+
+    monkeypatch.chdir(tmp_path)
+    write_example(tmp_path / "ex.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    assert cli_module._plain_count(["count", target, *json_flag]) == (target, bool(json_flag))
+    quick = cli("count", target, *json_flag)
+    monkeypatch.setattr(cli_module, "_plain_count", lambda argv: None)
+    typer_run = cli("count", target, *json_flag)
+    assert (quick.code, quick.out, quick.err) == (typer_run.code, typer_run.out, typer_run.err)
+    assert quick.code == (0 if target in ("ex.safetensors", "zoo:mlp") else 2)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["count"],
+        ["count", "--help"],
+        ["count", "-x"],
+        ["count", "a", "--nonzero"],
+        ["count", "a", "b"],
+        ["inspect", "a"],
+        ["count", "a", "--json", "--json"],
+    ],
+)
+def test_anything_but_a_plain_count_goes_through_typer(argv: list[str]) -> None:
+    from paramscope.cli import _plain_count
+
+    assert _plain_count(argv) is None
+
+
+def test_plain_count_imports_neither_typer_nor_click(tmp_path: Path) -> None:
+    write_example(tmp_path / "ex.safetensors")
+    probe = (
+        "from paramscope.cli import main\n"
+        "code = main(['count', sys.argv[1], '--json'])\n"
+        "result = [code, sorted(m for m in ('typer', 'click', 'rich') if m in sys.modules)]"
+    )
+    assert without_torch(probe, tmp_path / "ex.safetensors") == [0, []]

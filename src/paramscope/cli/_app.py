@@ -123,12 +123,9 @@ def count(
     json: JsonOpt = False,
 ) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
-    from ..counting import count as count_
+    from . import _count  # the same code `count TARGET [--json]` runs without typer
 
-    result = count_(_countable(target, arg), nonzero=nonzero, values=values)  # type: ignore[arg-type]
-    if result.source is None:  # a model in memory: named by the TARGET as typed
-        result.source = target
-    _output.emit(result, json=json)
+    _count(target, json, arg, nonzero=nonzero, values=values)
 
 
 @app.command()
