@@ -118,7 +118,7 @@ def check_count(text: str) -> None:
     dtype_elements, dtype_bytes = [], []
     for line in text.splitlines()[1:]:
         parts = line.split()
-        if parts[0] in ("tied", "note:"):
+        if parts[0] in ("tied", "note:", "bits/wt"):
             continue
         if "elements," in parts:
             dtype_elements.append(num(parts[1]))
@@ -134,7 +134,10 @@ def check_count(text: str) -> None:
             assert m is not None, line
             assert m[2] == format_percent(1 - rows["nonzero"] / num(m[1]))
     assert rows["trainable"] + rows["frozen"] == rows["params"]
-    if "quantised entries" not in text:  # else stored elements are packed (two int4 a byte)
+    if "stored" in rows:  # quantised: params are logical, the dtypes hold packed elements
+        assert sum(dtype_elements) == rows["stored"]
+        assert rows["quantized"] <= rows["params"]
+    else:
         assert sum(dtype_elements) == rows["params"] + rows["buffers"]
     sizes_add_up(dtype_bytes, f"{rows['bytes']} B")
 
@@ -159,7 +162,10 @@ def check_inspect(text: str) -> None:
                 continue
             n = num(params.split(" (nnz")[0])
             groups[-1][1].append(n)
-            if ", int" not in c[-1]:  # quantised entries are stored packed
+            if ", logical " in c[-1]:  # a quantised weight: params are its logical shape's
+                logical = c[-1].split(", logical ")[1]
+                assert math.prod(int(d) for d in logical.split("×")) == n, line
+            elif ", int" not in c[-1]:  # (own int8/int4 entries without a layout: packed)
                 assert math.prod(int(d) for d in shape.split("×") if shape != "()") == n, line
         else:
             groups.append((num(c[1]), []))
@@ -172,7 +178,9 @@ def check_inspect(text: str) -> None:
     )
     assert m is not None
     params, trainable, frozen, buffers = (num(x) for x in m.groups())
-    assert trainable + frozen == params and params + buffers == total
+    meta = re.search(r"^params .*, quant meta ([\d,]+), ", text, re.M)  # quantisation metadata
+    assert trainable + frozen == params
+    assert params + buffers + (num(meta[1]) if meta else 0) == total
 
 
 def check_summary(text: str) -> None:

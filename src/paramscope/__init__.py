@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._errors import DuplicateNameError as DuplicateNameError
     from ._errors import EntryError as EntryError
     from ._errors import FormatError as FormatError
+    from ._errors import GGUFError as GGUFError
     from ._errors import HeaderError as HeaderError
     from ._errors import InferError as InferError
     from ._errors import IntegrityError as IntegrityError
@@ -122,6 +123,7 @@ _LAZY: dict[str, str] = {
     "DuplicateNameError": "._errors",
     "EntryError": "._errors",
     "FormatError": "._errors",
+    "GGUFError": "._errors",
     "HeaderError": "._errors",
     "InferError": "._errors",
     "IntegrityError": "._errors",

@@ -324,6 +324,7 @@ def _to_dcp(
 ) -> ConvertReport:
     """DCP output: DCP writes whole state dicts, so values are gathered (not streamed)."""
     from ._paramdict import EntryMeta, ParamDict
+    from ._quantlayouts import without_layout
     from .io import save
 
     pd = ParamDict(metadata=reader.manifest.metadata)
@@ -334,7 +335,8 @@ def _to_dcp(
             t = t.to(cast.to_torch())
             report.casts += 1
         pd.add(mapping[e.name], t)
-        pd._meta[mapping[e.name]] = EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
+        extra = dict(without_layout(e.extra))  # derived by the reader, never stored
+        pd._meta[mapping[e.name]] = EntryMeta(e.role, e.trainable, e.tags, extra)
     for a in orphans:
         pd.add(mapping[a], reader.read(m[reader.aliases[a]]))
     for a, t in keep_alias.items():

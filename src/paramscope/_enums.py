@@ -40,6 +40,7 @@ class Format(StrEnum):
     TORCH = "torch"
     NUMPY = "npz"
     DCP = "dcp"
+    GGUF = "gguf"  # llama.cpp
     PARAMDICT = "paramdict"
     MODULE = "module"
     CONFIG = "config"  # counted analytically from a Hugging Face config.json, nothing built

@@ -21,7 +21,8 @@ The hierarchy (a class is also the built-in error Python users would catch for i
     ├── SourceNotFoundError (FileNotFoundError)
     ├── UnknownFormatError
     ├── FormatError                         a file breaks the rules of its format
-    │   └── HeaderError, ShardIndexError, UnsafePickleError, IntegrityError, QuantConfigError
+    │   └── HeaderError, ShardIndexError, UnsafePickleError, IntegrityError, QuantConfigError,
+│       GGUFError
     ├── UnsupportedDTypeError
     ├── InvalidNameError (ValueError)
     ├── DuplicateNameError, MissingNameError (KeyError)
@@ -41,6 +42,7 @@ __all__ = [
     "DuplicateNameError",
     "EntryError",
     "FormatError",
+    "GGUFError",
     "HeaderError",
     "InferError",
     "IntegrityError",
@@ -181,6 +183,17 @@ class FormatError(ParamscopeError):
 
 class HeaderError(FormatError):
     """A safetensors header violates the format (length, JSON, dtype, offsets, sizes)."""
+
+
+class GGUFError(FormatError):
+    """A GGUF file (llama.cpp) breaks its format: magic, version, a metadata value type,
+    a length or an offset past the end, misaligned or overlapping tensor data, a ggml type
+    that does not exist, a split set that does not add up.
+
+    Example:
+        >>> str(GGUFError("m.gguf", "bad magic b'GGUX' (expected b'GGUF')"))
+        "m.gguf: bad magic b'GGUX' (expected b'GGUF')"
+    """
 
 
 class ShardIndexError(FormatError):

@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
 from ._enums import Format, Role, RoleSource
 from ._names import compile_pattern, missing
+
+if TYPE_CHECKING:
+    from ._moe import MoEConfig
 
 __all__ = [
     "BUFFER_NAMES",
@@ -178,10 +181,20 @@ class Entry:
 
     @property
     def logical_numel(self) -> int:
-        """Elements the entry stands for: the original shape of a quantised (packed) entry,
+        """Elements the entry stands for: the logical shape of a quantised (packed) entry
+        (the derived ``extra["quant_layout"]`` record of :mod:`paramscope._quantlayouts`:
+        ``0`` for a weight's further data entries; or paramscope's own ``extra["quant"]``),
         else :attr:`numel`."""
         extra = self.extra
-        quant = extra.get("quant") if extra and isinstance(extra, Mapping) else None
+        if not extra or not isinstance(extra, Mapping):
+            return self.numel
+        layout = extra.get("quant_layout")
+        if isinstance(layout, Mapping) and layout.get("part") == "data":
+            shape = layout.get("shape")
+            if not layout.get("primary", True) or not isinstance(shape, list):
+                return 0
+            return math.prod(int(d) for d in shape)
+        quant = extra.get("quant")
         if isinstance(quant, Mapping) and isinstance(quant.get("shape"), list):
             return math.prod(int(d) for d in quant["shape"])
         return self.numel
@@ -225,6 +238,9 @@ class Manifest(Mapping[str, Entry]):
         metadata: free ``str → str`` metadata of the file(s), paramscope's own key removed.
         files: every file read to build the manifest.
         notes: things the reader wants the user to know (skipped items, unwrapped keys).
+        moe: what the model's config or file metadata says about its experts (top-k, expert
+            count: :class:`paramscope._moe.MoEConfig`), for active parameters per token;
+            ``None`` when nothing says.
 
     Example:
         >>> m = Manifest([Entry("fc.weight", (10, 784), DType.F32)])
@@ -242,6 +258,7 @@ class Manifest(Mapping[str, Entry]):
         metadata: Mapping[str, str] | None = None,
         files: list[str] | None = None,
         notes: list[str] | None = None,
+        moe: MoEConfig | None = None,
     ) -> None:
         self._entries: Mapping[str, Entry] = (
             entries if isinstance(entries, EntryRows) else {e.name: e for e in entries}
@@ -252,6 +269,7 @@ class Manifest(Mapping[str, Entry]):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.files: list[str] = list(files or ([] if source is None else [source]))
         self.notes: list[str] = list(notes or [])
+        self.moe: MoEConfig | None = moe
 
     def __getitem__(self, name: str) -> Entry:
         try:
@@ -336,6 +354,7 @@ class Manifest(Mapping[str, Entry]):
             metadata=self.metadata,
             files=self.files,
             notes=self.notes,
+            moe=self.moe,
         )
 
     def with_inferred_roles(self) -> Manifest:

@@ -128,8 +128,15 @@ class ModuleScan:
         Returns:
             The manifest.
         """
+        from ._moe import moe_config_of_module  # the model's own config gives its top-k
+
+        root = self.modules.get("")
         return Manifest(
-            self.entries, format=Format.MODULE, roles=RoleSource.EXACT, notes=self.notes()
+            self.entries,
+            format=Format.MODULE,
+            roles=RoleSource.EXACT,
+            notes=self.notes(),
+            moe=None if root is None else moe_config_of_module(root),
         )
 
     def notes(self) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 from .._dtypes import DType
 from .._enums import Format, RoleSource
 from .._manifest import Manifest
+from .._moe import moe_config_from_hf
 from ._hf_common import Cfg, Unsupported
 from ._hf_decoders import DecoderFamily, build_decoder
 from ._hf_dense import DENSE_FAMILIES
@@ -135,4 +136,5 @@ def analytic_manifest(
         roles=RoleSource.EXACT,
         source=source,
         notes=notes,
+        moe=moe_config_from_hf(config) if model_type in MOE_FAMILIES else None,
     )

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._enums import Format, Role, RoleSource
 from .._manifest import Entry, Manifest
+from .._moe import MoE, MoETally, logical_shape
 from .._names import Pattern, group_prefix
+from ._quant import QuantTally as _QuantTally
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +41,8 @@ class Node:
         entries: stored entries under it.
         kind: a module type name where known (module sources), else ``None``.
         children: child prefixes by segment, in first-seen order.
+        quant_meta: elements of quantisation metadata under it (scales, zero points,
+            absmax, ...: neither parameters nor buffers).
     """
 
     path: str = ""
@@ -49,9 +53,12 @@ class Node:
     entries: int = 0
     kind: str | None = None
     children: dict[str, Node] = field(default_factory=dict)
+    quant_meta: int = 0
 
     def _add(self, e: Entry) -> None:
-        if e.role is Role.PARAM:
+        if _is_quant_meta(e):
+            self.quant_meta += e.numel
+        elif e.role is Role.PARAM:
             n = e.logical_numel  # quantised entries count what they stand for
             self.params += n
             self.trainable += n if e.trainable else 0
@@ -78,6 +85,8 @@ class Node:
             "bytes": self.bytes,
             "entries": self.entries,
         }
+        if self.quant_meta:  # quantised checkpoints only: other trees keep their keys
+            out["quant_meta"] = self.quant_meta
         if self.kind is not None:
             out["kind"] = self.kind
         if depth is None or depth > 0:
@@ -85,6 +94,15 @@ class Node:
                 c.to_dict(None if depth is None else depth - 1) for c in self.children.values()
             ]
         return out
+
+
+def _is_quant_meta(e: Entry) -> bool:
+    """Whether ``e`` is quantisation metadata (see :mod:`paramscope._quantlayouts`)."""
+    extra = e.extra
+    if not extra:
+        return False
+    rec = extra.get("quant_layout")
+    return rec is not None and rec.get("part") == "meta"
 
 
 class _Children(dict):  # type: ignore[type-arg]
@@ -241,6 +259,20 @@ class Count:
         uninitialized: lazy tensors not counted (modules only).
         pruned: pruned parameter → ``{"params", "nonzero"}`` (modules only).
         shared: module path → first path of the same instance (modules only).
+        active_params: parameters used per token by a mixture-of-experts model (everything
+            dense, input embedding included, + shared experts + the top-k routed experts);
+            ``None`` when the model is not MoE or its top-k is not known (a note says so).
+        moe: the experts found (:class:`paramscope._moe.MoE`: experts, top-k, where top-k
+            came from, routed and shared params, the count without the embedding lookup);
+            ``None`` when no routed expert was found.
+        quant_meta: elements of quantisation metadata (scales, zero points, absmax, g_idx,
+            quant maps): counted apart, neither in ``params`` nor in ``buffers``.
+        stored_elements: elements as stored (packed values, metadata, everything; ties
+            once).
+        bits_per_weight: over the quantised weights: stored bytes of their data and
+            metadata × 8 / their logical parameters; ``None`` when nothing is quantised.
+        quantization: what is quantised and how
+            (:meth:`paramscope.counting._quant.QuantTally.summary`), or ``None``.
     """
 
     params: int
@@ -260,6 +292,12 @@ class Count:
     uninitialized: list[str] = field(default_factory=list)
     pruned: dict[str, dict[str, int | None]] = field(default_factory=dict)
     shared: dict[str, str] = field(default_factory=dict)
+    active_params: int | None = None
+    moe: MoE | None = None
+    quant_meta: int = 0
+    stored_elements: int = 0
+    bits_per_weight: float | None = None
+    quantization: dict[str, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -280,11 +318,18 @@ class Count:
             "source": self.source,
             "format": self.format,
             "params": self.params,
+            "params_logical": self.params,
+            "active_params": self.active_params,
             "trainable": self.trainable,
             "frozen": self.frozen,
             "buffers": self.buffers,
+            "quant_meta": self.quant_meta,
+            "stored_elements": self.stored_elements,
+            "bits_per_weight": self.bits_per_weight,
+            "quantization": self.quantization,
             "bytes": self.bytes,
             "entries": self.entries,
+            "moe": None if self.moe is None else self.moe.to_dict(),
             "by_dtype": self.by_dtype,
             "roles": self.roles.value,
             "ties": self.ties,
@@ -668,17 +713,24 @@ def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
     """
     root = Node()
     nonpersistent = 0
-    quantized = 0
     sparse: dict[str, dict[str, int | None]] = {}
     by_dtype: dict[str, dict[str, int]] = {}
     nested = False
+    stored = 0
+    quant = _QuantTally()
+    experts = MoETally()
     for e in m.values():
         if e.tie is not None:
             continue
         numel = e.numel
+        stored += numel
+        name = e.name
+        if e.role is Role.PARAM and ("exp" in name or "emb" in name or "wte" in name):
+            experts.add(name, logical_shape(e), e.logical_numel)  # mixture of experts
         if e.extra:
-            if "quant" in e.extra:
-                quantized += 1
+            rec = e.extra.get("quant_layout")
+            if rec is not None:
+                quant.add(e, rec)
             nnz = _recorded_nonzero(e)
             if nnz is not None:  # recorded by prune
                 sparse[e.name] = {"params": e.logical_numel, "nonzero": nnz}
@@ -694,14 +746,16 @@ def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
     if nested:  # the levels below the root are built when read (see _Children)
         root.children = _Children(m, None, 0, "")
     notes = list(m.notes)
-    if quantized:
-        notes.append(
-            f"{quantized} quantised entries counted at their logical size (not packed "
-            "elements); their scales and zero points are buffers"
-        )
+    quantization = quant.summary(notes)
     said = _tie_candidates_note(m) if tie_note else None
     if said is not None:
         notes.append(said)
+    moe, moe_notes = (
+        experts.result(root.params, m.moe, frozenset(n for g in m.ties() for n in g))
+        if experts.found
+        else (None, [])
+    )
+    notes.extend(moe_notes)
     return Count(
         params=root.params,
         trainable=root.trainable,
@@ -718,6 +772,12 @@ def count_manifest(m: Manifest, *, tie_note: bool = True) -> Count:
         notes=notes,
         nonpersistent_buffers=nonpersistent,
         pruned=sparse,
+        active_params=None if moe is None else moe.active_params,
+        moe=moe,
+        quant_meta=root.quant_meta,
+        stored_elements=stored,
+        bits_per_weight=None if quantization is None else quantization["bits_per_weight"],
+        quantization=quantization,
     )
 
 
@@ -731,6 +791,7 @@ class Group:
         buffers: buffer elements.
         bytes: bytes (ties once).
         entries: the entries, aliases included (their counts are 0 in subtotals).
+        quant_meta: elements of quantisation metadata (neither params nor buffers).
     """
 
     prefix: str
@@ -738,6 +799,7 @@ class Group:
     buffers: int = 0
     bytes: int = 0
     entries: Sequence[Entry] = field(default_factory=list)
+    quant_meta: int = 0
 
     def to_dict(self, *, stream: bool = False) -> dict[str, Any]:
         """JSON form: ``prefix, params, buffers, bytes, entries``.
@@ -748,9 +810,9 @@ class Group:
                 millions); a plain list otherwise.
 
         Returns:
-            The dict.
+            The dict (with ``quant_meta`` when the group holds quantisation metadata).
         """
-        return {
+        out: dict[str, Any] = {
             "prefix": self.prefix,
             "params": self.params,
             "buffers": self.buffers,
@@ -759,6 +821,9 @@ class Group:
             if stream
             else [e.to_dict() for e in self.entries],
         }
+        if self.quant_meta:
+            out["quant_meta"] = self.quant_meta
+        return out
 
 
 class _Lazy(list):  # type: ignore[type-arg]
@@ -874,7 +939,9 @@ def group(m: Manifest, depth: int, pattern: Pattern | None = None) -> list[Group
             g = groups[key] = Group(key, entries=_Named(m))
         g.entries.append(e.name)  # type: ignore[attr-defined]
         if e.tie is None:
-            if e.role is Role.PARAM:
+            if _is_quant_meta(e):
+                g.quant_meta += e.numel
+            elif e.role is Role.PARAM:
                 g.params += e.logical_numel
             else:
                 g.buffers += e.numel
@@ -922,6 +989,8 @@ class Inspection:
                 "buffers": t.buffers,
                 "bytes": t.bytes,
                 "entries": t.entries,
+                **({"quant_meta": t.quant_meta} if t.quant_meta else {}),
+                **({"active_params": t.active_params} if t.moe is not None else {}),
             },
             "ties": t.ties,
             "groups": _Lazy(self.groups, _streamed)

@@ -7,6 +7,9 @@ workspace and the CUDA context are not included: they depend on batch, sequence 
 Rules (bytes per trainable parameter, Ψ parameters, N GPUs):
 
 * inference: weights only, in ``dtype`` (integer tensors keep their own type);
+* quantised weights (GPTQ, bitsandbytes, GGUF, ...: :mod:`paramscope._quantlayouts`) cost
+  their stored bytes, their metadata (scales, zeros) included, whatever ``dtype``; they
+  count at their logical size and are frozen (no gradients or optimizer states);
 * training without mixed precision: weights, gradients and optimizer states all in ``dtype``;
 * mixed precision (``mixed_precision=True``): 16-bit weights and gradients, fp32 master
   weights and fp32 optimizer states — for Adam 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO paper);
@@ -208,6 +211,12 @@ def estimate_memory(
     params = trainable = weights = buffers = grads = states = master = 0
     for e in m.values():
         if e.tie is not None:
+            continue
+        layout = e.extra.get("quant_layout") if e.extra else None
+        if layout is not None:  # a quantised weight's data or metadata: stored bytes as is
+            weights += e.nbytes
+            if layout.get("part") != "meta":
+                params += e.logical_numel
             continue
         dt = run_dtype if (run_dtype is not None and e.dtype.is_float) else e.dtype
         nbytes = dt.nbytes(e.numel)

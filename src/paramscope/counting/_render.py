@@ -22,6 +22,7 @@ __all__ = [
     "inspect_text",
     "limit_rows",
     "memory_text",
+    "moe_line",
     "summary_text",
 ]
 
@@ -47,8 +48,11 @@ def count_text(d: dict[str, Any]) -> str:
     ]
     for label, n in rows:
         lines.append(f"  {label:<10} {format_count(n):>18}  ({format_short_count(n)})")
+        if label == "params" and d.get("moe"):
+            lines.append(moe_line(d["moe"]))
     lines.append(f"  {'bytes':<10} {format_count(d['bytes']):>18}  ({format_bytes(d['bytes'])})")
     lines.append(f"  {'entries':<10} {format_count(d['entries']):>18}")
+    lines += _quant_lines(d)
     for dtype, v in d["by_dtype"].items():
         lines.append(
             f"  {dtype:<10} {format_count(v['elements']):>18}  elements, {format_bytes(v['bytes'])}"
@@ -69,6 +73,85 @@ def count_text(d: dict[str, Any]) -> str:
     for note in d["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def moe_line(moe: dict[str, Any]) -> str:
+    """The ``active`` line of a mixture-of-experts count (``Count.to_dict()["moe"]``).
+
+    Args:
+        moe: the ``moe`` dict.
+
+    Returns:
+        One line: active parameters per token and the top-k, or why they are unknown.
+
+    Example:
+        >>> print(moe_line({"active_params": 1200, "top_k": 2, "experts": 8, "source": "GGUF"}))
+          active                  1,200  (1.2 thousand)  per token: top-2 of 8 experts (GGUF)
+    """
+    n = moe.get("active_params")
+    if n is None:
+        return f"  {'active':<10} {'unknown':>18}  ({moe.get('experts')} experts, top-k not known)"
+    return (
+        f"  {'active':<10} {format_count(n):>18}  ({format_short_count(n)})  per token: "
+        f"top-{moe['top_k']} of {moe['experts']} experts ({moe['source']})"
+    )
+
+
+def _quant_lines(d: dict[str, Any]) -> list[str]:
+    """The count's quantisation lines (none for a checkpoint with nothing quantised)."""
+    q = d.get("quantization")
+    if not q:
+        return []
+    from ._quant import describe
+
+    out = [
+        f"  {'metadata':<10} {format_count(d['quant_meta']):>18}  "
+        f"({format_short_count(d['quant_meta'])})  quantisation scales, zeros, ...: not params",
+        f"  {'stored':<10} {format_count(d['stored_elements']):>18}  elements as stored",
+    ]
+    if d.get("bits_per_weight") is not None:
+        out.append(
+            f"  {'bits/wt':<10} {d['bits_per_weight']:>18.2f}  over "
+            f"{format_count(q['params'])} quantised params (data and metadata bytes)"
+        )
+    for r in q["methods"]:
+        where = r["evidence"] if r["evidence"] == "inferred from names" else f"from {r['evidence']}"
+        out.append(
+            f"  {'quantized':<10} {format_count(r['params']):>18}  "
+            f"{describe(r['method'], r['bits'], r['group_size'], r['type'])} ({where}), "
+            f"{format_count(r['weights'])} weights"
+        )
+    if q["unknown_packing"]:
+        out.append(
+            f"  {'unknown':<10} {format_count(q['unknown_packing']):>18}  entries of unknown "
+            "packing, counted at their stored size: the total may be wrong"
+        )
+    return out
+
+
+def _layout_role(role: str, layout: dict[str, Any]) -> str:
+    """The role cell of an entry with a quantised layout record."""
+    from ._quant import describe
+
+    part = layout.get("part")
+    if part == "meta":
+        return f"quant meta of {layout.get('weight')}"
+    if part == "unknown":
+        return f"{role}, unknown packing"
+    detail = layout.get("detail")
+    kind = detail.get("type") if isinstance(detail, dict) else None
+    said = describe(
+        str(layout.get("method")),
+        layout.get("bits"),
+        layout.get("group_size"),
+        kind if isinstance(kind, str) else None,
+    )
+    shape = layout.get("shape")
+    if layout.get("primary", True) and isinstance(shape, list):
+        said += ", logical " + ("×".join(map(str, shape)) or "()")
+    else:
+        said += f", part of {layout.get('weight')}"
+    return f"{role}, {said}"
 
 
 def limit_rows(d: dict[str, Any], rows: int = INSPECT_ROWS) -> dict[str, Any]:
@@ -137,7 +220,7 @@ def inspect_text(d: dict[str, Any], width: int | None = None) -> str:
     table.add_column("role")
     for g in d["groups"]:
         label = g["prefix"] or "(root)"
-        n = g["params"] + g["buffers"]
+        n = g["params"] + g["buffers"] + g.get("quant_meta", 0)
         table.add_row(
             f"[bold]{escape(label)}[/bold]",
             "",
@@ -157,7 +240,10 @@ def inspect_text(d: dict[str, Any], width: int | None = None) -> str:
                 if isinstance(nnz, int):
                     params += f" (nnz {format_count(nnz)})"
                 quant = e.get("extra", {}).get("quant")
-                if isinstance(quant, dict):
+                layout = e.get("extra", {}).get("quant_layout")
+                if isinstance(layout, dict):
+                    role = _layout_role(role, layout)
+                elif isinstance(quant, dict):
                     role = f"{role}, int{quant.get('bits')}"
             table.add_row(
                 f"  {escape(name)}",
@@ -173,7 +259,7 @@ def inspect_text(d: dict[str, Any], width: int | None = None) -> str:
         "[bold]total[/bold]",
         "",
         "",
-        f"[bold]{format_count(t['params'] + t['buffers'])}[/bold]",
+        f"[bold]{format_count(t['params'] + t['buffers'] + t.get('quant_meta', 0))}[/bold]",
         f"[bold]{format_bytes(t['bytes'])}[/bold]",
         "",
     )
@@ -189,14 +275,26 @@ def inspect_text(d: dict[str, Any], width: int | None = None) -> str:
     out.append(
         escape(
             f"params {format_count(t['params'])} (trainable {format_count(t['trainable'])}, "
-            f"frozen {format_count(t['frozen'])}), buffers {format_count(t['buffers'])}, "
-            f"{format_bytes(t['bytes'])}"
+            f"frozen {format_count(t['frozen'])}), "
+            + _active_words(t)
+            + f"buffers {format_count(t['buffers'])}, "
+            + (f"quant meta {format_count(t['quant_meta'])}, " if t.get("quant_meta") else "")
+            + f"{format_bytes(t['bytes'])}"
         )
     )
     if d["roles"] == "inferred":
         out.append("note: roles inferred from names and dtypes (no paramscope metadata)")
     out += [escape(f"note: {note}") for note in d.get("notes", [])]
     return render_rich(*out, width=width)
+
+
+def _active_words(t: dict[str, Any]) -> str:
+    """``"active N, "`` for a mixture of experts' totals (``"active unknown, "`` without a
+    top-k), else ``""``."""
+    if "active_params" not in t:
+        return ""
+    n = t["active_params"]
+    return f"active {'unknown' if n is None else format_count(n)}, "
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

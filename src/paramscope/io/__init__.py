@@ -93,12 +93,27 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
         singles = sorted(x for x in p.glob("*.safetensors") if x.is_file())
         if len(singles) == 1:
             return singles[0], Format.SAFETENSORS
+        ggufs = sorted(x for x in p.glob("*.gguf") if x.is_file())
+        if ggufs and not singles and _one_gguf_model(ggufs):
+            return ggufs[0], Format.GGUF
         raise UnknownFormatError(
             f"{p}: expected a folder with an *.index.json or one weights file "
-            f"(model.safetensors, pytorch_model.bin), found {len(indexes)} index files and "
-            f"{len(singles)} .safetensors files"
+            f"(model.safetensors, pytorch_model.bin, one .gguf model), found {len(indexes)} "
+            f"index files and {len(singles)} .safetensors files"
         )
     return p, detect_format(p)
+
+
+def _one_gguf_model(files: list[Path]) -> bool:
+    """Whether a folder's ``.gguf`` files are one model: a single file, or the files of one
+    split set (``NAME-0000k-of-0000N.gguf``, the first one first)."""
+    if len(files) == 1:
+        return True
+    from ._gguf import _SPLIT
+
+    found = [_SPLIT.match(f.name) for f in files]
+    keys = {(m["stem"], m["count"]) if m else None for m in found}
+    return None not in keys and len(keys) == 1
 
 
 def detect_format(path: str | os.PathLike[str] | ByteSource) -> Format:
@@ -148,6 +163,8 @@ def _detect(src: ByteSource) -> Format:
             f"{spath}: a zip archive that is neither a torch checkpoint (no data.pkl) nor an "
             ".npz (members are not all .npy)"
         )
+    if head[:4] == b"GGUF":
+        return Format.GGUF
     if head[:6] == b"\x93NUMPY":
         return Format.NUMPY
     # A safetensors header length whose low byte is 0x80 looks like a pickle's first byte:
@@ -166,9 +183,11 @@ def _detect(src: ByteSource) -> Format:
         return Format.SHARDED
     if spath.endswith(".safetensors"):
         return Format.SAFETENSORS  # let the strict parser say what is wrong
+    if spath.endswith(".gguf"):
+        return Format.GGUF  # the GGUF parser names the bad magic
     raise UnknownFormatError(
-        f"{spath}: unknown format (expected safetensors, a torch .pt/.bin, .npz, or an "
-        f"*.index.json); first bytes {head[:8]!r}"
+        f"{spath}: unknown format (expected safetensors, a torch .pt/.bin, .npz, GGUF, or "
+        f"an *.index.json); first bytes {head[:8]!r}"
     )
 
 
@@ -181,7 +200,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
     Args:
         path: a safetensors file, an HF sharded folder or ``*.index.json``, a torch
-            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, or a DCP folder.
+            ``.pt``/``.bin`` (zip or legacy), an ``.npz``, a GGUF file (any file of a split
+            set), or a DCP folder.
 
     Returns:
         The manifest; ``manifest.roles`` says whether roles were stored or inferred.
@@ -198,7 +218,32 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         >>> m["wte.weight"].shape, m["wte.weight"].dtype, m.format
         ((50, 8), <DType.F32: 'F32'>, <Format.SAFETENSORS: 'safetensors'>)
     """
+    from .._quantlayouts import annotate, may_be_quantized
+    from ._quantconfig import find_quant_config, with_small_values
+
     file, fmt = resolve(path)
+    m = read_resolved(file, fmt)
+    config, notes = find_quant_config(file, fmt, m)
+    if may_be_quantized(m, config):  # one pass over the names; else nothing more is read
+        m = with_small_values(m)
+    m = annotate(m, config, notes)
+    from ._moeconfig import find_moe_config
+
+    m.moe = find_moe_config(file, m)  # top-k for active params of a mixture of experts
+    return m
+
+
+def read_resolved(file: Path, fmt: Format) -> Manifest:
+    """The manifest of one resolved checkpoint file as its reader makes it: no quantised
+    layouts marked (:func:`read_manifest` marks them; shards are read with this).
+
+    Args:
+        file: the file (or folder, for DCP) :func:`resolve` found.
+        fmt: its format.
+
+    Returns:
+        The reader's manifest.
+    """
     if fmt is Format.SAFETENSORS:
         return _safetensors.read_manifest(file)
     if fmt is Format.SHARDED:
@@ -213,6 +258,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         from . import _dcp
 
         return _dcp.read_dcp_manifest(file)
+    if fmt is Format.GGUF:
+        from . import _gguf
+
+        return _gguf.read_gguf_manifest(file)
     from . import _numpy
 
     return _numpy.read_npz_manifest(file)
@@ -220,9 +269,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def _meta_of(m: Manifest, name: str) -> EntryMeta:
     from .._paramdict import EntryMeta
+    from .._quantlayouts import without_layout
 
-    e = m[name]
-    return EntryMeta(e.role, e.trainable, e.tags, dict(e.extra))
+    e = m[name]  # the derived layout record is the manifest's, not the tensor's
+    return EntryMeta(e.role, e.trainable, e.tags, dict(without_layout(e.extra)))
 
 
 def load(
@@ -275,6 +325,10 @@ def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
         from . import _dcp
 
         return _dcp.load_dcp(file, select=select)
+    if fmt is Format.GGUF:
+        from . import _gguf_load
+
+        return _gguf_load.load_gguf(read_manifest(file), match)
     from . import _numpy, _torch
 
     m = read_manifest(file)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._enums import Format
 from .._errors import FormatError
 from .._manifest import Entry, Manifest
 from .._target_kind import model_target_error
@@ -67,7 +68,12 @@ class SourceReader:
             if self.streaming
             else (lambda e: 0)
         )
-        self.entries: list[Entry] = sorted(stored, key=key)
+        self.entries: list[Entry] = sorted(stored, key=key)  # GGUF: see _gguf_load
+        self._gguf: dict[str, Any] = {}
+        if self.manifest.format is Format.GGUF:  # block types come back as float32 values
+            from ._gguf_load import logical_entries
+
+            self.entries = logical_entries(self.entries, self._gguf)
         self.aliases = {e.name: e.tie for e in self.manifest.values() if e.tie is not None}
         self._files: OrderedDict[str, ByteSource] = OrderedDict()  # most recently used last
         self._whole: Any = None
@@ -114,7 +120,8 @@ class SourceReader:
             e: a stored entry of :attr:`entries`.
 
         Returns:
-            The tensor (its storage dtype and shape).
+            The tensor (its storage dtype and shape; a GGUF block-typed tensor dequantised
+            to float32 in its logical shape, as :attr:`entries` lists it).
 
         Raises:
             FormatError: the file ends before the entry's bytes.
@@ -132,6 +139,10 @@ class SourceReader:
         loc = e.location
         assert loc is not None
         f = self._file(loc.file)
+        if self.manifest.format is Format.GGUF:
+            from ._gguf_load import read_entry
+
+            return read_entry(f, e, self._gguf.get(e.name))
         buf = torch.empty(loc.length, dtype=torch.uint8)
         if loc.length:
             try:

@@ -172,7 +172,7 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
         HeaderError: a shard's header is malformed.
     """
     # shards may be any format (e.g. pytorch_model-0000x.bin)
-    from . import detect_format, read_manifest
+    from . import detect_format, read_resolved
 
     spath = os.fspath(index)
     folder = Path(spath).parent
@@ -193,9 +193,10 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
             exists = False
         if not exists:
             raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
-        if detect_format(path) is Format.SHARDED:  # an index as a shard: endless recursion
+        shard_format = detect_format(path)
+        if shard_format is Format.SHARDED:  # an index as a shard: endless recursion
             raise ShardIndexError(spath, f"shard {rel!r} is itself an index, not a weights file")
-        m = read_manifest(path)
+        m = read_resolved(path, shard_format)  # layouts are marked once, on the whole
         files.append(os.fspath(path))
         exact = exact and m.roles is RoleSource.EXACT
         user_meta.update(m.metadata)

@@ -125,6 +125,12 @@ def tensor_bytes(t: torch.Tensor) -> Any:
 #: not one per entry: a plan of a million entries stays small).
 _PLAIN_META: dict[tuple[str, bool], dict[str, Any]] = {}
 
+#: ``extra`` keys a writer never copies: a recorded nonzero count (the writer of new values
+#: records its own), the layout record and small values the reader derives
+#: (``_quantlayouts.LAYOUT_KEY``, ``SMALL_VALUES_KEY``) and the GGUF reader's block-type
+#: record (the values written are dequantised).
+_DERIVED = frozenset({"nonzero", "quant_layout", "values", "gguf"})
+
 
 def plan_meta(e: Entry, **changes: Any) -> dict[str, Any]:
     """The paramscope metadata a :class:`Planned` entry carries for a read :class:`Entry`.
@@ -145,7 +151,7 @@ def plan_meta(e: Entry, **changes: Any) -> dict[str, Any]:
         >>> plan_meta(Entry("w", (2,), DType.F32), trainable=False)
         {'role': 'param', 'trainable': False}
     """
-    if not changes and not e.tags and (not e.extra or set(e.extra) == {"nonzero"}):
+    if not changes and not e.tags and (not e.extra or set(e.extra) <= _DERIVED):
         key = (e.role.value, e.trainable)
         shared = _PLAIN_META.get(key)
         if shared is None:
@@ -156,7 +162,7 @@ def plan_meta(e: Entry, **changes: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"role": e.role.value, "trainable": e.trainable}
     if e.tags:
         meta["tags"] = list(e.tags)
-    extra = {k: v for k, v in dict(e.extra).items() if k != "nonzero"}
+    extra = {k: v for k, v in dict(e.extra).items() if k not in _DERIVED}
     if extra:
         meta["extra"] = extra
     meta.update(changes)
@@ -185,7 +191,7 @@ def alias_meta(entries: Mapping[str, Entry], aliases: Iterable[str]) -> dict[str
             "role": e.role.value,
             "trainable": e.trainable,
             "tags": list(e.tags),
-            "extra": dict(e.extra),
+            "extra": {k: v for k, v in dict(e.extra).items() if k not in _DERIVED},
         }
     return out
 

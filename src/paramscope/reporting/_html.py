@@ -227,6 +227,8 @@ def build_report_data(
             "entries": c.entries,
             "ties": len(c.ties),
             "by_dtype": c.by_dtype,
+            "active_params": c.active_params,  # mixture of experts: per token (else null)
+            "moe": None if c.moe is None else c.moe.to_dict(),
         },
         "memory": [
             {

@@ -35,7 +35,11 @@ $("cards").innerHTML = [["params", "total parameters"], ["trainable", "trainable
     label + "</span><b>" + fmt(C[k]) + '</b><span class="muted">' +
     (k === "ties" ? "" : human(C[k])) + "</span></div>").join("") +
   '<div class="card"><span class="muted">stored bytes</span><b>' + bytes(C.bytes) +
-  "</b></div>";
+  "</b></div>" +
+  (C.moe ? '<div class="card" data-count="active"><span class="muted">active per token</span><b>' +
+    (C.active_params === null ? "unknown" : fmt(C.active_params)) + '</b><span class="muted">' +
+    (C.active_params === null ? "no top-k" : "top-" + C.moe.top_k + " of " + C.moe.experts +
+      " experts") + "</span></div>" : "");
 $("notes").innerHTML = D.notes.map((n) => "<div>note: " + esc(n) + "</div>").join("");
 const MCOLS = [["weights", "weights"], ["buffers", "buffers"], ["gradients", "gradients"],
   ["optimizer_states", "optimizer states"], ["master_weights", "fp32 master"],
