@@ -76,9 +76,12 @@ if TYPE_CHECKING:
     from .compress import prune as prune
     from .compress import quantize as quantize
     from .counting import Count as Count
+    from .counting import FlopsNode as FlopsNode
+    from .counting import FlopsReport as FlopsReport
     from .counting import Formula as Formula
     from .counting import Group as Group
     from .counting import Inspection as Inspection
+    from .counting import LoraSpec as LoraSpec
     from .counting import MemoryEstimate as MemoryEstimate
     from .counting import ModuleNode as ModuleNode
     from .counting import Node as Node
@@ -86,9 +89,11 @@ if TYPE_CHECKING:
     from .counting import _formulas as formulas  # noqa: F401 - public submodule (__all__ is derived)
     from .counting import count as count
     from .counting import estimate_memory as estimate_memory
+    from .counting import flops as flops
     from .counting import formula_for as formula_for
     from .counting import group as group
     from .counting import inspect as inspect
+    from .counting import measure_activations as measure_activations
     from .counting import register_packed as register_packed
     from .counting import summary as summary
     from .io import detect_format as detect_format
@@ -168,6 +173,11 @@ _LAZY: dict[str, str] = {
     "group": ".counting",
     "inspect": ".counting",
     "MemoryEstimate": ".counting",
+    "LoraSpec": ".counting",
+    "FlopsNode": ".counting",
+    "FlopsReport": ".counting",
+    "flops": ".counting",
+    "measure_activations": ".counting",
     "Formula": ".counting",
     "formula_for": ".counting",
     "ModuleNode": ".counting",

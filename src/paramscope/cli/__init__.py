@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 __all__ = ["BAD_INPUT", "INTERNAL", "OK", "VERDICT", "main"]
 
@@ -96,14 +97,14 @@ def _plain_count(argv: list[str]) -> tuple[str, bool] | None:
     return rest[0], json
 
 
-def _count(target: str, json: bool, args: list[str] | None = None, **options: bool) -> None:
+def _count(target: str, json: bool, args: list[str] | None = None, **options: Any) -> None:
     """``paramscope count``: count TARGET and write the result (the typer command calls this).
 
     Args:
         target: the TARGET as typed.
         json: write JSON.
         args: ``--arg key=value`` strings for a callable TARGET.
-        **options: ``nonzero``, ``values`` for :func:`paramscope.count`.
+        **options: ``nonzero``, ``values``, ``lora`` for :func:`paramscope.count`.
     """
     from .._targets import parse_args, resolve_source
     from ..counting import count

@@ -9,7 +9,7 @@ exit code 2 for bad input and 3 for internal errors (traceback with ``PARAMSCOPE
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -97,6 +97,25 @@ def _countable(target: str, args: list[str] | None) -> object:
     return resolve_source(target, parse_args(args or []))
 
 
+LoraOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lora",
+        metavar="r=R,alpha=A,targets=NAME[,NAME...]",
+        help="Count a LoRA run: the base frozen, the adapters peft would add trainable "
+        "(targets: module-name suffixes; or regex=RE matched against whole names).",
+    ),
+]
+
+
+def _lora(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    from ..counting import LoraSpec
+
+    return LoraSpec.parse(spec)
+
+
 NonzeroOpt = Annotated[
     bool,
     typer.Option(
@@ -120,12 +139,14 @@ def count(
             "merged too).",
         ),
     ] = False,
+    lora: LoraOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Count parameters, trainable/frozen, buffers and bytes by dtype (ties once)."""
     from . import _count  # the same code `count TARGET [--json]` runs without typer
 
-    _count(target, json, arg, nonzero=nonzero, values=values)
+    extra = {"lora": _lora(lora)} if lora is not None else {}
+    _count(target, json, arg, nonzero=nonzero, values=values, **extra)
 
 
 @app.command()
@@ -186,12 +207,48 @@ def memory(
     ] = False,
     zero: Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage 0-3.")] = 0,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs to shard over.")] = 1,
+    lora: LoraOpt = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, help="Micro-batch (training) or sequences.")
+    ] = 1,
+    seq: Annotated[
+        int | None,
+        typer.Option("--seq", min=1, help="With --train: sequence length; adds activations."),
+    ] = None,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size.")] = 1,
+    sp: Annotated[bool, typer.Option("--sp", help="Sequence parallelism (with --tp).")] = False,
+    pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
+    recompute: Annotated[
+        str, typer.Option("--recompute", help="Activation recompute: none, selective, full.")
+    ] = "none",
+    flash: Annotated[
+        bool, typer.Option("--flash", help="Flash attention (no s×s matrix kept).")
+    ] = False,
+    inference: Annotated[
+        bool, typer.Option("--inference", help="Inference (the default without --train).")
+    ] = False,
+    context: Annotated[
+        int | None,
+        typer.Option("--context", min=1, help="Inference tokens per sequence: adds the KV cache."),
+    ] = None,
+    fit: Annotated[
+        str | None,
+        typer.Option(
+            "--fit",
+            help="Budget such as 80GB: longest context (or with --context the largest batch) "
+            "whose KV cache fits next to the weights.",
+        ),
+    ] = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Memory for weights, gradients, optimizer states and master weights, per GPU."""
     from ..counting import estimate_memory
 
+    if inference and train:
+        from .._errors import ArgumentError
+
+        raise ArgumentError("memory: --inference and --train both given: choose one")
     est = estimate_memory(
         _countable(target, arg),
         dtype=dtype,
@@ -200,9 +257,82 @@ def memory(
         mixed_precision=mixed_precision,
         zero_stage=zero,
         num_gpus=gpus,
+        **({"lora": _lora(lora)} if lora is not None else {}),
+        batch=batch,
+        seq=seq,
+        tp=tp,
+        sp=sp,
+        pp=pp,
+        recompute=recompute,
+        flash=flash,
+        context=context,
+        fit=fit,
     )
     est.source = target
     _output.emit(est, json=json)
+
+
+@app.command()
+def flops(
+    target: TargetArg,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input-shape", help="Shape of one float input, comma-separated: 1,3,224,224."
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch of token ids.")] = 1,
+    seq: Annotated[
+        int | None,
+        typer.Option("--seq", min=1, help="Sequence length: token ids of batch × seq."),
+    ] = None,
+    backward: Annotated[
+        bool, typer.Option("--backward", help="Count forward + backward (measured).")
+    ] = False,
+    analytic: Annotated[
+        bool,
+        typer.Option("--analytic", help="No forward: Kaplan's formula from the config."),
+    ] = False,
+    train: Annotated[
+        bool,
+        typer.Option("--train", help="Analytic training FLOPs (3 × forward, ≈ 6·N·D)."),
+    ] = False,
+    tokens: Annotated[
+        str | None,
+        typer.Option("--tokens", help="Tokens D of a run for the analytic count, e.g. 2T."),
+    ] = None,
+    depth: Annotated[
+        int | None, typer.Option("--depth", "-d", min=0, help="Tree depth shown (default 2).")
+    ] = None,
+    arg: ArgOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """FLOPs and MACs (FLOPs = 2 × MACs) of a forward (and backward) run on the meta device,
+    per module and per op, with every op that has no formula listed; or, with --analytic,
+    --train or --tokens, Kaplan's transformer formula from the config."""
+    from .._errors import ArgumentError
+    from ..counting import flops as flops_
+
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            raise ArgumentError(
+                f"--input-shape {input_shape!r}: expected comma-separated sizes, e.g. 1,3,224,224"
+            ) from None
+    report = flops_(
+        _target(target, arg) if arg else target,
+        input_shape=shape,
+        batch=batch,
+        seq=seq,
+        backward=backward or train,
+        depth=2 if depth is None else depth,
+        analytic=analytic or train or tokens is not None,
+        tokens=tokens,
+    )
+    report.source = target
+    _output.emit(report, json=json)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from ._activations import measure_activations as measure_activations
     from ._count import Count as Count
     from ._count import Group as Group
     from ._count import Inspection as Inspection
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
     from ._count import group as group
     from ._count import inspect as inspect
     from ._count import to_manifest as to_manifest
+    from ._flops import FlopsNode as FlopsNode
+    from ._flops import FlopsReport as FlopsReport
+    from ._flops import analytic_flops as analytic_flops
+    from ._flops import flops as flops
     from ._formulas import Formula as Formula
     from ._formulas import formula_for as formula_for
+    from ._lora import LoraSpec as LoraSpec
     from ._memory import MemoryEstimate as MemoryEstimate
     from ._memory import Optimizer as Optimizer
     from ._memory import estimate_memory as estimate_memory
@@ -42,8 +48,14 @@ _LAZY: dict[str, str] = {
     "group": "._count",
     "inspect": "._count",
     "to_manifest": "._count",
+    "FlopsNode": "._flops",
+    "measure_activations": "._activations",
+    "FlopsReport": "._flops",
+    "analytic_flops": "._flops",
+    "flops": "._flops",
     "Formula": "._formulas",
     "formula_for": "._formulas",
+    "LoraSpec": "._lora",
     "MemoryEstimate": "._memory",
     "Optimizer": "._memory",
     "estimate_memory": "._memory",
@@ -61,20 +73,26 @@ __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 __all__ = [
     "Count",
+    "FlopsNode",
+    "FlopsReport",
     "Formula",
     "Group",
     "Inspection",
+    "LoraSpec",
     "MemoryEstimate",
     "ModuleNode",
     "Node",
     "Optimizer",
     "Summary",
+    "analytic_flops",
     "count",
     "count_manifest",
     "estimate_memory",
+    "flops",
     "formula_for",
     "group",
     "inspect",
+    "measure_activations",
     "parse_dtype",
     "register_packed",
     "scan_module",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from .._paramdict import ParamDict
+    from ._lora import LoraSpec
 
 __all__ = ["Count", "Group", "Node", "count", "group", "tie_candidates", "to_manifest"]
 
@@ -273,6 +274,10 @@ class Count:
             metadata × 8 / their logical parameters; ``None`` when nothing is quantised.
         quantization: what is quantised and how
             (:meth:`paramscope.counting._quant.QuantTally.summary`), or ``None``.
+        lora: with ``count(..., lora=LoraSpec(...))``: the adapters added
+            (:meth:`paramscope.counting._lora.LoraPlan.to_dict`); for a peft adapter folder:
+            what its ``adapter_config.json`` says (base model, r, alpha, targets); else
+            ``None``.
     """
 
     params: int
@@ -298,6 +303,7 @@ class Count:
     stored_elements: int = 0
     bits_per_weight: float | None = None
     quantization: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -327,6 +333,7 @@ class Count:
             "stored_elements": self.stored_elements,
             "bits_per_weight": self.bits_per_weight,
             "quantization": self.quantization,
+            "lora": self.lora,
             "bytes": self.bytes,
             "entries": self.entries,
             "moe": None if self.moe is None else self.moe.to_dict(),
@@ -419,6 +426,7 @@ def count(
     *,
     nonzero: bool = False,
     values: bool = False,
+    lora: LoraSpec | None = None,
 ) -> Count:
     """Count parameters exactly: totals, trainable/frozen, buffers, bytes by dtype, a tree.
 
@@ -448,6 +456,10 @@ def count(
             module.
         nonzero: read values to count the nonzeros of every parameter with zeros.
         values: read values to find ties by content (see above).
+        lora: count the model as it would be trained with these LoRA adapters
+            (:class:`paramscope.LoraSpec`): the base is frozen, the adapters are added and
+            trainable (``params`` = base + adapters, as peft prints), :attr:`Count.lora`
+            says how many modules, adapter parameters and bytes.
 
     Returns:
         A :class:`Count`.
@@ -500,7 +512,30 @@ def count(
     merged: list[list[str]] = []
     if values:
         m, merged = _content_ties(m, digests)
+    plan = None
+    if lora is not None:
+        from ._lora import lora_manifest, module_layers
+
+        m, plan = lora_manifest(m, lora, module_layers(source) if scan is not None else None)
     c = count_manifest(m, tie_note=not values)
+    if plan is not None:
+        c.lora = plan.to_dict()
+        c.notes.append(
+            f"LoRA {lora.describe()}: {len(plan.modules)} modules adapted, "
+            f"{plan.adapter_params:,} adapter parameters trainable "
+            f"({plan.adapter_bytes:,} bytes in {plan.spec.dtype}), the base frozen"
+        )
+    elif label is not None:
+        from ._lora import adapter_folder_info
+
+        c.lora = adapter_folder_info(label)
+        if c.lora is not None:
+            c.notes.append(
+                f"peft {c.lora['peft_type']} adapter of base "
+                f"{c.lora['base_model'] or '(not named in adapter_config.json)'}: "
+                f"r={c.lora['r']}, alpha={c.lora['alpha']}, targets {c.lora['targets']}; "
+                "params are the adapter's own"
+            )
     if scan is not None:
         c.uninitialized = scan.uninitialized
         c.pruned = dict(scan.pruned)

@@ -25,12 +25,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._dtypes import DType, parse_dtype
 from .._enums import Role, StrEnum
 from .._errors import ArgumentError
 from .._manifest import Manifest
+
+if TYPE_CHECKING:
+    from ._lora import LoraSpec
 
 __all__ = ["MemoryEstimate", "Optimizer", "estimate_memory", "parse_dtype"]
 
@@ -66,6 +69,12 @@ class MemoryEstimate:
         notes: what is and is not included, the source's own notes too (lazy tensors left
             out, packed or quantised weights, …).
         source: the source as given (a path or TARGET), ``None`` for an object in memory.
+        activations: training activation bytes per GPU (a formula: ``details`` names it).
+        kv_cache: inference KV cache bytes (exact for the config's shape).
+        details: the activation formula and figures, the KV cache per token and sequence
+            and the ``fit`` answer.
+        terms: which parts are ``exact``, which a ``formula`` (with its source) and which
+            are ``left_out``.
     """
 
     params: int
@@ -81,13 +90,17 @@ class MemoryEstimate:
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     source: str | None = None
+    activations: int = 0
+    kv_cache: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    terms: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form used by ``paramscope memory --json``.
 
         Returns:
             ``total_bytes, per_gpu_bytes, breakdown, per_gpu, params, trainable, settings,
-            notes, source``.
+            notes, source, details, terms``.
         """
         return {
             "total_bytes": self.total_bytes,
@@ -98,6 +111,8 @@ class MemoryEstimate:
                 "gradients": self.gradients,
                 "optimizer_states": self.optimizer_states,
                 "master_weights": self.master_weights,
+                "activations": self.activations,
+                "kv_cache": self.kv_cache,
             },
             "per_gpu": self.per_gpu,
             "params": self.params,
@@ -105,6 +120,8 @@ class MemoryEstimate:
             "settings": self.settings,
             "notes": self.notes,
             "source": self.source,
+            "details": self.details,
+            "terms": self.terms,
         }
 
     def to_text(self, width: int | None = None) -> str:
@@ -151,6 +168,17 @@ def estimate_memory(
     mixed_precision: bool = False,
     zero_stage: int = 0,
     num_gpus: int = 1,
+    lora: LoraSpec | None = None,
+    config: Any = None,
+    batch: int = 1,
+    seq: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    pp: int = 1,
+    recompute: str = "none",
+    flash: bool = False,
+    context: int | None = None,
+    fit: int | str | None = None,
 ) -> MemoryEstimate:
     """Estimate the memory a model's parameters need, summed per GPU.
 
@@ -163,6 +191,24 @@ def estimate_memory(
         mixed_precision: 16-bit weights/gradients with fp32 master weights and states.
         zero_stage: 0 (none), 1 (optimizer states), 2 (+ gradients), 3 (+ weights).
         num_gpus: data-parallel GPUs the states are sharded over.
+        lora: a LoRA run (:class:`paramscope.LoraSpec`): the base frozen at its stored dtype
+            (or ``dtype``), the adapters added in the spec's dtype; gradients and optimizer
+            states for the adapters only. ``settings["lora"]`` gives the adapters' count and
+            bytes (the tensors of the adapter file peft would save).
+        config: the transformer's config (a dict of ``config.json`` keys, a zoo or
+            transformers config) for activations and the KV cache; default: the module's
+            ``config`` or the ``config.json`` of the source.
+        batch: micro-batch (training) or sequences (inference).
+        seq: training sequence length: adds activations by Korthikanti et al. 2022.
+        tp: tensor-parallel size; must divide the heads.
+        sp: sequence parallelism (with ``tp > 1``).
+        pp: pipeline stages (activations of the first stage); must divide the layers.
+        recompute: ``none``, ``selective`` or ``full`` activation recomputation.
+        flash: flash attention (no ``s × s`` attention matrix kept).
+        context: inference tokens per sequence: adds the KV cache.
+        fit: inference memory budget (``"80GB"``): the longest context, or with
+            ``context`` the largest batch, whose KV cache fits next to the weights
+            (``details["kv_cache"]["fit"]``).
 
     Returns:
         A :class:`MemoryEstimate`.
@@ -208,6 +254,12 @@ def estimate_memory(
                 "mixed_precision"
             )
     m: Manifest = to_manifest(source, "estimate_memory")
+    plan = None
+    if lora is not None:
+        from ._lora import lora_manifest, module_layers
+
+        layers = module_layers(source) if hasattr(source, "named_modules") else None
+        m, plan = lora_manifest(m, lora, layers)
     params = trainable = weights = buffers = grads = states = master = 0
     for e in m.values():
         if e.tie is not None:
@@ -244,14 +296,51 @@ def estimate_memory(
         "optimizer_states": shard(states, 1),
         "master_weights": shard(master, 1),
     }
+    from ._activations import memory_terms, terms_note
+
+    extra = memory_terms(
+        source,
+        m,
+        resident=per_gpu["weights"] + buffers,
+        run_bits=run_dtype.bits if run_dtype is not None else None,
+        training=training,
+        config=config,
+        batch=batch,
+        seq=seq,
+        tp=tp,
+        sp=sp,
+        pp=pp,
+        recompute=recompute,
+        flash=flash,
+        context=context,
+        fit=fit,
+    )
+    per_gpu["activations"] = extra["activations"]
+    per_gpu["kv_cache"] = extra["kv_cache"]
     per = sum(per_gpu.values())
     notes = [
         "model states only: activations, temporary buffers, framework workspace and the "
         "CUDA context are not included (they depend on batch, sequence and kernels)"
     ]
+    if "activations" in extra["details"] or "kv_cache" in extra["details"]:
+        notes = [
+            "exact: weights, buffers, gradients, optimizer states"
+            + (", KV cache" if "kv_cache" in extra["details"] else "")
+            + "; left out: temporary buffers, framework workspace, allocator fragmentation "
+            "and the CUDA context"
+            + ("" if "activations" in extra["details"] else "; activations (training only)")
+        ]
+        notes += extra["notes"]
     if m.roles.value == "inferred" and training:
         notes.append("trainable flags inferred: every parameter assumed trainable")
     # what the reader saw (lazy tensors left out, packed or quantised weights, …)
+    if plan is not None and lora is not None:
+        notes.append(
+            f"LoRA {lora.describe()}: {len(plan.modules)} modules, {plan.adapter_params:,} "
+            f"adapter parameters in {plan.spec.dtype} ({plan.adapter_bytes:,} bytes, the "
+            "tensors of the adapter file); gradients and optimizer states for them only, "
+            "the base frozen"
+        )
     notes.extend(n for n in m.notes if n not in notes)
     return MemoryEstimate(
         params=params,
@@ -271,7 +360,12 @@ def estimate_memory(
             "mixed_precision": mixed_precision,
             "zero_stage": zero_stage,
             "num_gpus": num_gpus,
+            **({"lora": plan.to_dict()} if plan is not None else {}),
         },
         notes=notes,
         source=os.fspath(source) if isinstance(source, (str, os.PathLike)) else m.source,
+        activations=extra["activations"],
+        kv_cache=extra["kv_cache"],
+        details=extra["details"],
+        terms=terms_note("activations" in extra["details"], "kv_cache" in extra["details"]),
     )

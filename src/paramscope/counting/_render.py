@@ -446,6 +446,10 @@ def memory_text(d: dict[str, Any]) -> str:
             f"  {label:<18} {format_bytes(d['breakdown'][key]):>14} "
             f"{format_bytes(d['per_gpu'][key]):>14}"
         )
+    for key, label in (("activations", "activations"), ("kv_cache", "KV cache")):
+        if d["breakdown"].get(key):  # rows only when estimated (goldens of old runs unchanged)
+            n = format_bytes(d["breakdown"][key])
+            lines.append(f"  {label:<18} {n:>14} {format_bytes(d['per_gpu'][key]):>14}")
     lines.append(f"  {'total per GPU':<18} {'':>14} {format_bytes(d['per_gpu_bytes']):>14}")
     lines.append(f"  {'total, all GPUs':<18} {format_bytes(d['total_bytes']):>14}")
     lines += [f"  note: {n}" for n in d["notes"]]
