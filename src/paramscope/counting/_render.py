@@ -15,6 +15,7 @@ from typing import Any
 
 from .._tables import render_rich
 from .._units import format_bytes, format_count, format_percent, format_short_count
+from ._flops_render import short_flops
 
 __all__ = [
     "INSPECT_ROWS",
@@ -306,6 +307,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         and not a["shared_with"]
         and not b["shared_with"]
         and all(a[k] == b[k] for k in keys)
+        and a.get("flops") == b.get("flops")
     )
 
 
@@ -339,6 +341,9 @@ def summary_text(d: dict[str, Any], width: int | None = None) -> str:
     table.add_column("params", justify="right")
     table.add_column("own", justify="right")
     table.add_column("buffers", justify="right")
+    fl = d.get("flops")  # only with --flops / summary(flops=...): otherwise unchanged
+    if fl is not None:
+        table.add_column("FLOPs", justify="right")
     table.add_column("formula / note", overflow="fold")
 
     def row(node: dict[str, Any], level: int, name: str) -> None:
@@ -351,14 +356,17 @@ def summary_text(d: dict[str, Any], width: int | None = None) -> str:
         else:
             note = ""
         frozen = node["params"] and node["trainable"] == 0
-        table.add_row(
+        cells = [
             escape("  " * level + name),
             escape(node["kind"]),
             format_count(node["params"]) + (" ❄" if frozen else ""),
             format_count(node["own_params"]) if node["own_params"] else "",
             format_count(node["buffers"]) if node["buffers"] else "",
-            escape(note),
-        )
+        ]
+        if fl is not None:
+            f = node.get("flops")
+            cells.append("" if f is None or node["shared_with"] else short_flops(f))
+        table.add_row(*cells, escape(note))
 
     def walk(node: dict[str, Any], level: int) -> None:
         row(node, level, node["path"].rsplit(".", 1)[-1] if node["path"] else "(root)")
@@ -388,6 +396,15 @@ def summary_text(d: dict[str, Any], width: int | None = None) -> str:
         )
         + f", {format_bytes(t['bytes'])}"
     )
+    if fl is not None:
+        line = f"FLOPs {fl['flops']:,} (MACs {fl['macs']:,}), forward {fl['forward_flops']:,}"
+        if fl["backward_flops"]:
+            line += f", backward {fl['backward_flops']:,}"
+        out.append(escape(f"{line}; inputs: {'; '.join(fl['inputs'])}"))
+        if fl["uncounted"]:
+            ops = ", ".join(f"{op} ×{n}" for op, n in fl["uncounted"].items())
+            out.append(escape(f"FLOPs uncounted (no formula, not in the totals): {ops}"))
+        out += [escape(f"note (FLOPs): {n}") for n in fl["notes"]]
     types = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="by layer type", title_justify="left")
     types.add_column("type")
     types.add_column("modules", justify="right")

@@ -16,6 +16,8 @@ from ._module import ModuleScan, scan_module
 if TYPE_CHECKING:
     import torch
 
+    from ._flops import FlopsReport
+
 __all__ = ["ModuleNode", "Summary", "filter_tree", "summary"]
 
 
@@ -95,6 +97,8 @@ class Summary:
         by_type: layer type → ``{"modules", "params"}`` (unique instances, their own params).
         depth: the depth shown by default.
         filter: the module-path pattern the shown tree is narrowed to (see :meth:`shown`).
+        flops: a measured :class:`~paramscope.counting.FlopsReport` of the same model whose
+            per-module FLOPs are shown next to the parameters (``None``: no FLOPs column).
     """
 
     total: Count
@@ -103,6 +107,7 @@ class Summary:
     depth: int | None = None
     filter: Pattern | None = None
     _shown: ModuleNode | None = field(default=None, repr=False, compare=False)
+    flops: FlopsReport | None = field(default=None, repr=False, compare=False)
 
     def shown(self) -> ModuleNode:
         """The tree as shown: :attr:`root` down to :attr:`depth`, narrowed to the module
@@ -154,7 +159,10 @@ class Summary:
 
         Returns:
             ``total`` (the count's JSON), ``depth``, ``tree``, ``by_type``, ``ties``,
-            ``shared``, ``formulas`` (path → formula of leaf layers).
+            ``shared``, ``formulas`` (path → formula of leaf layers); with :attr:`flops`
+            also ``flops`` (the report's totals, inputs, convention, uncounted ops and notes)
+            and a ``flops`` value on every tree node (``None`` where the report has no such
+            path).
         """
         formulas = {n.path: n.formula for _, n in self.rows(None) if n.formula is not None}
         total = self.total.to_dict(depth=0)
@@ -170,6 +178,8 @@ class Summary:
         }
         if self.filter is not None:
             out["filter"] = self.filter
+        if self.flops is not None:
+            _add_flops(out, self.flops)
         return out
 
     def to_text(self, width: int | None = None) -> str:
@@ -200,6 +210,7 @@ def summary(
     *,
     depth: int | None = None,
     pattern: Pattern | None = None,
+    flops: FlopsReport | None = None,
 ) -> Summary:
     """Summarise a module: totals, a module tree, a by-layer-type table, ties and formulas.
 
@@ -214,6 +225,8 @@ def summary(
         pattern: show only the module paths matching this glob / ``re:`` pattern (and their
             ancestors) down to ``depth`` (:meth:`Summary.shown`); counts stay the whole
             model's.
+        flops: a measured :func:`~paramscope.counting.flops` report of the same model, shown
+            as a FLOPs column per module (matched by module path) and in the totals.
 
     Returns:
         A :class:`Summary`.
@@ -223,6 +236,7 @@ def summary(
         TargetError: ``model`` is a checkpoint path (a file has no module tree: use
             :func:`paramscope.inspect`).
         ArgumentTypeError: ``model`` is neither a module nor a TARGET.
+        ArgumentError: ``flops`` has no module tree (an analytic report).
 
     Example:
         >>> import torch
@@ -230,6 +244,13 @@ def summary(
         >>> s.root.params, s.root.children[0].formula["expression"]
         (7850, '784×10 + 10 = 7,850')
     """
+    if flops is not None and getattr(flops, "root", None) is None:
+        from .._errors import ArgumentError
+
+        raise ArgumentError(
+            "summary: flops= must be a measured FlopsReport with a module tree; found "
+            f"{getattr(flops, 'method', type(flops).__name__)!r} (an analytic report has none)"
+        )
     spec = None  # the TARGET as given, which names the summary's source
     if isinstance(model, (str, os.PathLike)):
         from .._targets import resolve_target
@@ -262,7 +283,38 @@ def summary(
     if pattern is not None:
         params = [e.name for e in scan.entries if e.role is Role.PARAM]
         shown = filter_tree(nodes[""], pattern, depth, params)
-    return Summary(total, nodes[""], ordered, depth, pattern, shown)
+    return Summary(total, nodes[""], ordered, depth, pattern, shown, flops)
+
+
+def _add_flops(out: dict[str, Any], report: FlopsReport) -> None:
+    """Put ``report``'s per-module FLOPs on every node of ``out["tree"]`` (by path) and its
+    totals under ``out["flops"]``."""
+    from ._flops import CONVENTION
+
+    by_path: dict[str, int] = {}
+    stack = [report.root] if report.root is not None else []
+    while stack:
+        node = stack.pop()
+        by_path[node.path] = node.flops
+        stack.extend(node.children)
+
+    def put(d: dict[str, Any]) -> None:
+        d["flops"] = by_path.get(d["path"])
+        for c in d.get("children", []):
+            put(c)
+
+    put(out["tree"])
+    out["flops"] = {
+        "flops": report.flops,
+        "macs": report.macs,
+        "forward_flops": report.forward_flops,
+        "backward_flops": report.backward_flops,
+        "convention": CONVENTION,
+        "method": report.method,
+        "inputs": report.inputs,
+        "uncounted": report.uncounted,
+        "notes": report.notes,
+    }
 
 
 def filter_tree(

@@ -40,7 +40,7 @@ import html
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,11 @@ def report(
     depth: int | None = None,
     values: bool = True,
     title: str | None = None,
+    flops: bool = False,
+    input_shape: Sequence[int] | None = None,
+    seq: int | None = None,
+    batch: int = 1,
+    context: int | None = None,
 ) -> Path:
     """Write a self-contained offline HTML report of a model or checkpoint.
 
@@ -80,12 +85,23 @@ def report(
         depth: treemap levels shown at once (default 2).
         values: read values for histograms and zero counts where they are available.
         title: the page title (default: the source's name).
+        flops: measure a forward (:func:`paramscope.flops`, on the meta device or under fake
+            tensors) and show each module's FLOPs in the treemap tooltip and the total in a
+            card; needs a model and ``input_shape`` or ``seq``.
+        input_shape: with ``flops``: the shape of one float input.
+        seq: token ids of ``batch × seq`` for ``flops``; also adds a training row with the
+            activations (Korthikanti et al. 2022) to the memory table, when the
+            transformer's config is known (else a note says why not).
+        batch: micro-batch for ``seq`` and sequences for the KV cache.
+        context: tokens per sequence of an inference row with the KV cache (default:
+            ``seq``).
 
     Returns:
         The path written.
 
     Raises:
-        ArgumentError: a depth below 1.
+        ArgumentError: a depth below 1; ``flops`` for a checkpoint or without inputs;
+            ``input_shape`` without ``flops``.
         ArgumentTypeError: a source of a type it does not take.
         ParamscopeError: a source that cannot be resolved (a subclass naming why).
 
@@ -97,7 +113,17 @@ def report(
     """
     from .._atomic import atomic_write
 
-    data = build_report_data(source, depth=depth, values=values, title=title)
+    data = build_report_data(
+        source,
+        depth=depth,
+        values=values,
+        title=title,
+        flops=flops,
+        input_shape=input_shape,
+        seq=seq,
+        batch=batch,
+        context=context,
+    )
     text = render_html(data)
     dest = Path(path)
     with atomic_write(dest) as f:
@@ -127,7 +153,16 @@ def _resolve(source: Any) -> tuple[Any, str]:
 
 
 def build_report_data(
-    source: Any, *, depth: int | None = None, values: bool = True, title: str | None = None
+    source: Any,
+    *,
+    depth: int | None = None,
+    values: bool = True,
+    title: str | None = None,
+    flops: bool = False,
+    input_shape: Sequence[int] | None = None,
+    seq: int | None = None,
+    batch: int = 1,
+    context: int | None = None,
 ) -> dict[str, Any]:
     """The JSON data a report embeds (what :func:`report` writes, before rendering).
 
@@ -136,10 +171,15 @@ def build_report_data(
         depth: treemap levels shown at once (default 2).
         values: read values where available.
         title: the page title.
+        flops: measure the FLOPs per module (``"f"`` on each tree node, ``flops`` totals).
+        input_shape: with ``flops``: one float input's shape.
+        seq: token ids for ``flops``; adds a training row with activations to ``memory``.
+        batch: micro-batch / sequences.
+        context: adds an inference row with the KV cache (default: ``seq``).
 
     Returns:
         ``title, source, kind, depth, counts, memory, tree, tensors, ties, shared, values,
-        notes``.
+        notes``, and ``flops`` (``None`` unless asked).
 
     Example:
         >>> import torch
@@ -154,7 +194,14 @@ def build_report_data(
         depth = _DEFAULT_DEPTH
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ArgumentError(f"report: depth {depth!r}: expected an integer >= 1")
+    if input_shape is not None and not flops:
+        raise ArgumentError("report: input_shape needs flops=True (--flops)")
     obj, default_title = _resolve(source)
+    if flops and isinstance(obj, (str, ParamDict)):
+        raise ArgumentError(
+            f"report {default_title}: flops needs a model TARGET (zoo:NAME, "
+            "package.module:callable or a config.json); a checkpoint has no forward to run"
+        )
     c = count(obj)
     notes = list(c.notes)
     values_note: str | None = None
@@ -212,6 +259,14 @@ def build_report_data(
             estimate_memory(obj, training=True, mixed_precision=True, optimizer="adamw"),
         ),
     ]
+    memory += _token_rows(obj, seq, batch, context, notes)
+    flops_data: dict[str, Any] | None = None
+    if flops:
+        from ..counting import flops as flops_
+
+        fr = flops_(obj, input_shape=input_shape, batch=batch, seq=seq)
+        flops_data = _add_flops(tree, fr)
+        notes.extend(f"FLOPs: {n}" for n in fr.notes)
     return {
         "title": title or default_title,
         "source": c.source or default_title,
@@ -238,6 +293,8 @@ def build_report_data(
                 "gradients": m.gradients,
                 "optimizer_states": m.optimizer_states,
                 "master_weights": m.master_weights,
+                "activations": m.activations,
+                "kv_cache": m.kv_cache,
                 "total": m.per_gpu_bytes,
             }
             for label, m in memory
@@ -253,6 +310,61 @@ def build_report_data(
             "bins": _BINS,
         },
         "notes": notes,
+        "flops": flops_data,
+    }
+
+
+def _token_rows(
+    obj: Any, seq: int | None, batch: int, context: int | None, notes: list[str]
+) -> list[tuple[str, Any]]:
+    """The memory rows that depend on tokens: training with activations (``seq``) and
+    inference with the KV cache (``context``, default ``seq``); a note when the transformer's
+    config is unknown."""
+    from ..counting import estimate_memory
+
+    kv = context if context is not None else seq
+    rows: list[tuple[str, Any]] = []
+    try:
+        if seq is not None:
+            m = estimate_memory(
+                obj, training=True, mixed_precision=True, optimizer="adamw", batch=batch, seq=seq
+            )
+            rows.append((f"training bf16 mixed precision, AdamW, {batch} × {seq} tokens", m))
+        if kv is not None:
+            m = estimate_memory(obj, dtype="bf16", batch=batch, context=kv)
+            rows.append((f"inference bf16, KV cache for {batch} × {kv} tokens", m))
+    except ArgumentError as e:
+        notes.append(f"memory: no activation / KV cache rows: {e}")
+        return []
+    for label, m in rows:
+        notes.extend(f"memory ({label}): {n}" for n in m.notes[1:])
+    return rows
+
+
+def _add_flops(tree: dict[str, Any], report: Any) -> dict[str, Any]:
+    """Put each module's FLOPs on the report's tree (``"f"``, by path) and return the totals."""
+    from ..counting._flops import CONVENTION
+
+    by_path: dict[str, int] = {}
+    stack = [report.root]
+    while stack:
+        node = stack.pop()
+        by_path[node.path] = node.flops
+        stack.extend(node.children)
+
+    def put(n: dict[str, Any]) -> None:
+        if n["p"] in by_path and "sh" not in n:
+            n["f"] = by_path[n["p"]]
+        for ch in n["c"]:
+            put(ch)
+
+    put(tree)
+    return {
+        "flops": report.flops,
+        "macs": report.macs,
+        "inputs": report.inputs,
+        "convention": CONVENTION,
+        "uncounted": report.uncounted,
     }
 
 

@@ -39,11 +39,16 @@ $("cards").innerHTML = [["params", "total parameters"], ["trainable", "trainable
   (C.moe ? '<div class="card" data-count="active"><span class="muted">active per token</span><b>' +
     (C.active_params === null ? "unknown" : fmt(C.active_params)) + '</b><span class="muted">' +
     (C.active_params === null ? "no top-k" : "top-" + C.moe.top_k + " of " + C.moe.experts +
-      " experts") + "</span></div>" : "");
+      " experts") + "</span></div>" : "") +
+  (D.flops ? '<div class="card" data-count="flops"><span class="muted">FLOPs, forward</span><b>' +
+    fmt(D.flops.flops) + '</b><span class="muted">' + esc(D.flops.inputs.join("; ")) +
+    "</span></div>" : "");
 $("notes").innerHTML = D.notes.map((n) => "<div>note: " + esc(n) + "</div>").join("");
 const MCOLS = [["weights", "weights"], ["buffers", "buffers"], ["gradients", "gradients"],
-  ["optimizer_states", "optimizer states"], ["master_weights", "fp32 master"],
-  ["total", "total"]];
+  ["optimizer_states", "optimizer states"], ["master_weights", "fp32 master"]]
+  .concat(D.memory.some((m) => m.activations) ? [["activations", "activations"]] : [])
+  .concat(D.memory.some((m) => m.kv_cache) ? [["kv_cache", "KV cache"]] : [])
+  .concat([["total", "total"]]);
 $("memory").innerHTML = "<thead><tr><th>setting</th>" +
   MCOLS.map((c) => '<th class="num">' + c[1] + "</th>").join("") + "</tr></thead><tbody>" +
   D.memory.map((m) => "<tr><td>" + esc(m.label) + "</td>" +
@@ -215,6 +220,7 @@ tm.addEventListener("mousemove", (ev) => {
       t.shape.join(", ") + "] " + t.dtype + "</code>").join("");
   }
   if (n.sh) h += "<br>shared with " + esc(n.sh);
+  if (!own && n.f !== undefined) h += "<br>" + fmt(n.f) + " FLOPs (forward)";
   tip.innerHTML = h; tip.style.display = "block";
   tip.style.left = Math.min(ev.clientX + 14, window.innerWidth - 430) + "px";
   tip.style.top = ev.clientY + 14 + "px";
