@@ -125,6 +125,20 @@ NonzeroOpt = Annotated[
 ]
 
 
+def _shape(input_shape: str | None) -> tuple[int, ...] | None:
+    """``--input-shape 1,3,224,224`` (or ``1x3x224x224``) as a tuple."""
+    if input_shape is None:
+        return None
+    from .._errors import ArgumentError
+
+    try:
+        return tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise ArgumentError(
+            f"--input-shape {input_shape!r}: expected comma-separated sizes, e.g. 1,3,224,224"
+        ) from None
+
+
 @app.command()
 def count(
     target: TargetArg,
@@ -170,20 +184,55 @@ def inspect(
             help="Only names (models: module paths) matching this glob (or re:REGEX).",
         ),
     ] = None,
+    flops: Annotated[
+        bool,
+        typer.Option(
+            "--flops",
+            help="Models: a FLOPs column per module, measured on the meta device "
+            "(with --seq or --input-shape).",
+        ),
+    ] = False,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input-shape", help="With --flops: one float input, comma-separated: 1,3,224,224."
+        ),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, help="With --flops and --seq: batch of token ids.")
+    ] = 1,
+    seq: Annotated[
+        int | None,
+        typer.Option("--seq", min=1, help="With --flops: token ids of batch × seq."),
+    ] = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Checkpoints: entries grouped by prefix with subtotals. Models: the module tree, the
-    by-type table, ties and shared modules, and each layer's formula."""
+    by-type table, ties and shared modules, and each layer's formula (with --flops, the FLOPs
+    of each module)."""
+    from .._errors import ArgumentError
     from ..counting import inspect as inspect_
     from ..counting import summary
 
+    if not flops and (input_shape is not None or seq is not None or batch != 1):
+        raise ArgumentError("inspect: --seq, --input-shape and --batch need --flops")
     obj = _target(target, arg)
     if isinstance(obj, str):
+        if flops:
+            raise ArgumentError(
+                f"inspect {target}: --flops needs a model TARGET (zoo:NAME, "
+                "package.module:callable or a config.json); a checkpoint has no forward to run"
+            )
         ins = inspect_(obj, depth=1 if depth is None else depth, pattern=filter)
         _output.emit(ins, json=json, stream=True)  # entries made as they are written
         return
-    s = summary(obj, depth=2 if depth is None else depth, pattern=filter)  # type: ignore[arg-type]
+    report = None
+    if flops:
+        from ..counting import flops as flops_
+
+        report = flops_(obj, input_shape=_shape(input_shape), batch=batch, seq=seq)
+    s = summary(obj, depth=2 if depth is None else depth, pattern=filter, flops=report)  # type: ignore[arg-type]
     s.total.source = target
     _output.emit(s, json=json)
 
@@ -239,11 +288,38 @@ def memory(
             "whose KV cache fits next to the weights.",
         ),
     ] = None,
+    measured: Annotated[
+        bool,
+        typer.Option(
+            "--measured",
+            help="Also run the model once on the meta device (forward, + backward with "
+            "--train): the measured activation peak, its phase and the module holding the "
+            "most (with --seq or --input-shape).",
+        ),
+    ] = False,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input-shape", help="With --measured: one float input, comma-separated: 1,3,224,224."
+        ),
+    ] = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Memory for weights, gradients, optimizer states and master weights, per GPU."""
     from ..counting import estimate_memory
+
+    if not measured and input_shape is not None:
+        from .._errors import ArgumentError
+
+        raise ArgumentError("memory: --input-shape needs --measured")
+    if measured and seq is None and input_shape is None:
+        from .._errors import ArgumentError
+
+        raise ArgumentError(
+            "memory --measured: give --seq S (token ids of --batch × S) or --input-shape "
+            "(one float input, e.g. 1,3,224,224)"
+        )
 
     if inference and train:
         from .._errors import ArgumentError
@@ -259,7 +335,7 @@ def memory(
         num_gpus=gpus,
         **({"lora": _lora(lora)} if lora is not None else {}),
         batch=batch,
-        seq=seq,
+        seq=None if measured and not train else seq,  # --measured alone: forward inputs
         tp=tp,
         sp=sp,
         pp=pp,
@@ -269,6 +345,25 @@ def memory(
         fit=fit,
     )
     est.source = target
+    if measured:
+        from .._units import format_bytes
+        from ..counting._memory_measured import measured_memory
+
+        m = measured_memory(
+            _target(target, arg),
+            source=target,
+            input_shape=_shape(input_shape),
+            batch=batch,
+            seq=seq,
+            backward=train,
+        )
+        est.details["measured"] = m
+        est.notes.append(
+            f"measured activations, {m['method']}, inputs {', '.join(m['inputs'])}: peak "
+            f"{format_bytes(m['peak'])} ({m['peak']:,} bytes) in {m['peak_phase']}; at the end "
+            f"of forward {format_bytes(m['saved'])} alive, the most in module "
+            f"{m['top_module'] or '(root)'!r} ({format_bytes(m['top_module_bytes'])})"
+        )
     _output.emit(est, json=json)
 
 
@@ -304,32 +399,25 @@ def flops(
     depth: Annotated[
         int | None, typer.Option("--depth", "-d", min=0, help="Tree depth shown (default 2).")
     ] = None,
+    lora: LoraOpt = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """FLOPs and MACs (FLOPs = 2 × MACs) of a forward (and backward) run on the meta device,
     per module and per op, with every op that has no formula listed; or, with --analytic,
     --train or --tokens, Kaplan's transformer formula from the config."""
-    from .._errors import ArgumentError
     from ..counting import flops as flops_
 
-    shape = None
-    if input_shape is not None:
-        try:
-            shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s.strip())
-        except ValueError:
-            raise ArgumentError(
-                f"--input-shape {input_shape!r}: expected comma-separated sizes, e.g. 1,3,224,224"
-            ) from None
     report = flops_(
         _target(target, arg) if arg else target,
-        input_shape=shape,
+        input_shape=_shape(input_shape),
         batch=batch,
         seq=seq,
         backward=backward or train,
         depth=2 if depth is None else depth,
         analytic=analytic or train or tokens is not None,
         tokens=tokens,
+        lora=_lora(lora),
     )
     report.source = target
     _output.emit(report, json=json)
@@ -620,11 +708,48 @@ def report(
         bool,
         typer.Option("--no-values", help="Do not read values (no histograms or zero counts)."),
     ] = False,
+    flops: Annotated[
+        bool,
+        typer.Option(
+            "--flops", help="Models: FLOPs per module in the treemap (with --seq or --input-shape)."
+        ),
+    ] = False,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--input-shape", help="With --flops: one float input, comma-separated: 1,3,224,224."
+        ),
+    ] = None,
+    seq: Annotated[
+        int | None,
+        typer.Option(
+            "--seq",
+            min=1,
+            help="Token ids of batch × seq for --flops; adds a training row with activations "
+            "(and, without --context, a KV cache row) to the memory table.",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Micro-batch / sequences.")] = 1,
+    context: Annotated[
+        int | None,
+        typer.Option("--context", min=1, help="Inference tokens per sequence: a KV cache row."),
+    ] = None,
     arg: ArgOpt = None,
 ) -> None:
     """Write a self-contained offline HTML report: counts, memory, a zoomable treemap, ties,
     and a sortable tensor table with value histograms. Prints the path written."""
     from ..reporting._html import report as report_
 
-    written = report_(_target(target, arg), output, depth=depth, values=not no_values, title=target)
+    written = report_(
+        _target(target, arg),
+        output,
+        depth=depth,
+        values=not no_values,
+        title=target,
+        flops=flops,
+        input_shape=_shape(input_shape),
+        seq=seq,
+        batch=batch,
+        context=context,
+    )
     _output.emit(_output.Wrote(str(written), verb=""))

@@ -337,6 +337,7 @@ def flops(
     depth: int | None = None,
     analytic: bool = False,
     tokens: int | str | None = None,
+    lora: Any = None,
 ) -> FlopsReport:
     """Count the FLOPs and MACs of one forward (and backward) of a model, per module and op.
 
@@ -358,6 +359,8 @@ def flops(
         analytic: no forward: the Kaplan formula from the config (:func:`analytic_flops`,
             ``backward`` meaning a training step).
         tokens: tokens processed (``"2T"``); implies ``analytic``.
+        lora: a :class:`~paramscope.LoraSpec`: run with the adapters peft would add (base
+            frozen, adapters trainable) and count their FLOPs on top of the base's.
 
     Returns:
         A :class:`FlopsReport`.
@@ -374,6 +377,10 @@ def flops(
         (7840, 15680)
     """
     if analytic or tokens is not None:
+        if lora is not None:
+            raise ArgumentError(
+                "flops: lora= needs a measured count (a forward on meta), not the analytic one"
+            )
         return analytic_flops(target, seq=seq, batch=batch, tokens=tokens, train=backward)
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -424,9 +431,15 @@ def flops(
     if not backward:
         model.eval()
         notes.append("forward only: run in eval mode (dropout off), as inference runs")
-    with _restored(modes), _maybe(fake), counter, record, stack.hooks(), torch.set_grad_enabled(
-        backward
-    ):
+    if lora is not None:
+        from ._flops_lora import lora_adapters
+
+        adapters: Any = lora_adapters(model, lora)
+    else:
+        adapters = None
+    with _maybe(adapters) as lora_info, _restored(modes), _maybe(
+        fake
+    ), counter, record, stack.hooks(), torch.set_grad_enabled(backward):
         try:
             out = model(*args, **kwargs)
         except Exception as exc:  # the model's own error: say where and with what
@@ -485,6 +498,22 @@ def flops(
             "fused attention kernels are counted at the full score matrix (torch's sdpa "
             "formula), causal or not"
         )
+    details: dict[str, Any] = {"backward": backward}
+    if lora_info is not None:
+        details["lora"] = lora_info
+        notes.append(
+            f"LoRA {lora.describe()} on {lora_info['modules']} module(s): the adapters peft "
+            "would add ran with the model (base_layer(x) + lora_B(lora_A(x))·scaling, peft's "
+            "LoRA layer), their forward 2·r·(in + out) FLOPs per token per adapted Linear "
+            f"({lora_info['adapter_forward_flops']:,} in all); the base is frozen"
+            + (
+                ": the backward has the adapters' weight and input gradients (≈ 2 × their "
+                "forward) and the activation-gradient pass through the frozen base where an "
+                "input needs a gradient, but no weight gradient for the base"
+                if backward
+                else ""
+            )
+        )
     notes.append(
         "ran on the meta device: no memory, no values"
         if on_meta
@@ -502,19 +531,19 @@ def flops(
         uncounted=dict(sorted(uncounted.items(), key=lambda kv: -kv[1])),
         no_arithmetic=dict(sorted(no_arith.items(), key=lambda kv: -kv[1])),
         depth=depth,
-        details={"backward": backward},
+        details=details,
         notes=notes,
         source=source,
     )
 
 
 @contextmanager
-def _maybe(ctx: Any) -> Iterator[None]:
+def _maybe(ctx: Any) -> Iterator[Any]:
     if ctx is None:
-        yield
+        yield None
     else:
-        with ctx:
-            yield
+        with ctx as value:
+            yield value
 
 
 def _tree(
