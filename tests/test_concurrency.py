@@ -146,3 +146,33 @@ def test_concurrent_sharded_savers_into_one_folder_leave_one_whole_version(
         n = len(own) - 1
         shards = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
         assert own == sorted([*shards, "model.safetensors.index.json"])
+
+
+def test_a_temp_folder_taken_by_a_cleaner_before_it_is_opened_is_made_again(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Between making a temp folder and opening it to lock it, another writer's cleaner may
+    remove it (it is not locked yet): the writer makes a new one instead of failing."""
+    import os
+    import shutil
+
+    from paramscope import _atomic
+
+    real_open = os.open
+    taken: list[str] = []
+
+    def racing_open(path, flags, *args, **kwargs):  # the cleaner wins the first race
+        if (
+            not taken
+            and _atomic.TEMP_MARK in str(path)
+            and "dir_fd" not in kwargs
+            and os.path.isdir(path)
+        ):
+            taken.append(os.fspath(path))
+            shutil.rmtree(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(_atomic.os, "open", racing_open)
+    with _atomic.temp_folder(tmp_path, "ckpt") as tmp:
+        assert tmp.is_dir() and os.fspath(tmp) != taken[0]
+    assert len(taken) == 1 and not any(tmp_path.iterdir())

@@ -264,7 +264,10 @@ def temp_folder(parent: str | os.PathLike[str], stem: str) -> Iterator[Path]:
     while True:
         tmp = parent / f".{stem}{TEMP_MARK}{secrets.token_hex(4)}"
         tmp.mkdir()
-        fd = os.open(tmp, os.O_RDONLY | _CLOEXEC | _DIRECTORY)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | _CLOEXEC | _DIRECTORY)
+        except FileNotFoundError:  # a concurrent cleaner took it before it was opened: retry
+            continue
         lock_temp(fd)
         st = os.fstat(fd)
         try:
