@@ -12,15 +12,13 @@ active parameters cannot be computed and why.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .._manifest import Manifest
 from .._moe import MoEConfig, moe_config_from_gguf, moe_config_from_hf
+from ._quantconfig import ConfigTooLarge, read_config_json
 
 __all__ = ["find_moe_config"]
-
-_MAX_BYTES = 10_000_000  # a config.json is a few kB; a hostile one is not read whole
 
 
 def find_moe_config(file: Path, m: Manifest) -> MoEConfig | None:
@@ -41,17 +39,13 @@ def find_moe_config(file: Path, m: Manifest) -> MoEConfig | None:
     if m.format.value == "gguf":
         return moe_config_from_gguf(_gguf_metadata(m))
     folder = file if file.is_dir() else file.parent
-    path = folder / "config.json"
     try:
-        if not path.is_file():
-            return None
-        size = path.stat().st_size
-        if size > _MAX_BYTES:
-            return _unreadable(f"config.json is {size:,} bytes, too large to be a config")
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = read_config_json(folder / "config.json")
+    except ConfigTooLarge as exc:
+        return _unreadable(f"config.json is {exc.args[0]:,} bytes, too large to be a config")
     except (OSError, ValueError, RecursionError) as exc:
         return _unreadable(f"config.json is not readable as JSON ({exc})")
-    if not isinstance(data, dict):
+    if not isinstance(data, dict):  # also None: no config.json
         return None
     return moe_config_from_hf(data, "config.json")
 

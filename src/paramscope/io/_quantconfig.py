@@ -35,25 +35,61 @@ from .._manifest import Manifest
 from .._quantlayouts import SMALL_VALUES_KEY, QuantConfig
 from ._source import opened
 
-__all__ = ["find_quant_config", "parse_quant_config", "with_small_values"]
+__all__ = [
+    "ConfigTooLarge",
+    "find_quant_config",
+    "parse_quant_config",
+    "read_config_json",
+    "with_small_values",
+]
 
 _MAX_BYTES = 10_000_000  # a config.json is a few kB; a hostile one is not read whole
 
 _SIDE_FILES = (("quantize_config.json", "gptq"), ("quant_config.json", "awq"))
 
 
+class ConfigTooLarge(Exception):
+    """A config file past :data:`_MAX_BYTES`: not read (``args[0]`` is its size)."""
+
+
+def read_config_json(path: Path) -> Any:
+    """The JSON of a small config file next to a checkpoint, read whole only when it is small.
+
+    The one reader of the side files (``config.json``, ``quantize_config.json``, ...) for the
+    quantisation and mixture-of-experts evidence; each caller says in its own words why a file
+    was not used.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed JSON, or ``None`` when there is no such file.
+
+    Raises:
+        ConfigTooLarge: the file is over 10 MB (a config is a few kB; a hostile one is not
+            read whole).
+        OSError, ValueError, RecursionError: it cannot be read or is not JSON.
+
+    Example:
+        >>> read_config_json(Path("no/such/config.json")) is None
+        True
+    """
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    if size > _MAX_BYTES:
+        raise ConfigTooLarge(size)
+    return json.loads(path.read_bytes().decode("utf-8"))
+
+
 def _read_json(path: Path, notes: list[str]) -> Any:
     try:
-        if not path.is_file():
-            return None
-        size = path.stat().st_size
-        if size > _MAX_BYTES:
-            notes.append(f"{path.name}: {size:,} bytes, too large to be a config; not read")
-            return None
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return read_config_json(path)
+    except ConfigTooLarge as exc:
+        notes.append(f"{path.name}: {exc.args[0]:,} bytes, too large to be a config; not read")
     except (OSError, ValueError, RecursionError) as exc:
         notes.append(f"{path.name}: not readable as JSON ({exc}); quantisation not taken from it")
-        return None
+    return None
 
 
 def _number(raw: Mapping[str, Any], keys: tuple[str, ...], where: str) -> float | None:
