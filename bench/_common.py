@@ -75,6 +75,32 @@ def timed_run(cmd: Sequence[str]) -> tuple[float, str]:
     return dt, proc.stdout
 
 
+def alternating_runs(
+    variants: dict[str, list[str]],
+    runs: int,
+    expected: int,
+    total: Callable[[str], int] = lambda out: int(json.loads(out)["params"]),
+) -> dict[str, list[float]]:
+    """Time every variant ``runs`` times, the first two (ours, the peer) swapping places on
+    every other run so neither always runs second; each run of ours (the first variant) must
+    print ``expected``, as ``total`` reads it from its stdout (default: ``params`` of
+    ``count --json``).
+
+    Returns:
+        variant name -> wall seconds of each run.
+    """
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        order = names if r % 2 == 0 else [names[1], names[0], *names[2:]]
+        for n in order:
+            dt, out = timed_run(variants[n])
+            times[n].append(dt)
+            if n == names[0]:
+                assert total(out) == expected
+    return times
+
+
 def timed_call(fn: Callable[[], object]) -> tuple[float, object]:
     """Call ``fn``; ``(wall seconds, its result)``."""
     t0 = time.perf_counter()

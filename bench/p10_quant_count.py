@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from _common import (
+    alternating_runs,
     du_bytes,
     header,
     human,
@@ -181,14 +182,7 @@ def main() -> None:
             f"{q['weights']:,} GPTQ weights, {ours['bits_per_weight']:.3f} bits per weight, "
             f"{human(ours['bytes'])} stored"
         )
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(args.runs):
-            order = names if r % 2 == 0 else [names[1], names[0], *names[2:]]
-            for n in order:
-                dt, out = timed_run(variants[n])
-                times[n].append(dt)
-                if n == names[0]:
-                    assert json.loads(out)["params"] == EXPECTED
+        times = alternating_runs(variants, args.runs, EXPECTED)
     speed_verdict("P10", times, names[0], names[1], GOAL_MS, GOAL_SPEEDUP, args.runs)
 
 

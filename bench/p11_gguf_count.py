@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from _common import (
+    alternating_runs,
     du_bytes,
     header,
     human,
@@ -140,14 +141,7 @@ def main() -> None:
         assert ours_count == peer_count == PUBLISHED, (ours_count, peer_count)
         print(f"   counts agree: ours {ours_count:,} == peer {peer_count:,} == published")
         print(f"   bytes {ours_json['bytes']:,}, bits/weight {ours_json.get('bits_per_weight')}")
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(args.runs):
-            order = names if r % 2 == 0 else [names[1], names[0], *names[2:]]
-            for n in order:
-                dt, out = timed_run(variants[n])
-                times[n].append(dt)
-                if n == names[0]:
-                    assert json.loads(out)["params"] == PUBLISHED
+        times = alternating_runs(variants, args.runs, PUBLISHED)
     speed_verdict("P11", times, names[0], names[1], GOAL_MS, GOAL_SPEEDUP, args.runs)
 
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from _common import (
+    alternating_runs,
     cli_total,
     header,
     human,
@@ -116,14 +117,7 @@ def main() -> None:
         assert ours_count == peer_count == expected, (ours_count, peer_count, expected)
         print(f"   counts agree: ours {ours_count:,} == peer {peer_count:,} == analytic")
 
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(args.runs):
-            order = names if r % 2 == 0 else [names[1], names[0], *names[2:]]
-            for n in order:
-                dt, out = timed_run(variants[n])
-                times[n].append(dt)
-                if n == names[0]:
-                    assert cli_total(out) == expected
+        times = alternating_runs(variants, args.runs, expected, total=cli_total)
 
     speed_verdict("P1", times, names[0], names[1], GOAL_MS, GOAL_SPEEDUP, args.runs)
 
