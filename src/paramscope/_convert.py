@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ._errors import ArgumentError, WriteError
+from ._errors import ArgumentError
 from ._names import Pattern, apply_renames, compile_pattern, parse_rules
 
 __all__ = ["ConvertReport", "convert"]
@@ -142,6 +141,7 @@ def convert(
     from ._progress import progress
     from ._units import parse_size
     from .io._reader import SourceReader
+    from .io._sharded import write_planned
     from .io._writer import Planned, plan_meta, tensor_bytes
 
     fmt = (format or "safetensors").lower()
@@ -196,36 +196,28 @@ def convert(
             dt = target_dtype(e)
             return t if dt is e.dtype else t.to(dt.to_torch())
 
-        if max_shard_size is None:
-            with progress(report.bytes, "convert", enabled=show_progress) as advance:
-                _write_file(
-                    dst,
-                    plan,
-                    items,
-                    tensor_of,
-                    tensor_bytes,
-                    aliases,
-                    alias_meta,
-                    m.metadata,
-                    fsync,
-                    advance,
-                )
-            return report
-        limit = parse_size(max_shard_size)
+        by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
+
+        def chunks_of(names: list[str]) -> Iterator[tuple[str, Any]]:
+            for new in names:
+                p, (old, e) = by_new[new]
+                yield new, tensor_bytes(tensor_of(old, e))
+                advance(p.nbytes)
+
         with progress(report.bytes, "convert", enabled=show_progress) as advance:
-            report.shards = _write_sharded(
-                Path(dst),
+            report.shards = write_planned(
+                dst,
                 plan,
-                items,
-                tensor_of,
-                tensor_bytes,
-                aliases,
-                alias_meta,
-                m.metadata,
-                fsync,
-                limit,
-                advance,
+                chunks_of,
+                aliases=aliases,
+                alias_meta=alias_meta,
+                metadata=m.metadata,
+                max_shard_size=None if max_shard_size is None else parse_size(max_shard_size),
+                fsync=fsync,
+                what="convert",
             )
+        if max_shard_size is None:
+            return report
         report.format = "sharded" if report.shards > 1 else "safetensors"
         return report
 
@@ -234,82 +226,6 @@ def _castable(dtype: Any) -> bool:
     """Whether ``--dtype`` casts entries of this dtype: real floats torch can cast (F8 kinds
     included); never complex (the imaginary part would be dropped) or FP4/FP6."""
     return dtype.is_float and dtype.value not in ("C64", "F4", "F6_E2M3", "F6_E3M2")
-
-
-def _write_file(
-    dst: Any,
-    plan: list[Any],
-    items: list[tuple[str, Any]],
-    tensor_of: Any,
-    bytes_of: Any,
-    aliases: dict[str, str],
-    alias_meta: dict[str, Any],
-    metadata: dict[str, str],
-    fsync: bool,
-    advance: Any,
-) -> None:
-    from .io._writer import write_stream
-
-    def chunks() -> Iterator[tuple[str, Any]]:
-        for (name, e), p in zip(items, plan, strict=True):
-            yield p.name, bytes_of(tensor_of(name, e))
-            advance(p.nbytes)
-
-    if Path(dst).is_dir():
-        raise WriteError(
-            f"convert: dst={os.fspath(dst)!r} is a folder; give a .safetensors file name, or "
-            "max_shard_size= (--shard-size) to write shards into it"
-        )
-    write_stream(
-        dst, plan, chunks(), aliases=aliases, alias_meta=alias_meta, metadata=metadata, fsync=fsync
-    )
-
-
-def _write_sharded(
-    dst: Path,
-    plan: list[Any],
-    items: list[tuple[str, Any]],
-    tensor_of: Any,
-    bytes_of: Any,
-    aliases: dict[str, str],
-    alias_meta: dict[str, Any],
-    metadata: dict[str, str],
-    fsync: bool,
-    limit: int,
-    advance: Any,
-) -> int:
-    """HF shards (or one ``model.safetensors``) into the folder ``dst``, streaming, atomically.
-
-    The folder's other files are left alone; see :func:`paramscope.io._sharded.write_shards`.
-    """
-    from .io._sharded import plan_shards, write_shards
-    from .io._writer import write_stream
-
-    groups = plan_shards([(p.name, p.nbytes) for p in plan], limit) or [[]]
-    by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
-
-    def write_one(path: Path, names: list[str]) -> int:
-        held = set(names)
-        mine = {a: t for a, t in aliases.items() if t in held}
-
-        def chunks() -> Iterator[tuple[str, Any]]:
-            for name in names:
-                p, (old, e) = by_new[name]
-                yield name, bytes_of(tensor_of(old, e))
-                advance(p.nbytes)
-
-        return write_stream(
-            path,
-            [by_new[x][0] for x in names],
-            chunks(),
-            aliases=mine,
-            alias_meta={a: alias_meta[a] for a in mine},
-            metadata=metadata,
-            fsync=fsync,
-        )
-
-    _, n = write_shards(dst, groups, write_one, fsync=fsync)
-    return n
 
 
 def _to_dcp(

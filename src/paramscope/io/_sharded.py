@@ -43,6 +43,7 @@ __all__ = [
     "SHARD_RE",
     "read_index",
     "read_sharded_manifest",
+    "write_planned",
     "write_sharded",
     "write_shards",
 ]
@@ -363,6 +364,92 @@ def write_sharded(
         plan = [[]]
     out, _ = write_shards(folder, plan, write_one, prefix=prefix, fsync=fsync)
     return out
+
+
+def write_planned(
+    dst: str | os.PathLike[str],
+    plan: Sequence[_writer.Planned],
+    chunks_of: Callable[[list[str]], Any],
+    *,
+    aliases: Mapping[str, str],
+    alias_meta: Mapping[str, Mapping[str, Any]],
+    metadata: Mapping[str, str],
+    max_shard_size: int | None = None,
+    fsync: bool = True,
+    what: str = "write",
+) -> int:
+    """Write planned entries, streamed, as one safetensors file or as HF shards, atomically.
+
+    The one output path of the streaming operations (``convert``, ``merge``): the plan says
+    every entry's name, dtype, shape and bytes before any value exists; ``chunks_of(names)``
+    yields ``(name, bytes)`` for those names in that order, one tensor alive at a time.
+
+    Args:
+        dst: a ``.safetensors`` file (``max_shard_size=None``) or a folder (shards and an
+            index; one ``model.safetensors`` when everything fits in one shard).
+        plan: the entries, in the order they are written.
+        chunks_of: names → iterator of ``(name, buffer)`` in that order.
+        aliases: alias → stored name.
+        alias_meta: paramscope metadata of the aliases.
+        metadata: free str → str metadata, copied into each file.
+        max_shard_size: shard limit in bytes, or ``None`` for one file.
+        fsync: flush each file before it is renamed into place.
+        what: the operation's name, for the error when ``dst`` is a folder.
+
+    Returns:
+        The number of files written.
+
+    Raises:
+        WriteError: ``dst`` is a folder and no ``max_shard_size`` was given.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from paramscope.io import load
+        >>> from paramscope.io._writer import Planned, tensor_bytes
+        >>> from paramscope._dtypes import DType
+        >>> t = {"a": torch.ones(3), "b": torch.zeros(2)}
+        >>> plan = [Planned(k, DType.F32, list(v.shape), 4 * v.numel(), {}) for k, v in t.items()]
+        >>> dst = f"{tempfile.mkdtemp()}/out"
+        >>> write_planned(dst, plan, lambda names: ((k, tensor_bytes(t[k])) for k in names),
+        ...               aliases={}, alias_meta={}, metadata={}, max_shard_size=12)
+        2
+        >>> sorted(load(dst))
+        ['a', 'b']
+    """
+    if max_shard_size is None:
+        if Path(dst).is_dir():
+            raise WriteError(
+                f"{what}: dst={os.fspath(dst)!r} is a folder; give a .safetensors file name, or "
+                "max_shard_size= (--shard-size) to write shards into it"
+            )
+        _writer.write_stream(
+            dst,
+            plan,
+            chunks_of([p.name for p in plan]),
+            aliases=aliases,
+            alias_meta=alias_meta,
+            metadata=metadata,
+            fsync=fsync,
+        )
+        return 1
+    by_name = {p.name: p for p in plan}
+    groups = plan_shards([(p.name, p.nbytes) for p in plan], max_shard_size) or [[]]
+
+    def write_one(path: Path, names: list[str]) -> int:
+        held = set(names)
+        mine = {a: t for a, t in aliases.items() if t in held}
+        return _writer.write_stream(
+            path,
+            [by_name[x] for x in names],
+            chunks_of(names),
+            aliases=mine,
+            alias_meta={a: alias_meta[a] for a in mine if a in alias_meta},
+            metadata=metadata,
+            fsync=fsync,
+        )
+
+    _, n = write_shards(dst, groups, write_one, fsync=fsync)
+    return n
 
 
 def _own_patterns(prefix: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
