@@ -677,3 +677,38 @@ def test_fuzz_folder_writers_against_odd_destinations(tmp_path: Path) -> None:
         assert foreign_of(d, set(before)) == before, d
         assert leftovers(d) == sorted(k for k in before if TEMP_MARK in k), d
     assert outside.read_text() == "outside"
+
+
+def test_write_stream_lets_go_of_each_buffer_before_the_next_is_made(tmp_path) -> None:
+    """A streamed write holds no produced buffer while the producer makes the next one (small
+    buffers are hashed inline, so nothing but the writer could keep them): the streaming
+    operations' memory bound (two tensors for convert, inputs + 1 for merge) depends on it."""
+    import gc
+    import struct
+    import weakref
+
+    from paramscope._dtypes import DType
+    from paramscope.io import load
+    from paramscope.io._writer import Planned, write_stream
+
+    class Buf(bytearray):  # a buffer a weak reference can watch
+        pass
+
+    names = [f"t{i}" for i in range(4)]
+    plan = [Planned(n, DType.F32, [256], 1024, {}) for n in names]
+    alive: list[weakref.ref] = []
+    seen_alive: list[int] = []
+
+    def chunks():
+        for i, n in enumerate(names):
+            gc.collect()
+            seen_alive.append(sum(r() is not None for r in alive))
+            buf = Buf(struct.pack("<256f", *([float(i)] * 256)))
+            alive.append(weakref.ref(buf))
+            yield n, buf
+            del buf
+
+    write_stream(tmp_path / "s.safetensors", plan, chunks(), fsync=False)
+    assert seen_alive == [0, 0, 0, 0]
+    out = load(tmp_path / "s.safetensors")
+    assert [float(out[n][0]) for n in names] == [0.0, 1.0, 2.0, 3.0]

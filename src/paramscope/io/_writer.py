@@ -413,6 +413,9 @@ def write_stream(
             for start in range(0, len(mv), _CHUNK):
                 f.write(mv[start : start + _CHUNK])
                 flusher.wrote(min(_CHUNK, len(mv) - start))
+            # Let go of the buffer before the producer makes the next one: only the digest
+            # thread keeps it, until it is hashed (the loop variables would hold it throughout).
+            del buf, mv
         if pending is not None:
             digests[pending[0]] = pending[1].result()
         missing = [n for n in order if n not in digests]
