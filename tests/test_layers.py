@@ -17,6 +17,7 @@ The floors, bottom up::
                 config.json), and the public read_manifest that takes any TARGET
     counting    count / inspect / summary / memory of any TARGET
     operations  _convert, _diff, _verify, _example, _loading (the public load)
+    merging     merge, LoRA merge / extract, factorize: new parameters from several models
     reporting   HTML report, diagrams
     cli         the typer app
     facade      paramscope/__init__.py (the export list) and __main__.py
@@ -49,7 +50,16 @@ UPPER: dict[str, str] = {
 }
 
 #: Subpackages, each its own floor.
-ROOMS = ("io", "lifecycle", "compress", "building", "counting", "reporting", "cli")
+ROOMS = (
+    "io",
+    "lifecycle",
+    "compress",
+    "building",
+    "counting",
+    "merging",
+    "reporting",
+    "cli",
+)
 
 #: floor → the other floors it may import (its own is always allowed).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -61,8 +71,19 @@ ALLOWED: dict[str, frozenset[str]] = {
     "targets": frozenset({"core", "io", "building"}),
     "counting": frozenset({"core", "io", "targets"}),
     "operations": frozenset({"core", "io", "targets", "compress"}),
+    "merging": frozenset({"core", "io", "lifecycle", "building", "targets", "compress"}),
     "reporting": frozenset(
-        {"core", "io", "lifecycle", "compress", "building", "targets", "counting", "operations"}
+        {
+            "core",
+            "io",
+            "lifecycle",
+            "compress",
+            "building",
+            "targets",
+            "counting",
+            "operations",
+            "merging",
+        }
     ),
     "cli": frozenset(
         {
@@ -74,6 +95,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "targets",
             "counting",
             "operations",
+            "merging",
             "reporting",
         }
     ),
@@ -87,6 +109,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "targets",
             "counting",
             "operations",
+            "merging",
             "reporting",
             "cli",
         }

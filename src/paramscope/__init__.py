@@ -114,6 +114,17 @@ if TYPE_CHECKING:
     from .lifecycle import trainable_only as trainable_only
     from .lifecycle import unfreeze as unfreeze
     from .lifecycle import untie as untie
+    from .merging import AdapterInfo as AdapterInfo
+    from .merging import FactorizeReport as FactorizeReport
+    from .merging import LoraExtractReport as LoraExtractReport
+    from .merging import LoraMergeReport as LoraMergeReport
+    from .merging import MergeReport as MergeReport
+    from .merging import factorize as factorize
+    from .merging import lora_extract as lora_extract
+    from .merging import lora_merge as lora_merge
+    from .merging import merge as merge
+    from .merging import read_adapter as read_adapter
+    from .merging import read_merge_spec as read_merge_spec
     from .reporting import diagram as diagram
     from .reporting import report as report
 
@@ -187,6 +198,17 @@ _LAZY: dict[str, str] = {
     "summary": ".counting",
     "resolve_target": "._targets",
     "detect_format": ".io",
+    "MergeReport": ".merging",
+    "merge": ".merging",
+    "read_merge_spec": ".merging",
+    "AdapterInfo": ".merging",
+    "LoraExtractReport": ".merging",
+    "LoraMergeReport": ".merging",
+    "lora_extract": ".merging",
+    "lora_merge": ".merging",
+    "read_adapter": ".merging",
+    "FactorizeReport": ".merging",
+    "factorize": ".merging",
     "QuantReport": ".compress",
     "SparsityReport": ".compress",
     "dequantize": ".compress",

@@ -1,0 +1,57 @@
+"""New parameters from several models: merging, LoRA merge / extract, low-rank factorisation.
+
+Everything here is architecture-free: tensors are matched by name, shape and dtype, never by a
+per-model template. The file functions stream one tensor (per source) at a time, so memory is
+bounded by the largest tensor, not the model; every operation returns a report with numbers
+(cosines, sign conflicts, density kept, relative errors). Names load on first use (PEP 562):
+importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from ._factorize import FactorizeReport as FactorizeReport
+    from ._factorize import factorize as factorize
+    from ._lora import AdapterInfo as AdapterInfo
+    from ._lora import LoraExtractReport as LoraExtractReport
+    from ._lora import LoraMergeReport as LoraMergeReport
+    from ._lora import lora_extract as lora_extract
+    from ._lora import lora_merge as lora_merge
+    from ._lora import read_adapter as read_adapter
+    from ._merge import MergeReport as MergeReport
+    from ._merge import merge as merge
+    from ._merge import read_merge_spec as read_merge_spec
+
+_LAZY: dict[str, str] = {
+    "MergeReport": "._merge",
+    "merge": "._merge",
+    "read_merge_spec": "._merge",
+    "AdapterInfo": "._lora",
+    "LoraExtractReport": "._lora",
+    "LoraMergeReport": "._lora",
+    "lora_extract": "._lora",
+    "lora_merge": "._lora",
+    "read_adapter": "._lora",
+    "FactorizeReport": "._factorize",
+    "factorize": "._factorize",
+}
+
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
+
+__all__ = [
+    "AdapterInfo",
+    "FactorizeReport",
+    "LoraExtractReport",
+    "LoraMergeReport",
+    "MergeReport",
+    "factorize",
+    "lora_extract",
+    "lora_merge",
+    "merge",
+    "read_adapter",
+    "read_merge_spec",
+]
