@@ -139,8 +139,16 @@ def _cli_commands(arguments: bool = False) -> dict[str, set[str]]:
     assert isinstance(group, click.Group)
     ctx = click.Context(group)
     commands: dict[str, set[str]] = {}
+    flat: list[tuple[str, click.Command]] = []
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
+        assert cmd is not None
+        if isinstance(cmd, click.Group):  # a command group (``lora``): its commands by full name
+            sub = click.Context(cmd, info_name=name, parent=ctx)
+            flat += [(f"{name} {s}", cmd.get_command(sub, s)) for s in cmd.list_commands(sub)]
+        else:
+            flat.append((name, cmd))
+    for name, cmd in flat:
         assert cmd is not None
         opts = {"--help"}
         for p in cmd.params:
@@ -174,12 +182,15 @@ def _check_console(block: Block, commands: dict[str, set[str]]) -> None:
                 continue
             if not argv or argv[0] != "paramscope" or len(argv) < 2 or argv[1] == "--help":
                 continue
-            assert argv[1] in commands, f"{where}: no command `paramscope {argv[1]}`"
-            for token in argv[2:]:
+            key, rest = argv[1], argv[2:]
+            if key not in commands and len(argv) > 2 and f"{key} {argv[2]}" in commands:
+                key, rest = f"{key} {argv[2]}", argv[3:]
+            assert key in commands, f"{where}: no command `paramscope {key}`"
+            for token in rest:
                 if token.startswith("-") and not re.fullmatch(r"-?\d+(\.\d+)?", token):
                     option = token.split("=", 1)[0]
-                    assert option in commands[argv[1]], (
-                        f"{where}: `paramscope {argv[1]}` has no option {option}"
+                    assert option in commands[key], (
+                        f"{where}: `paramscope {key}` has no option {option}"
                     )
 
 
@@ -264,7 +275,8 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     # The CLI reference: every command and every option, with its help text.
     cli = (site / "cli" / "index.html").read_text(encoding="utf-8")
     for name, opts in _cli_commands(arguments=True).items():
-        assert f'id="{name}"' in cli, f"CLI reference lacks `paramscope {name}`"
+        anchor = name.replace(" ", "-")
+        assert f'id="{anchor}"' in cli, f"CLI reference lacks `paramscope {name}`"
         for opt in opts:
             assert f"<code>{opt}</code>" in cli, f"CLI reference lacks `paramscope {name} {opt}`"
 

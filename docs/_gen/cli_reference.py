@@ -65,10 +65,15 @@ def _declared_help() -> dict[str, dict[str, str]]:
     prints none). The declarations still have it.
     """
     out: dict[str, dict[str, str]] = {}
-    for info in app.registered_commands:
+    infos = [("", info) for info in app.registered_commands]
+    for group in app.registered_groups:  # command groups (``lora``): "lora merge" …
+        sub = group.typer_instance
+        if sub is not None:
+            infos += [(f"{group.name} ", info) for info in sub.registered_commands]
+    for prefix, info in infos:
         if info.callback is None:
             continue
-        name = info.name or typer.main.get_command_name(info.callback.__name__)
+        name = prefix + (info.name or typer.main.get_command_name(info.callback.__name__))
         params = typer.utils.get_params_from_function(info.callback)
         out[name] = {
             key: meta.default.help
@@ -86,9 +91,9 @@ def _help(name: str, param: click.Parameter) -> str:
 
 
 def _command(out: object, name: str, cmd: click.Command, parent: click.Context) -> None:
-    ctx = click.Context(cmd, info_name=name, parent=parent)
+    ctx = click.Context(cmd, info_name=name.split()[-1], parent=parent)
     write = out.write  # type: ignore[attr-defined]
-    write(f"## `paramscope {name}` {{#{name}}}\n\n")
+    write(f"## `paramscope {name}` {{#{name.replace(' ', '-')}}}\n\n")
     write(f"```text\n{ctx.command_path} {' '.join(cmd.collect_usage_pieces(ctx))}\n```\n\n")
     write(f"{(cmd.help or '').strip()}\n\n")
     args = [p for p in cmd.params if isinstance(p, click.Argument)]
@@ -114,7 +119,18 @@ def main() -> None:
     group = typer.main.get_command(app)
     assert isinstance(group, click.Group)
     root = click.Context(group, info_name="paramscope")
-    names = group.list_commands(root)
+    commands: list[tuple[str, click.Command, click.Context]] = []
+    for name in group.list_commands(root):
+        cmd = group.get_command(root, name)
+        assert cmd is not None
+        if isinstance(cmd, click.Group):  # a command group: each of its commands, by full name
+            sub = click.Context(cmd, info_name=name, parent=root)
+            for s in cmd.list_commands(sub):
+                leaf = cmd.get_command(sub, s)
+                assert leaf is not None
+                commands.append((f"{name} {s}", leaf, sub))
+        else:
+            commands.append((name, cmd, root))
     with mkdocs_gen_files.open("cli.md", "w") as out:
         out.write("# CLI reference\n\n")
         out.write(
@@ -132,16 +148,12 @@ def main() -> None:
         usage = " ".join(group.collect_usage_pieces(root))
         out.write(f"```text\n{root.command_path} {usage}\n```\n\n")
         out.write("| Command | What it does |\n| --- | --- |\n")
-        for name in names:
-            cmd = group.get_command(root, name)
-            assert cmd is not None
+        for name, cmd, _ in commands:
             summary = cmd.get_short_help_str(limit=200)
-            out.write(f"| [`{name}`](#{name}) | {_cell(summary)} |\n")
+            out.write(f"| [`{name}`](#{name.replace(' ', '-')}) | {_cell(summary)} |\n")
         out.write("\n")
-        for name in names:
-            cmd = group.get_command(root, name)
-            assert cmd is not None
-            _command(out, name, cmd, root)
+        for name, cmd, parent in commands:
+            _command(out, name, cmd, parent)
 
 
 main()

@@ -753,3 +753,6 @@ def report(
         context=context,
     )
     _output.emit(_output.Wrote(str(written), verb=""))
+
+
+from . import _merging  # noqa: E402, F401 - registers merge, lora and factorize on the app
