@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import paramscope
 from paramscope._errors import ArgumentError, ArgumentTypeError, EntryError, TargetError
-from paramscope.merging import _factorize as fz
+from paramscope.merging import _lowrank as lr
 from paramscope.merging._factorize import FactorizeReport, factorize
 
 
@@ -263,8 +263,8 @@ def test_select_and_lowrank_method(monkeypatch):
     assert len(report.layers) == 6
     report = factorize(model, rank=2, select=["re:.*q_proj", "lm_head"])
     assert [x["name"] for x in report.layers][-1] == "lm_head" and len(report.layers) == 3
-    monkeypatch.setattr(fz, "_LOWRANK_MIN_DIM", 16)
-    monkeypatch.setattr(fz, "_LOWRANK_FRACTION", 4)
+    monkeypatch.setattr(lr, "LOWRANK_MIN_DIM", 16)  # sketch 2*4 + 10 = 18 <= 40 / 2
+    monkeypatch.setattr(lr, "LOWRANK_FRACTION", 2)
     exact = torch.nn.Sequential(torch.nn.Linear(40, 48))
     with torch.no_grad():
         exact[0].weight.copy_(_low_rank(48, 40, 4) + 1e-3 * torch.randn(48, 40))

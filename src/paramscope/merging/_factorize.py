@@ -18,37 +18,35 @@ Two targets:
 
 The SVD is computed in float32 (float64 stays float64) and the factors are cast back to the
 weight's dtype; errors and kept energy are those of the float computation, before that cast.
+The SVD, the choice of ``torch.svd_lowrank`` (a fixed rank far below the side of a large
+matrix) and the way its numbers are measured are :mod:`._lowrank`'s, shared with
+``lora_extract``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError, EntryError, TargetError
 from .._names import Pattern, compile_pattern
+from ._lowrank import (
+    LowRank,
+    conv1d_model,
+    conv1d_name,
+    rank_for_energy,
+    singular_squares,
+    truncated_svd,
+)
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["FactorizeReport", "factorize"]
 
-#: A matrix whose smaller side is at least this long, asked for a fixed rank of at most
-#: 1/:data:`_LOWRANK_FRACTION` of that side, is factorised by ``torch.svd_lowrank``
-#: (randomised, seeded, a few power iterations) instead of a full SVD.
-_LOWRANK_MIN_DIM = 4096
-_LOWRANK_FRACTION = 16
-#: An energy fraction within this of the one asked for counts as reached (so that
-#: ``energy=1`` stops at the numerical rank instead of keeping rounding noise).
-_ENERGY_TOL = 1e-9
-#: Module names (last segment) of transformers' Conv1D layers in GPT-2-family checkpoints.
-_CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
-_CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
 #: Name fragments of embedding tables, left alone by the default selection of a checkpoint.
 _EMBEDDING_HINTS = ("embed", "wte", "wpe")
 
@@ -194,82 +192,6 @@ def _totals(before: int, after: int, layers: int, skipped: int) -> dict[str, Any
 
 
 # ------------------------------------------------------------------------------------- SVD
-@dataclass
-class _Fact:
-    """One factorisation: the factors (float32/64) and its numbers."""
-
-    rank: int
-    a: torch.Tensor | None  # (r, in)
-    b: torch.Tensor | None  # (out, r)
-    rel_error: float
-    energy_kept: float
-    method: str
-
-
-def _work(w: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return w.to(torch.float64 if w.dtype == torch.float64 else torch.float32)
-
-
-def _rank_for_energy(s2: torch.Tensor, energy: float) -> int:
-    """The smallest r whose leading squared singular values hold ``energy`` of the total."""
-    total = float(s2.sum())
-    if total == 0.0:
-        return 1
-    frac = s2.cumsum(0) / total
-    return min(int((frac < energy - _ENERGY_TOL).sum()) + 1, s2.numel())
-
-
-def _stats(s2: torch.Tensor, r: int) -> tuple[float, float]:
-    """Relative Frobenius error and energy kept of the rank-r truncation, from s²."""
-    total = float(s2.sum())
-    if total == 0.0:
-        return 0.0, 1.0
-    tail = float(s2[r:].sum())
-    return math.sqrt(tail / total), float(s2[:r].sum()) / total
-
-
-def _singular_squares(w: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return torch.linalg.svdvals(_work(w)).to(torch.float64) ** 2
-
-
-def _use_lowrank(shape: tuple[int, int], rank: int | None) -> bool:
-    k = min(shape)
-    return rank is not None and k >= _LOWRANK_MIN_DIM and rank * _LOWRANK_FRACTION <= k
-
-
-def _factor(w: torch.Tensor, r: int, lowrank: bool) -> _Fact:
-    """Factor ``w`` (out × in) at rank ``r``: full SVD, or seeded ``svd_lowrank``."""
-    import torch
-
-    m = _work(w)
-    if lowrank:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            u, s, v = torch.svd_lowrank(m, q=min(r + max(10, r // 2), min(m.shape)), niter=4)
-        sq = s[:r].sqrt()
-        a = sq[:, None] * v[:, :r].T
-        b = u[:, :r] * sq[None, :]
-        total = float(torch.linalg.matrix_norm(m).double() ** 2)
-        resid = float(torch.linalg.matrix_norm(m - b @ a).double() ** 2)
-        kept = float((s[:r].double() ** 2).sum())
-        if total == 0.0:
-            return _Fact(r, a, b, 0.0, 1.0, "svd_lowrank")
-        return _Fact(r, a, b, math.sqrt(resid / total), min(kept / total, 1.0), "svd_lowrank")
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    return _truncate(u, s, vh, r)
-
-
-def _truncate(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, r: int) -> _Fact:
-    """The rank-r factors of a full SVD, sqrt(S) on both sides, with their numbers."""
-    rel, kept = _stats(s.double() ** 2, r)
-    sq = s[:r].sqrt()
-    return _Fact(r, sq[:, None] * vh[:r], u[:, :r] * sq[None, :], rel, kept, "svd")
-
-
 def _no_saving(r: int, n_in: int, n_out: int) -> str | None:
     """The skip reason when rank ``r`` saves no parameters, else ``None``."""
     if r * (n_in + n_out) < n_in * n_out:
@@ -528,25 +450,20 @@ def _replace(
     mat = w.T if kind == "Conv1D" else w  # (out, in)
     n_out, n_in = mat.shape
     if r is not None:
-        rank = r
-        reason = _no_saving(rank, n_in, n_out)
+        reason = _no_saving(r, n_in, n_out)
         if reason is not None:
             return reason
-        f = _factor(mat, rank, _use_lowrank((n_out, n_in), rank))
-    else:
-        assert e is not None
-        u, s, vh = torch.linalg.svd(_work(mat), full_matrices=False)
-        rank = _rank_for_energy(s.double() ** 2, e)
-        reason = _no_saving(rank, n_in, n_out)
+    f = truncated_svd(mat, rank=r, energy=e)
+    if r is None:
+        reason = _no_saving(f.rank, n_in, n_out)
         if reason is not None:
             return f"energy {e}: {reason}"
-        f = _truncate(u, s, vh, rank)
     bias = mod.bias
     first = torch.nn.Linear(n_in, f.rank, bias=False, device="meta")
     second = torch.nn.Linear(f.rank, n_out, bias=bias is not None, device="meta")
     grad = mod.weight.requires_grad
-    first.weight = torch.nn.Parameter(f.a.to(w.dtype).contiguous(), requires_grad=grad)  # type: ignore[union-attr]
-    second.weight = torch.nn.Parameter(f.b.to(w.dtype).contiguous(), requires_grad=grad)  # type: ignore[union-attr]
+    first.weight = torch.nn.Parameter(f.a.to(w.dtype).contiguous(), requires_grad=grad)
+    second.weight = torch.nn.Parameter(f.b.to(w.dtype).contiguous(), requires_grad=grad)
     if bias is not None:
         second.bias = bias
     seq = torch.nn.Sequential(first, second)
@@ -561,7 +478,7 @@ def _replace(
     return None
 
 
-def _layer(name: str, kind: str, n_in: int, n_out: int, f: _Fact, b: int) -> dict[str, Any]:
+def _layer(name: str, kind: str, n_in: int, n_out: int, f: LowRank, b: int) -> dict[str, Any]:
     return {
         "name": name,
         "kind": kind,
@@ -634,18 +551,6 @@ def _deviation(old: torch.nn.Module, new: torch.nn.Module, inputs: Any) -> dict[
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def _conv1d_layout(path: str | os.PathLike[str]) -> bool:
-    """Whether the checkpoint's ``config.json`` names a GPT-2-family model (Conv1D layers)."""
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    config = folder / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("model_type") in _CONV1D_MODEL_TYPES
-
-
 @dataclass
 class _Plan:
     """One chosen checkpoint weight: its entry, layout and (once known) rank and numbers."""
@@ -677,7 +582,7 @@ def _factorize_file(
     from ..io._writer import Planned, plan_meta, tensor_bytes
 
     report.source, report.output = os.fspath(src), os.fspath(dst)
-    conv1d = _conv1d_layout(src)
+    conv1d = conv1d_model(src) is True  # no readable config: every weight is out x in
     match = compile_pattern(select) if select is not None else None
     with SourceReader(src) as reader:
         report.notes += reader.notes
@@ -710,7 +615,7 @@ def _factorize_file(
         plans: dict[str, _Plan] = {}
         for x in chosen:
             module = x.name[: -len(".weight")]
-            is_conv = conv1d and module.rsplit(".", 1)[-1] in _CONV1D_NAMES
+            is_conv = conv1d and conv1d_name(module)
             n_out, n_in = (x.shape[1], x.shape[0]) if is_conv else (x.shape[0], x.shape[1])
             reason = None
             if not x.dtype.computes:
@@ -739,24 +644,14 @@ def _factorize_file(
                 for name in list(plans):
                     p = plans[name]
                     t = reader.read(p.entry)
-                    s2 = _singular_squares(t.T if p.conv1d else t)
+                    s2 = singular_squares(t.T if p.conv1d else t)
                     del t
-                    p.rank = _rank_for_energy(s2, e)
+                    p.rank = rank_for_energy(s2, e)
                     reason = _no_saving(p.rank, p.n_in, p.n_out)
                     advance(p.entry.nbytes)
                     if reason is not None:
                         report.skipped.append({"name": p.module, "reason": f"energy {e}: {reason}"})
                         del plans[name]
-                        continue
-                    rel, kept = _stats(s2, p.rank)
-                    p.layer = _layer(
-                        p.module,
-                        "entry",
-                        p.n_in,
-                        p.n_out,
-                        _Fact(p.rank, None, None, rel, kept, "svd"),
-                        0,
-                    )
         # names: factorised M.weight -> M.0.weight, M.1.weight; M.bias -> M.1.bias
         renamed: dict[str, str] = {}
         for p in plans.values():
@@ -784,12 +679,12 @@ def _factorize_file(
         def factors(p: _Plan) -> tuple[Any, Any]:
             t = reader.read(p.entry)
             mat = t.T if p.conv1d else t
-            f = _factor(mat, p.rank, e is None and _use_lowrank((p.n_out, p.n_in), p.rank))
+            # with energy, the rank of the first pass, by the full SVD the module path uses
+            f = truncated_svd(mat, rank=p.rank, method="svd" if e is not None else None)
             del t, mat
-            if p.layer is None:
-                p.layer = _layer(p.module, "entry", p.n_in, p.n_out, f, 0)
+            p.layer = _layer(p.module, "entry", p.n_in, p.n_out, f, 0)
             dt = p.entry.dtype.to_torch()
-            return f.a.to(dt).contiguous(), f.b.to(dt).contiguous()  # type: ignore[union-attr]
+            return f.a.to(dt).contiguous(), f.b.to(dt).contiguous()
 
         def chunks_of(names: list[str]) -> Iterator[tuple[str, Any]]:
             for new in names:

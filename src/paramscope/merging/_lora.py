@@ -38,6 +38,8 @@ from .._errors import (
     ShapeMismatchError,
     WriteError,
 )
+from ._lowrank import conv1d_model as conv1d_from_config
+from ._lowrank import conv1d_name, truncated_svd
 
 __all__ = [
     "AdapterInfo",
@@ -61,10 +63,6 @@ _PARTS = (
     (".lora_magnitude_vector.weight", "mag"),
     (".lora_magnitude_vector", "mag"),
 )
-
-#: transformers model types whose 2-D weights of these modules are ``Conv1D`` (stored (in, out)).
-_CONV1D_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
-_CONV1D_MODULES = frozenset({"c_attn", "c_proj", "c_fc", "q_attn"})
 
 #: Name parts that mark an embedding or output head (excluded from extraction by default).
 _EMBED_PARTS = frozenset({"wte", "wpe", "lm_head"})
@@ -482,22 +480,6 @@ class LoraMergeReport:
         return "\n".join(lines)
 
 
-def _conv1d_model(path: str | os.PathLike[str]) -> bool | None:
-    """Whether the checkpoint's ``config.json`` names a model built of ``Conv1D``s (GPT-2);
-    ``None`` when there is no readable config."""
-    from ..io._quantconfig import read_config_json
-
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    try:
-        cfg = read_config_json(folder / "config.json")
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
-        return None
-    return cfg["model_type"] in _CONV1D_TYPES
-
-
 def _castable(dtype: Any) -> bool:
     """Floating dtypes torch casts (never complex or FP4/FP6)."""
     return dtype.is_float and dtype.value not in ("C64", "F4", "F6_E2M3", "F6_E3M2")
@@ -573,7 +555,7 @@ def lora_merge(
     cast = parse_dtype(dtype) if dtype is not None else None
     info, modules, replaced = _read(adapter)
     report = LoraMergeReport(os.fspath(base), info.path, os.fspath(dst))
-    conv1d_model = _conv1d_model(base)
+    conv1d_model = conv1d_from_config(base)
     with SourceReader(info.path) as ad, SourceReader(base) as reader:
         report.notes += reader.notes
         m = reader.manifest
@@ -1046,7 +1028,7 @@ def lora_extract(
             "weights chosen by name: 2-D '*.weight' entries, embeddings and heads (names with "
             "'embed', 'wte', 'wpe', 'lm_head') left out; each taken for a Linear (out, in)"
         )
-    conv1d_model = _conv1d_model(base)
+    conv1d_model = conv1d_from_config(base)
     tensors: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     sq_err = sq_delta = 0.0
@@ -1130,10 +1112,10 @@ def lora_extract(
                     )
                     continue
                 module = e.name[: -len(".weight")]
-                conv1d = conv1d_model is not False and module.split(".")[-1] in _CONV1D_MODULES
+                conv1d = conv1d_model is not False and conv1d_name(module)
                 conv_guess |= conv1d and conv1d_model is None
                 d_oi = d.T if conv1d else d
-                row, a, b, k, _scale = _factor(d_oi, rank, energy, alpha, module)
+                row, a, b, k = _factor(d_oi, rank, energy, alpha)
                 row.update(
                     {
                         "name": e.name,
@@ -1203,52 +1185,27 @@ def _few(names: list[str], n: int = 5) -> str:
 
 
 def _factor(
-    d_oi: Any, rank: int | None, energy: float | None, alpha: float | None, module: str
-) -> tuple[dict[str, Any], Any, Any, int, float]:
-    """Truncated SVD of one delta: the report row, ``A``, ``B`` (scaled), the rank, the
-    scaling."""
-    import torch
-
+    d_oi: Any, rank: int | None, energy: float | None, alpha: float | None
+) -> tuple[dict[str, Any], Any, Any, int]:
+    """Truncated SVD of one delta (:func:`._lowrank.truncated_svd`): the report row, ``A``,
+    ``B`` (divided by the scaling, so that peft's ``scaling * B @ A`` is the cut delta), the
+    rank."""
+    f = truncated_svd(d_oi, rank=rank, energy=energy)
     out, inn = d_oi.shape
-    kmax = min(out, inn)
-    total = float(d_oi.double().square().sum())
-    q = 2 * rank + 10 if rank is not None else kmax  # oversampled: near-optimal factors
-    lowrank = rank is not None and kmax >= 256 and 4 * q <= kmax
-    if lowrank:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            u, s, v = torch.svd_lowrank(d_oi, q=q, niter=4)
-        vh = v.T
-    else:
-        u, s, vh = torch.linalg.svd(d_oi, full_matrices=False)
-    s2 = s.double().square()
-    if rank is not None:
-        k = min(rank, kmax)
-    else:
-        assert energy is not None
-        cum = torch.cumsum(s2, 0) / total
-        k = int((cum < energy - 1e-12).sum().item()) + 1
-        k = max(1, min(k, kmax))
-    sq = s[:k].sqrt()
-    b = u[:, :k] * sq
-    a = sq.view(-1, 1) * vh[:k]
+    k = f.rank
     scale = (float(alpha) if alpha is not None else float(k)) / k
-    b = (b / scale).contiguous()
-    a = a.contiguous()
-    approx = (b @ a) * scale  # what peft's merge adds
-    err = float(torch.linalg.vector_norm(d_oi - approx))
-    dn = math.sqrt(total)
+    err = f.rel_error * f.norm
     row = {
         "rank": k,
         "scaling": scale,
-        "relative_error": err / dn if dn > 0 else 0.0,
-        "energy": min(1.0, float(s2[:k].sum()) / total) if total > 0 else 1.0,
+        "relative_error": f.rel_error,
+        "energy": f.energy_kept,
         "params": k * (out + inn),
         "full_params": out * inn,
-        "svd": "lowrank" if lowrank else "full",
-        "_err": (err * err, total),
+        "svd": "lowrank" if f.method == "svd_lowrank" else "full",
+        "_err": (err * err, f.norm * f.norm),
     }
-    return row, a, b, k, scale
+    return row, f.a, (f.b / scale).contiguous(), k
 
 
 def _write_adapter(
