@@ -517,10 +517,9 @@ def _run(
         report.notes += [f"{m.label}: {x}" for x in m.notes]
     _refuse_quantised(models)
     ref = models[0]
-    order = list(ref.shapes)
-    seen = set(order)
+    order = dict.fromkeys(ref.shapes)  # the reference's order, then names only others hold
     for m in models[1:]:
-        order += [x for x in m.shapes if x not in seen and not seen.add(x)]  # type: ignore[func-returns-value]
+        order.update(dict.fromkeys(x for x in m.shapes if x not in order))
     # ---- plan every entry before anything is read or written
     items: list[_Item] = []
     lacking: dict[str, list[str]] = {}
