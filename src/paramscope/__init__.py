@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .building import build as build
     from .building import build_with_report as build_with_report
     from .building import infer_model as infer_model
+    from .building import model_spec as model_spec
     from .building import zoo as zoo
     from .compress import QuantReport as QuantReport
     from .compress import SparsityReport as SparsityReport
@@ -231,6 +232,7 @@ _LAZY: dict[str, str] = {
     "build": ".building",
     "build_with_report": ".building",
     "infer_model": ".building",
+    "model_spec": ".building",
     "bind": ".lifecycle",
     "find_ties": ".lifecycle",
     "load_into": ".lifecycle",

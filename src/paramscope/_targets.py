@@ -195,12 +195,17 @@ def _analytic(config_path: Path, overrides: dict[str, Any]) -> Any:
     return m
 
 
-def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | None = None) -> Any:
+def resolve_target(
+    target: str | os.PathLike[str], args: Mapping[str, Any] | None = None, *, meta: bool = True
+) -> Any:
     """Turn a TARGET into a checkpoint path (``str``) or a ``torch.nn.Module`` (on meta).
 
     Args:
         target: a path, ``zoo:NAME``, ``package.module:callable`` or an HF ``config.json``.
         args: keyword arguments for a callable, overrides for a zoo model or an HF config.
+        meta: build models on the meta device (no memory, no values: what counting needs);
+            ``False`` builds them on the CPU with their own initialisation (what an operation
+            on values, such as ``shrink``, needs).
 
     Returns:
         A path string for checkpoints, else the built module.
@@ -221,12 +226,12 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
     if spec.startswith("zoo:"):
         from .building import zoo
 
-        return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False)  # zoo skips it
+        return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False, meta=meta)
     p = Path(spec)
     if p.exists():
         config = _config_path(p)
         if config is not None:
-            return _hf_model(config, args)
+            return _hf_model(config, args, meta)
         if args:
             raise TargetError(
                 f"{spec}: --arg {', '.join(args)} given, but this is a checkpoint, whose "
@@ -235,14 +240,17 @@ def resolve_target(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
             )
         return spec
     if _CALLABLE_RE.match(spec):
-        return _call(spec, args)
+        return _call(spec, args, meta)
     raise SourceNotFoundError(spec)
 
 
-def _on_meta(build: Any, skip_init: bool = True) -> Any:
+def _on_meta(build: Any, skip_init: bool = True, meta: bool = True) -> Any:
     import contextlib
 
     import torch
+
+    if not meta:
+        return build()
 
     from .building.zoo._meta import SkipNormalOnMeta  # random init of meta tensors is a no-op
 
@@ -250,7 +258,7 @@ def _on_meta(build: Any, skip_init: bool = True) -> Any:
         return build()
 
 
-def _call(spec: str, args: dict[str, Any]) -> Any:
+def _call(spec: str, args: dict[str, Any], meta: bool = True) -> Any:
     import torch
 
     mod_name, _, attr = spec.partition(":")
@@ -280,7 +288,7 @@ def _call(spec: str, args: dict[str, Any]) -> Any:
             "a callable returning a torch.nn.Module (a function or class)"
         )
     try:
-        model = _on_meta(lambda: obj(**args))
+        model = _on_meta(lambda: obj(**args), meta=meta)
     except ParamscopeError:  # a paramscope factory (a zoo build): its message says it all
         raise
     except TypeError as exc:
@@ -297,7 +305,7 @@ def _call(spec: str, args: dict[str, Any]) -> Any:
     return model
 
 
-def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
+def _hf_model(config_path: Path, overrides: dict[str, Any], meta: bool = True) -> Any:
     from ._hfconfig import read_hf_config
 
     cfg = read_hf_config(config_path, overrides)
@@ -349,7 +357,7 @@ def _hf_model(config_path: Path, overrides: dict[str, Any]) -> Any:
             "dtype is shown in this note only)"
         )
         dtype = DType.F32
-    model = _on_meta(lambda: _build_in_dtype(cls, config, dtype.to_torch()))
+    model = _on_meta(lambda: _build_in_dtype(cls, config, dtype.to_torch()), meta=meta)
     notes.append(
         f"built {type(model).__name__} on meta with transformers {transformers.__version__}"
     )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._spec import BuildResult as BuildResult
     from ._spec import build as build
     from ._spec import build_with_report as build_with_report
+    from ._spec_export import model_spec as model_spec
     from ._spec_module import SpecModule as SpecModule
     from ._spec_read import read_spec as read_spec
 
@@ -30,6 +31,7 @@ _LAZY: dict[str, str] = {
     "build": "._spec",
     "build_with_report": "._spec",
     "read_spec": "._spec_read",
+    "model_spec": "._spec_export",
 }
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY, {"zoo": ".zoo"})
@@ -42,6 +44,7 @@ __all__ = [
     "build",
     "build_with_report",
     "infer_model",
+    "model_spec",
     "read_spec",
     "zoo",
 ]
