@@ -293,3 +293,14 @@ def test_a_dcp_folder_beside_its_config_is_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(GPT2_CONFIG))
     assert target_kind(tmp_path / "ckpt") == "checkpoint"
     assert paramscope.count(str(tmp_path / "ckpt")).params == 4
+
+
+def test_resolve_target_with_values_builds_on_the_cpu() -> None:
+    """meta=False: the model has values (what shrink needs); the default stays on meta."""
+    import paramscope
+
+    real = paramscope.resolve_target("zoo:mlp-3-5-2", meta=False)
+    assert {p.device.type for p in real.parameters()} == {"cpu"}
+    assert any(bool(p.abs().sum() > 0) for p in real.parameters())
+    meta = paramscope.resolve_target("zoo:mlp-3-5-2")
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
