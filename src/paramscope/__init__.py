@@ -72,10 +72,12 @@ if TYPE_CHECKING:
     from .building import model_spec as model_spec
     from .building import zoo as zoo
     from .compress import QuantReport as QuantReport
+    from .compress import ShrinkReport as ShrinkReport
     from .compress import SparsityReport as SparsityReport
     from .compress import dequantize as dequantize
     from .compress import prune as prune
     from .compress import quantize as quantize
+    from .compress import shrink as shrink
     from .counting import Count as Count
     from .counting import FlopsNode as FlopsNode
     from .counting import FlopsReport as FlopsReport
@@ -212,6 +214,8 @@ _LAZY: dict[str, str] = {
     "factorize": ".merging",
     "QuantReport": ".compress",
     "SparsityReport": ".compress",
+    "ShrinkReport": ".compress",
+    "shrink": ".compress",
     "dequantize": ".compress",
     "prune": ".compress",
     "quantize": ".compress",

@@ -755,4 +755,4 @@ def report(
     _output.emit(_output.Wrote(str(written), verb=""))
 
 
-from . import _merging  # noqa: E402, F401 - registers merge, lora and factorize on the app
+from . import _merging, _shrinking  # noqa: E402, F401 - register merge, lora, factorize, shrink

@@ -1,4 +1,5 @@
-"""Shrinking parameters: magnitude pruning and weight quantisation with numeric reports.
+"""Shrinking parameters: magnitude pruning, weight quantisation and physical structured
+shrinking (channels, neurons, heads, layers removed), with numeric reports.
 
 In-memory functions work on a model or a ParamDict; the ``*_file`` functions stream a
 checkpoint of any size tensor by tensor into a new file. Names load on first use (PEP 562):
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ._quantize import dequantize as dequantize
     from ._quantize import dequantize_tensor as dequantize_tensor
     from ._quantize import quantize_tensor as quantize_tensor
+    from ._shrink import shrink as shrink
+    from ._shrink_report import ShrinkReport as ShrinkReport
     from ._stream import prune_file as prune_file
     from ._stream import quantize_file as quantize_file
 
@@ -38,6 +41,8 @@ _LAZY: dict[str, str] = {
     "dequantize_tensor": "._quantize",
     "quantize": "._api",
     "quantize_tensor": "._quantize",
+    "ShrinkReport": "._shrink_report",
+    "shrink": "._shrink",
     "prune_file": "._stream",
     "quantize_file": "._stream",
 }
@@ -48,6 +53,7 @@ __all__ = [
     "QuantConfig",
     "QuantReport",
     "QuantizedTensor",
+    "ShrinkReport",
     "SparsityReport",
     "dequantize",
     "dequantize_tensor",
@@ -57,4 +63,5 @@ __all__ = [
     "quantize",
     "quantize_file",
     "quantize_tensor",
+    "shrink",
 ]
