@@ -98,3 +98,20 @@ def test_bad_input_exits_2_and_writes_nothing(cli, mlp, tmp_path: Path) -> None:
         lines = r.err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, r.err)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_shrunk_cnn_is_rebuilt_from_its_file_alone(tmp_path: Path) -> None:
+    """Channels through a flatten into the Linear: the file of the smaller CNN is enough for
+    infer_model to rebuild it (same outputs), and its counts follow the formula."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10),
+    )  # fmt: skip
+    r = paramscope.shrink(cnn, 0.5, unit="channels", example_inputs=torch.randn(1, 1, 8, 8))
+    # conv 1->4 (4*9+4), conv 4->8 (8*4*9+8), Linear over 8 channels x 4 x 4 (10*128+10)
+    assert r.params_after == (4 * 9 + 4) + (8 * 4 * 9 + 8) + (10 * 8 * 4 * 4 + 10) == 1626
+    paramscope.save(r.model, tmp_path / "small.safetensors")
+    rebuilt = paramscope.infer_model(tmp_path / "small.safetensors", input_shape=(1, 8, 8))
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(rebuilt(x), r.model(x), atol=1e-6)
