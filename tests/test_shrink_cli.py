@@ -115,3 +115,22 @@ def test_shrunk_cnn_is_rebuilt_from_its_file_alone(tmp_path: Path) -> None:
     rebuilt = paramscope.infer_model(tmp_path / "small.safetensors", input_shape=(1, 8, 8))
     x = torch.randn(3, 1, 8, 8)
     assert torch.allclose(rebuilt(x), r.model(x), atol=1e-6)
+
+
+def test_vit_mlp_neurons_run_and_count() -> None:
+    """A pruned ViT runs: half of every block's MLP neurons go (mlp.0 rows and bias, mlp.3
+    columns), the classifier made non-zero so the deviation is a real number."""
+    from paramscope.building import zoo
+
+    torch.manual_seed(0)
+    vit = zoo.build("vit-b-16", image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                    hidden_dim=16, mlp_dim=32, num_classes=5)  # fmt: skip
+    with torch.no_grad():
+        vit.heads.head.weight.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    r = paramscope.shrink(vit.eval(), 0.5, unit="neurons", select="*.mlp.0", example_inputs=x)
+    # per block: mlp.0 loses 16 rows of 16 + 16 biases, mlp.3 loses 16 columns of 16
+    assert r.params_before - r.params_after == 2 * (16 * 16 + 16 + 16 * 16)
+    assert r.params_after == sum(p.numel() for p in r.model.parameters())
+    assert r.model(x).shape == (2, 5)
+    assert r.deviation is not None and r.deviation["max_abs"] > 0
