@@ -1,8 +1,10 @@
 """convert: any readable checkpoint → safetensors (one file or HF shards) or DCP, streaming.
 
-Tensors are read one at a time (see :class:`paramscope.io._reader.SourceReader`), cast
-when a dtype is asked for (floating entries only; everything else is copied bitwise), renamed,
-and written progressively, so peak memory is about twice the largest tensor plus a constant.
+Tensors are read one at a time (see :meth:`paramscope.io._reader.SourceReader.stream`: a
+thread reads ahead within a byte budget), cast when a dtype is asked for (floating entries
+only; everything else is copied bitwise, as raw bytes without importing torch), renamed, and
+written by a writer thread while the next is read, so peak memory is about twice the largest
+tensor plus a constant.
 Ties are stored once and recorded as aliases. The output appears atomically: a file through a
 temp file and a rename; shards are built in a temp folder and committed into the destination
 folder with the index as the commit point, touching none of the folder's other files (see
@@ -191,17 +193,20 @@ def convert(
         report.entries, report.aliases = len(plan), len(aliases)
         report.bytes = sum(p.nbytes for p in plan)
 
-        def tensor_of(name: str, e: Any) -> Any:
-            t = reader.read(e)
-            dt = target_dtype(e)
-            return t if dt is e.dtype else t.to(dt.to_torch())
-
+        # Without a cast the stored bytes are copied as they are: no torch at all (its
+        # import is a second of start-up), read ahead in a thread while the writer writes.
+        raw = reader.raw_ok and all(target_dtype(e) is e.dtype for _, e in items)
         by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
 
         def chunks_of(names: list[str]) -> Iterator[tuple[str, Any]]:
-            for new in names:
-                p, (old, e) = by_new[new]
-                yield new, tensor_bytes(tensor_of(old, e))
+            todo = [by_new[new][1][1] for new in names]
+            for new, (e, t) in zip(names, reader.stream(todo, raw=raw), strict=True):
+                p = by_new[new][0]
+                dt = target_dtype(e)
+                if not raw and dt is not e.dtype:
+                    t = t.to(dt.to_torch())
+                yield new, t if raw else tensor_bytes(t)
+                del t
                 advance(p.nbytes)
 
         with progress(report.bytes, "convert", enabled=show_progress) as advance:

@@ -15,6 +15,8 @@ import json
 import os
 import struct
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -287,7 +289,7 @@ def write_stream(
             buffer does not match the plan (name or size), or the late metadata does not fit
             the reserved header space.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     from .._atomic import Flusher, atomic_write
 
@@ -389,35 +391,31 @@ def write_stream(
         first = header_bytes({}, {}, pad_to=len(first) - 8 + reserve)
     if len(first) - 8 > MAX_HEADER:
         raise too_big()
-    digests: dict[str, str] = {}
     with atomic_write(path, fsync=fsync) as f, ThreadPoolExecutor(1) as pool:
         _preallocate(f, len(first) + pos)
         f.write(first)
         flusher = Flusher(f, every=(256 << 20) if fsync else None)
-        pending: tuple[str, Future[str]] | None = None
-        expected = iter(order)
-        for name, buf in chunks:
-            want = next(expected, None)
-            mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
-            if name != want or len(mv) != by_name[name].nbytes:
-                raise WriteError(
-                    f"{path}: produced {name!r} ({len(mv)} bytes), the plan expects {want!r} "
-                    f"({by_name[want].nbytes if want in by_name else '?'} bytes)"
-                )
-            if len(mv) < _HASH_INLINE:  # small: a thread hand-off costs more than the hash
-                digests[name] = hash_bytes(mv, algo)
-            else:
-                if pending is not None:  # bound memory: one buffer at most waits for its digest
-                    digests[pending[0]] = pending[1].result()
-                pending = (name, pool.submit(hash_bytes, buf, algo))
-            for start in range(0, len(mv), _CHUNK):
-                f.write(mv[start : start + _CHUNK])
-                flusher.wrote(min(_CHUNK, len(mv) - start))
-            # Let go of the buffer before the producer makes the next one: only the digest
-            # thread keeps it, until it is hashed (the loop variables would hold it throughout).
-            del buf, mv
-        if pending is not None:
-            digests[pending[0]] = pending[1].result()
+        writer = _WriterThread(f, flusher, pool, algo)
+        try:
+            expected = iter(order)
+            for name, buf in chunks:
+                want = next(expected, None)
+                mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
+                if name != want or len(mv) != by_name[name].nbytes:
+                    raise WriteError(
+                        f"{path}: produced {name!r} ({len(mv)} bytes), the plan expects "
+                        f"{want!r} ({by_name[want].nbytes if want in by_name else '?'} bytes)"
+                    )
+                # Hand the buffer to the writing thread (after it finished the previous one)
+                # and let go of it: the producer makes the next one while this one is written
+                # and hashed, so at most two buffers are alive (the loop variables would hold
+                # it throughout).
+                writer.put(name, mv)
+                del buf, mv
+            digests = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
         missing = [n for n in order if n not in digests]
         if missing:
             raise WriteError(f"{path}: the producer stopped before {missing[0]!r}")
@@ -431,6 +429,108 @@ def write_stream(
         f.write(final)
         flusher.close()
     return pos
+
+
+class _WriterThread:
+    """Writes and hashes the buffers of :func:`write_stream` in a thread, in order.
+
+    :meth:`put` hands a buffer over and returns, so the producer makes the next one while
+    it is written: a large buffer once the previous large one is done (at most two alive:
+    the one written, the one being made), a small one at once (queued behind the large one
+    under way, or written right here when the thread is idle: a hand-off costs more than
+    that). A large buffer is hashed in ``pool`` while it is written. An error of the thread
+    is raised by the next :meth:`put` or by :meth:`finish`; :meth:`abort` stops it (after
+    the write under way) so that the caller can remove the file.
+    """
+
+    def __init__(self, f: BinaryIO, flusher: Any, pool: Any, algo: str) -> None:
+        self._f = f
+        self._flusher = flusher
+        self._pool = pool
+        self._algo = algo
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[str, memoryview]] = deque()
+        self._queued = 0  # bytes waiting in the queue
+        self._big = 0  # large buffers queued or being written
+        self._busy = False  # the thread is writing
+        self._closed = False
+        self._error: BaseException | None = None
+        self.digests: dict[str, str] = {}
+        self._thread = threading.Thread(target=self._run, name="paramscope-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                name, mv = self._queue.popleft()
+                self._queued -= len(mv)
+                self._busy = True
+            try:
+                self._write(name, mv)
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+                    self._busy = False
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                if len(mv) >= _HASH_INLINE:
+                    self._big -= 1
+                self._busy = False
+                self._cond.notify_all()
+            del mv
+
+    def _write(self, name: str, mv: memoryview) -> None:
+        pending = None
+        if len(mv) >= _HASH_INLINE:
+            pending = self._pool.submit(hash_bytes, mv, self._algo)
+        for start in range(0, len(mv), _CHUNK):
+            self._f.write(mv[start : start + _CHUNK])
+            self._flusher.wrote(min(_CHUNK, len(mv) - start))
+        self.digests[name] = hash_bytes(mv, self._algo) if pending is None else pending.result()
+
+    def put(self, name: str, mv: memoryview) -> None:
+        """Hand over one buffer (see the class); raise the thread's error."""
+        big = len(mv) >= _HASH_INLINE
+        with self._cond:
+            while self._error is None and ((big and self._big) or self._queued > _CHUNK):
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            inline = not big and not self._busy and not self._queue
+            if not inline:
+                self._queue.append((name, mv))
+                self._queued += len(mv)
+                self._big += big
+                self._cond.notify_all()
+        if inline:  # nothing queued or under way: the order is kept
+            self._write(name, mv)
+
+    def finish(self) -> dict[str, str]:
+        """Wait for the last buffer; the digests (name → hex)."""
+        with self._cond:
+            while self._error is None and (self._queue or self._busy):
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+        self._stop()
+        return self.digests
+
+    def abort(self) -> None:
+        """Stop after the write under way (the caller removes the file)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
+        self._thread.join()
 
 
 _esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json.dumps(str)
