@@ -5,7 +5,7 @@ Both run in this process on the same tensor, alternating, N times:
 * ours: ``paramscope.compress.quantize_tensor(t, QuantConfig(8, "symmetric", "channel"))``
 * peer: ``dst.copy_(t)`` — a memcpy of the same 1 GiB into a preallocated buffer
 
-Throughput is input bytes per second. Goal: ours >= 25% of the memcpy bandwidth.
+Throughput is input bytes per second. Goal: ours >= 50% of the memcpy bandwidth.
 
 Run: ``.venv/bin/python bench/p6_quant_throughput.py [--quick] [--runs N]``
 """
@@ -16,7 +16,7 @@ import time
 
 from _common import header, med, parse_args, table
 
-GOAL = 0.25
+GOAL = 0.50
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     dst.copy_(t)
     times: dict[str, list[float]] = {"ours": [], "memcpy": []}
     for r in range(args.runs):
-        for name in (["ours", "memcpy"] if r % 2 == 0 else ["memcpy", "ours"]):
+        for name in ["ours", "memcpy"] if r % 2 == 0 else ["memcpy", "ours"]:
             t0 = time.perf_counter()
             if name == "ours":
                 q = quantize_tensor(t, cfg)
@@ -45,17 +45,23 @@ def main() -> None:
                 dst.copy_(t)
             times[name].append(time.perf_counter() - t0)
     o, p = med(times["ours"]), med(times["memcpy"])
-    rows = [[k, f"{med(v):7.3f} s", f"{min(v):7.3f} s", f"{nbytes / med(v) / 1e9:6.2f} GB/s"]
-            for k, v in times.items()]
-    print(f"   tensor {rows_}x{cols} fp32 = {nbytes / 2**30:.2f} GiB, "
-          f"torch threads {torch.get_num_threads()}")
+    rows = [
+        [k, f"{med(v):7.3f} s", f"{min(v):7.3f} s", f"{nbytes / med(v) / 1e9:6.2f} GB/s"]
+        for k, v in times.items()
+    ]
+    print(
+        f"   tensor {rows_}x{cols} fp32 = {nbytes / 2**30:.2f} GiB, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print()
     print(table(["variant", "median", "min", "throughput"], rows))
     ratio = p / o
     print()
-    print(f"VERDICT P6: {'PASS' if ratio >= GOAL else 'FAIL'} - int8 per-channel at "
-          f"{nbytes / o / 1e9:.2f} GB/s = {ratio:.0%} of memcpy {nbytes / p / 1e9:.2f} GB/s "
-          f"(goal >= {GOAL:.0%}); n={args.runs}")
+    print(
+        f"VERDICT P6: {'PASS' if ratio >= GOAL else 'FAIL'} - int8 per-channel at "
+        f"{nbytes / o / 1e9:.2f} GB/s = {ratio:.0%} of memcpy {nbytes / p / 1e9:.2f} GB/s "
+        f"(goal >= {GOAL:.0%}); n={args.runs}"
+    )
 
 
 if __name__ == "__main__":

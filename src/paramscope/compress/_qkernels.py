@@ -19,8 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, EntryError
 from ._int4 import pack_int4, unpack_int4
@@ -28,15 +33,25 @@ from ._int4 import pack_int4, unpack_int4
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["QuantConfig", "QuantizedTensor", "dequantize_tensor", "quantize_tensor"]
+    from ._qerrors import ErrorSums
+
+__all__ = [
+    "QuantConfig",
+    "QuantizedTensor",
+    "dequantize_tensor",
+    "quantize_tensor",
+    "quantize_with_errors",
+]
 
 
 _SCHEMES = ("symmetric", "asymmetric")
 
 
-# Elements per working chunk: 1 Mi float32 = 4 MiB, small enough to stay in cache so that
-# the divide / round / clamp / convert passes do not each go to main memory.
-_CHUNK = 1 << 20
+# Elements per working chunk (block): 512 Ki float32 = 2 MiB, small enough to stay in cache
+# so that the min/max, divide / round / clamp / convert and error passes on it do not each go
+# to main memory, large enough that the calls per block cost little (measured best between
+# 128 Ki and 2 Mi on a 2-core EPYC).
+_CHUNK = 1 << 19
 
 
 # ---------------------------------------------------------------------------------- config
@@ -245,9 +260,12 @@ def _quantize_rows(
 def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> QuantizedTensor:
     """Quantise one floating tensor following the storage convention.
 
-    One min/max reduction per row (channel, group or the whole tensor), then a single pass in
-    cache-sized float32 chunks: divide by the scale, round half to even, add the zero point,
-    clamp, convert. Deterministic: the same input gives the same bytes.
+    A CPU tensor (float32/64, float16, bfloat16) goes through :func:`quantize_array`: blocks
+    of whole rows (channels, groups, or slices of a long row) of about 2 MiB, which one
+    thread per core takes in turn; each block's min/max, scales and integers are made while
+    it is in cache (rows longer than a block get their min/max in a first pass). Per
+    element: divide by the scale, round half to even, add the zero point, clamp, convert.
+    Deterministic: the same input gives the same bytes, whatever the number of threads.
 
     Args:
         t: a floating tensor (any device; bf16/f16 are upcast to float32 chunk by chunk).
@@ -267,6 +285,36 @@ def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> Quanti
         >>> q.data.tolist(), q.scale.flatten().tolist()
         ([[64, -127], [127, 64]], [0.015748031437397003, 0.003937007859349251])
     """
+    return quantize_with_errors(t, cfg, name, errors=False)[0]
+
+
+def quantize_with_errors(
+    t: torch.Tensor, cfg: QuantConfig, name: str = "", *, errors: bool = True
+) -> tuple[QuantizedTensor, ErrorSums | None]:
+    """:func:`quantize_tensor` and the error sums of its restoration, in the same pass.
+
+    The sums are those of :func:`~paramscope.compress._qerrors.error_sums` of ``t`` and
+    ``dequantize_tensor(q)`` (float32 squares summed pairwise, float64 totals), made block
+    by block while the block is in cache instead of dequantising the whole tensor afterwards.
+
+    Args:
+        t: a floating tensor.
+        cfg: the config.
+        name: the entry name, for error messages.
+        errors: also make the error sums (else ``None``).
+
+    Returns:
+        ``(the quantised tensor, its ErrorSums or None)``.
+
+    Raises:
+        EntryError: as :func:`quantize_tensor`.
+
+    Example:
+        >>> import torch
+        >>> q, sums = quantize_with_errors(torch.tensor([[1.0, -2.0]]), QuantConfig())
+        >>> q.data.tolist(), sums.count, sums.max_abs_error < 0.008
+        ([[64, -127]], 2, True)
+    """
     import torch
 
     label = name or "<tensor>"
@@ -281,34 +329,413 @@ def quantize_tensor(t: torch.Tensor, cfg: QuantConfig, name: str = "") -> Quanti
         x = x.contiguous()
     numel = x.numel()
     rows, length = _rows(cfg, shape, numel)
-    x2 = x.reshape(rows, length)
-    if numel:
-        # two reductions beat torch.aminmax by ~4x on CPU (torch 2.x); both propagate NaN
-        mn = torch.amin(x2, dim=1, keepdim=True)
-        mx = torch.amax(x2, dim=1, keepdim=True)
-        if not bool(torch.isfinite(mn).all() and torch.isfinite(mx).all()):
-            raise EntryError(
-                f"entry {label!r}: contains NaN or Inf values; cannot quantise "
-                "(fix the weights or skip= the entry)"
-            )
-        scale_rows, zero_rows = _scales(mn, mx, cfg)
-    else:
-        scale_rows = torch.ones(rows, 1, dtype=torch.float32, device=x.device)
-        zero_rows = None if cfg.symmetric else torch.zeros_like(scale_rows)
     packed = cfg.bits == 4
     if packed:
         out_dtype, offset = torch.uint8, (8 if cfg.symmetric else 0)
     else:
         out_dtype, offset = (torch.int8 if cfg.symmetric else torch.uint8), 0
-    out = torch.empty(shape, dtype=out_dtype, device=x.device)
-    _quantize_rows(x2, scale_rows, zero_rows, out.view(rows, length), cfg.qmin, cfg.qmax, offset)
+    kind = _kind_of(x.dtype) if x.device.type == "cpu" else None
+    sums = None
+    if numel and kind is not None:
+        out = _empty(shape, out_dtype)
+        xs = x.view(torch.int16) if kind == "bf16" else x
+        arr = xs.numpy().reshape(rows, length)
+        sc, zr, sums = quantize_array(
+            arr, cfg, out.numpy().reshape(rows, length), label, kind=kind, errors=errors
+        )
+        scale_rows = torch.from_numpy(sc)
+        zero_rows = None if zr is None else torch.from_numpy(zr)
+    else:
+        x2 = x.reshape(rows, length)
+        if numel:
+            # two reductions beat torch.aminmax by ~4x on CPU (torch 2.x); both propagate NaN
+            mn = torch.amin(x2, dim=1, keepdim=True)
+            mx = torch.amax(x2, dim=1, keepdim=True)
+            if not bool(torch.isfinite(mn).all() and torch.isfinite(mx).all()):
+                raise _nan_error(label)
+            scale_rows, zero_rows = _scales(mn, mx, cfg)
+        else:
+            scale_rows = torch.ones(rows, 1, dtype=torch.float32, device=x.device)
+            zero_rows = None if cfg.symmetric else torch.zeros_like(scale_rows)
+        out = torch.empty(shape, dtype=out_dtype, device=x.device)
+        _quantize_rows(
+            x2, scale_rows, zero_rows, out.view(rows, length), cfg.qmin, cfg.qmax, offset
+        )
     if packed:
         # values already carry the +8 offset, so pack them as unsigned nibbles
         out = pack_int4(out, signed=False)
     sshape = _scale_shape(cfg, shape)
     scale = scale_rows.reshape(sshape)
     zero = None if zero_rows is None else zero_rows.to(torch.uint8).reshape(sshape)
-    return QuantizedTensor(out, scale, zero, shape, t.dtype, cfg)
+    q = QuantizedTensor(out, scale, zero, shape, t.dtype, cfg)
+    if errors and sums is None:
+        from ._qerrors import error_sums
+
+        sums = error_sums(t, dequantize_tensor(q))
+    return q, sums
+
+
+def _kind_of(dtype: Any) -> str | None:
+    """The numpy kernel's name for a torch dtype it takes, else ``None``."""
+    import torch
+
+    return {
+        torch.float32: "f32",
+        torch.float64: "f64",
+        torch.float16: "f16",
+        torch.bfloat16: "bf16",
+    }.get(dtype)
+
+
+#: numpy dtype names of the kinds the numpy kernel takes (bf16 arrives as uint16 bits)
+NP_DTYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "uint16"}
+
+
+def _nan_error(label: str) -> EntryError:
+    return EntryError(
+        f"entry {label!r}: contains NaN or Inf values; cannot quantise "
+        "(fix the weights or skip= the entry)"
+    )
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor; a large one in huge-page memory (faults in ~5x faster)."""
+    import torch
+
+    from ..io._reader import HUGE_MIN, empty_bytes
+
+    n = 1
+    for d in shape:
+        n *= d
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if n * itemsize < HUGE_MIN:
+        return torch.empty(shape, dtype=dtype)
+    return empty_bytes(n * itemsize).view(dtype).view(shape)
+
+
+def empty_array(n: int, dtype: str) -> Any:
+    """An uninitialised 1-D numpy array of ``n`` elements; a large one in huge-page memory.
+
+    Args:
+        n: elements.
+        dtype: a numpy dtype name.
+
+    Returns:
+        The array (it keeps its memory alive).
+
+    Example:
+        >>> empty_array(3, "int8").shape
+        (3,)
+    """
+    import numpy as np
+
+    from ..io._reader import HUGE_MIN, _huge
+
+    dt = np.dtype(dtype)
+    nbytes = n * dt.itemsize
+    m = _huge(nbytes) if nbytes >= HUGE_MIN and sys.platform == "linux" else None
+    if m is None:
+        return np.empty(n, dtype=dt)
+    return np.frombuffer(m, dtype=dt)
+
+
+def pack_int4_array(u: Any) -> Any:
+    """:func:`~paramscope.compress._int4.pack_int4` of unsigned nibbles, in numpy.
+
+    Args:
+        u: uint8 array (at least 1-D) of values 0..15.
+
+    Returns:
+        uint8 array of shape ``(*u.shape[:-1], ceil(u.shape[-1] / 2))``.
+
+    Example:
+        >>> import numpy as np
+        >>> pack_int4_array(np.array([1, 2, 3], dtype=np.uint8)).tolist()
+        [33, 3]
+    """
+    import numpy as np
+
+    if u.ndim == 0:
+        u = u.reshape(1)
+    if u.shape[-1] % 2:
+        u = np.concatenate([u, np.zeros((*u.shape[:-1], 1), dtype=np.uint8)], axis=-1)
+    pairs = u.reshape(*u.shape[:-1], u.shape[-1] // 2, 2)
+    high = np.left_shift(pairs[..., 1], 4)
+    return np.bitwise_or(high, pairs[..., 0], out=high)
+
+
+def _scales_np(lo_: Any, hi_: Any, cfg: QuantConfig, scale: Any, zero: Any) -> None:
+    """:func:`_scales` in numpy (the same float64 steps and roundings), for a few rows,
+    written into the float32 arrays ``scale`` and ``zero``."""
+    import numpy as np
+
+    lo = lo_.astype(np.float64)
+    hi = hi_.astype(np.float64)
+    if cfg.symmetric:
+        span = np.maximum(hi, -lo)
+    else:
+        lo = np.minimum(lo, 0.0)
+        span = np.maximum(hi, 0.0) - lo
+    s = np.where(span > 0, span / cfg.qmax, 1.0).astype(np.float32)
+    np.maximum(s, _TINY, out=s)
+    scale[...] = s
+    if zero is not None:
+        zero[...] = np.clip(np.round(-lo / s.astype(np.float64)), 0, cfg.qmax)
+
+
+_TINY = 1.1754943508222875e-38  # the smallest normal float32
+
+
+def quantize_array(
+    x2: Any,
+    cfg: QuantConfig,
+    out2: Any,
+    label: str,
+    *,
+    kind: str = "f32",
+    errors: bool = False,
+) -> tuple[Any, Any, ErrorSums | None]:
+    """Quantise a (rows, length) numpy array, one scale per row, into ``out2`` on all cores.
+
+    The engine of :func:`quantize_tensor` for CPU tensors, also used without torch by the
+    streaming quantiser. The rows are cut into blocks of about :data:`_CHUNK` elements that
+    worker threads take in turn (numpy releases the GIL in its loops); a block's min/max,
+    scales, integers and error sums are all made while it is in cache. Rows longer than a
+    block get their min/max in a first pass over slices. The bytes are those of the torch
+    kernel: float32 division (float64 for float64 input), round half to even, zero point,
+    clamp (asymmetric; symmetric values cannot leave the range), offset, convert.
+
+    Args:
+        x2: the values, (rows, length), of ``kind``: ``"f32"``, ``"f64"``, ``"f16"``, or
+            ``"bf16"`` given as its uint16 bits.
+        cfg: the (effective) config; 4-bit values come out unpacked with their offset.
+        out2: int8 / uint8 array of the same shape, filled.
+        label: the entry name for errors.
+        kind: the element kind.
+        errors: also make the :class:`~paramscope.compress._qerrors.ErrorSums` of the values
+            restored in the original dtype.
+
+    Returns:
+        ``(scales (rows, 1) float32, zero points (rows, 1) float32 or None, sums or None)``.
+
+    Raises:
+        EntryError: NaN or Inf values.
+
+    Example:
+        >>> import numpy as np
+        >>> out = np.empty((1, 2), dtype=np.int8)
+        >>> s, z, _ = quantize_array(np.array([[1.0, -2.0]], np.float32), QuantConfig(), out, "w")
+        >>> out.tolist(), z is None
+        ([[64, -127]], True)
+    """
+    import numpy as np
+
+    from ._qerrors import ErrorSums
+
+    rows, length = x2.shape
+    bf16 = kind == "bf16"
+    work = np.float32 if bf16 else x2.dtype  # dtype of the min/max
+    scale_rows = np.empty((rows, 1), dtype=np.float32)
+    zero_rows = None if cfg.symmetric else np.empty((rows, 1), dtype=np.float32)
+    mn_rows = np.empty((rows, 1), dtype=work)
+    mx_rows = np.empty((rows, 1), dtype=work)
+    qmin, qmax = cfg.qmin, cfg.qmax
+    offset = (8 if cfg.symmetric else 0) if cfg.bits == 4 else 0
+    block = _CHUNK  # read at call time (tests change it)
+    if rows == 0 or length == 0:
+        scale_rows.fill(1.0)
+        if zero_rows is not None:
+            zero_rows.fill(0.0)
+        return scale_rows, zero_rows, (ErrorSums() if errors else None)
+    if length <= block:
+        step = max(1, block // length)
+        blocks = [(r, min(rows, r + step), 0, length) for r in range(0, rows, step)]
+        fused = True
+    else:
+        cols = -(-length // -(-length // block))  # equal slices of at most a block
+        blocks = [
+            (r, r + 1, c, min(length, c + cols))
+            for r in range(rows)
+            for c in range(0, length, cols)
+        ]
+        fused = False
+    cap = max(d - c for _, _, c, d in blocks) * max(e - r for r, e, _, _ in blocks)
+    accs: list[list[float]] = []
+
+    def as_f32(xb: Any, scratch: Any) -> Any:
+        """bfloat16 bits to float32 (exact: the bits shifted up)."""
+        u = scratch.view(np.uint32)[: xb.size].reshape(xb.shape)
+        np.copyto(u, xb, casting="unsafe")
+        np.left_shift(u, 16, out=u)
+        return u.view(np.float32)
+
+    if not fused:
+        mins = np.empty(len(blocks), dtype=work)
+        maxs = np.empty(len(blocks), dtype=work)
+
+        def minmax_worker() -> Callable[[int], None]:
+            scratch = np.empty(cap, dtype=np.float32) if bf16 else None
+
+            def one(i: int) -> None:
+                r, e, c, d = blocks[i]
+                xb = x2[r:e, c:d]
+                if bf16:
+                    xb = as_f32(xb, scratch)
+                mins[i] = np.amin(xb)
+                maxs[i] = np.amax(xb)
+
+            return one
+
+        _run(len(blocks), minmax_worker)
+        per = len(blocks) // rows
+        np.amin(mins.reshape(rows, per), axis=1, keepdims=True, out=mn_rows)
+        np.amax(maxs.reshape(rows, per), axis=1, keepdims=True, out=mx_rows)
+        with np.errstate(all="ignore"):
+            _scales_np(mn_rows, mx_rows, cfg, scale_rows, zero_rows)
+
+    def worker() -> Callable[[int], None]:
+        b = np.empty(cap, dtype=np.float32)
+        xf = np.empty(cap, dtype=np.float32) if bf16 or (errors and kind != "f32") else None
+        diff = np.empty(cap, dtype=np.float32) if errors else None
+        acc = [0.0, 0.0, 0.0, 0.0, 0.0]  # signal, noise, dot, restored, max |error|
+        accs.append(acc)
+
+        def sumsq(v: Any) -> float:
+            # one pass, no temporary; SIMD partial sums in float32: ~1e-7 relative for a
+            # block (the squares-then-pairwise-sum way is as exact and 2x slower)
+            return float(np.einsum("ij,ij->", v, v))
+
+        def one(i: int) -> None:
+            r, e, c, d = blocks[i]
+            xb = x2[r:e, c:d]
+            if bf16:
+                xb = as_f32(xb, xf)
+            if fused:
+                mn, mx = mn_rows[r:e], mx_rows[r:e]
+                np.amin(xb, axis=1, keepdims=True, out=mn)
+                np.amax(xb, axis=1, keepdims=True, out=mx)
+                _scales_np(
+                    mn, mx, cfg, scale_rows[r:e], None if zero_rows is None else zero_rows[r:e]
+                )
+            s = scale_rows[r:e]
+            z = None if zero_rows is None else zero_rows[r:e]
+            bb = b[: xb.size].reshape(xb.shape)
+            np.divide(xb, s, out=bb)
+            np.rint(bb, out=bb)  # half to even, like torch.round
+            if z is not None:
+                bb += z
+                np.clip(bb, qmin, qmax, out=bb)
+            # symmetric: |x| <= max|x| = qmax * scale up to rounding, so |x / scale| stays
+            # below qmax + 1/2 and rounds into the range: no clamp needed
+            if offset:
+                bb += offset
+            np.copyto(out2[r:e, c:d], bb, casting="unsafe")
+            if not errors:
+                return
+            # the values dequantize_tensor restores: (q - zero) * scale, in the input dtype
+            if offset:
+                bb -= offset
+            if z is not None:
+                bb -= z
+            bb *= s
+            if kind == "f16":
+                np.copyto(bb, bb.astype(np.float16))
+            elif bf16:  # round to bfloat16, nearest even, as torch's .to(bfloat16)
+                u = bb.view(np.uint32)
+                lsb = np.right_shift(u, 16)
+                lsb &= 1
+                lsb += 0x7FFF
+                u += lsb
+                u &= np.uint32(0xFFFF0000)
+            if kind == "f32" or bf16:
+                xv = xb
+            else:  # float16 exactly, float64 rounded: error_sums compares in float32
+                assert xf is not None
+                xv = xf[: xb.size].reshape(xb.shape)
+                np.copyto(xv, xb, casting="same_kind")
+            assert diff is not None
+            dd = diff[: xb.size].reshape(xb.shape)
+            np.subtract(xv, bb, out=dd)
+            sig, res, noi = sumsq(xv), sumsq(bb), sumsq(dd)
+            acc[0] += sig
+            acc[1] += noi
+            # 2 w.v = |w|^2 + |v|^2 - |w - v|^2: no cancellation when the error is small
+            acc[2] += (sig + res - noi) / 2
+            acc[3] += res
+            acc[4] = max(acc[4], float(np.amax(dd)), -float(np.amin(dd)))
+
+        def guarded(i: int) -> None:
+            with np.errstate(all="ignore"):  # NaN / Inf: reported below, naming the entry
+                one(i)
+
+        return guarded
+
+    _run(len(blocks), worker)
+    if not (np.isfinite(mn_rows).all() and np.isfinite(mx_rows).all()):
+        raise _nan_error(label)
+    if not errors:
+        return scale_rows, zero_rows, None
+    sums = ErrorSums(
+        sum(a[0] for a in accs),
+        sum(a[1] for a in accs),
+        sum(a[2] for a in accs),
+        sum(a[3] for a in accs),
+        max(a[4] for a in accs),
+        rows * length,
+    )
+    return scale_rows, zero_rows, sums
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _workers() -> tuple[Any, int]:
+    """``(pool, n)``: a process-wide pool of one worker thread per usable core, or
+    ``(None, 1)`` on one core. numpy's loops release the GIL, so the workers run at once."""
+    global _POOL
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    if n <= 1:
+        return None, 1
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[1] != n:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = (ThreadPoolExecutor(n, thread_name_prefix="paramscope-quant"), n)
+        return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has the pool object but not its threads
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run(count: int, make: Callable[[], Callable[[int], None]]) -> None:
+    """Run ``one(i)`` for ``i`` in ``range(count)``, the workers taking the next index in turn
+    (a worker slowed by the machine takes fewer); ``make()`` gives each worker its ``one``."""
+    pool, n = _workers() if count > 1 else (None, 1)
+    if pool is None:
+        one = make()
+        for i in range(count):
+            one(i)
+        return
+    taken = itertools.count()
+
+    def loop() -> None:
+        one = make()
+        while (i := next(taken)) < count:
+            one(i)
+
+    futures = [pool.submit(loop) for _ in range(min(count, n))]
+    for f in futures:
+        f.result()
 
 
 def dequantize_tensor(q: QuantizedTensor) -> torch.Tensor:

@@ -40,15 +40,16 @@ from .._quantstore import ZERO_SUFFIX as ZERO_SUFFIX  # re-export
 from .._values import computes
 from ._notes import left_note
 from ._qerrors import ErrorSums as ErrorSums  # re-export
-from ._qerrors import error_sums
+from ._qerrors import error_sums as error_sums  # re-export
 from ._qkernels import (
     QuantConfig,
     QuantizedTensor,
     _scale_shape,
     dequantize_tensor,
-    quantize_tensor,
+    quantize_with_errors,
 )
 from ._qkernels import _effective as _effective  # re-export
+from ._qkernels import quantize_tensor as quantize_tensor  # re-export
 from ._qreport import QuantReport
 
 if TYPE_CHECKING:
@@ -361,10 +362,11 @@ def quantize(
                         f"entry {name!r}: its auxiliary name {aux!r} is already an entry; "
                         "rename or skip one of them"
                     )
-            q = quantize_tensor(t, cfg, name)
+            q, sums = quantize_with_errors(t, cfg, name)  # the error sums in the same pass
             for n, v, kw in storage_entries(name, q, role=m.role.value, extra=m.extra, tags=m.tags):
                 out.add(n, v, **kw)
-            report.add(name, error_sums(t, dequantize_tensor(q)), _nbytes(t), q.nbytes)
+            assert sums is not None
+            report.add(name, sums, _nbytes(t), q.nbytes)
         done.add(name)
         for alias in pending.pop(name, []):
             add_alias(alias, name)

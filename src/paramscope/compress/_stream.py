@@ -1,9 +1,10 @@
 """Pruning and quantising a checkpoint into a new file, tensor by tensor (bounded memory).
 
-Both stand on io: :class:`~paramscope.io._reader.SourceReader` reads each stored tensor into
-fresh memory with one positioned read, and :func:`~paramscope.io._writer.write_stream` writes
-it (keeping at most two output buffers alive) before the next one is read. Peak memory is
-therefore about twice the largest tensor (its input and its output) plus a constant. Sources
+Both stand on io: :meth:`~paramscope.io._reader.SourceReader.stream` reads each stored tensor
+into fresh memory with one positioned read, in a thread that reads ahead within a byte budget,
+and :func:`~paramscope.io._writer.write_stream` writes it in another thread (keeping at most
+two large output buffers alive) while the next one is computed. Peak memory is about twice
+the largest tensor (its input and its output) plus a constant. Sources
 whose tensors have a byte location (safetensors, sharded folders, torch zip checkpoints)
 stream; legacy torch pickles and .npz archives are loaded whole first (said in a note).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._manifest import Entry
 from .._progress import progress
@@ -20,9 +21,6 @@ from .._values import count_nonzero
 from ..io._reader import SourceReader
 from ..io._writer import Planned, alias_meta, plan_meta, tensor_bytes, write_stream
 from ._notes import left_note
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["prune_file", "quantize_file"]
 
@@ -111,7 +109,9 @@ def prune_file(
         if structure_ is None and scope_ is P.Scope.GLOBAL and targets:
             total = sum(e.numel for e in targets)
             if method_ is P.Method.L1:
-                thr, ties = P.global_threshold(lambda: (reader.read(e) for e in targets), a, total)
+                thr, ties = P.global_threshold(
+                    lambda: (t for _, t in reader.stream(targets)), a, total
+                )
             else:
                 counts = dict(
                     zip(
@@ -130,8 +130,7 @@ def prune_file(
         def chunks() -> Iterator[tuple[str, Any]]:
             nonlocal ties
             with progress(reader.total_bytes, "prune", enabled=show_progress) as advance:
-                for e in reader.entries:
-                    t = reader.read(e)
+                for e, t in reader.stream():
                     if e.name in chosen:
                         if thr is not None:
                             keep, used = P.threshold_mask(t, thr, ties or 0)
@@ -153,6 +152,7 @@ def prune_file(
                         late[e.name] = {"extra": {**extra_of[e.name], "nonzero": nnz}}
                         report.add(e.name, (t.numel(), t.numel() - nnz))
                     yield e.name, tensor_bytes(t)
+                    del t
                     advance(e.nbytes)
 
         write_stream(
@@ -210,23 +210,57 @@ def _quant_plan(e: Entry, cfg: Any) -> list[Any]:
     return out
 
 
-def _error_sums_chunked(t: torch.Tensor, q: Any, rows_per_chunk: int = 0) -> Any:
-    """Error sums of one quantised tensor, dequantising ~16M elements at a time."""
-    from ._qerrors import ErrorSums, error_sums
-    from ._qkernels import QuantizedTensor, dequantize_tensor
+#: dtypes the streaming quantiser reads as raw bytes (numpy kernel; bf16 as its uint16 bits)
+_RAW_KINDS = {"F32": "f32", "F64": "f64", "F16": "f16", "BF16": "bf16"}
 
-    if t.dim() <= 1 or t.shape[0] <= 1:
-        return error_sums(t, dequantize_tensor(q))
-    per_row = max(1, t.numel() // t.shape[0])
-    step = rows_per_chunk or max(1, (4 << 20) // per_row)
-    total = ErrorSums()
-    for i in range(0, t.shape[0], step):
-        j = min(i + step, t.shape[0])
-        scale = q.scale[i:j] if q.scale.dim() else q.scale
-        zero = None if q.zero is None else (q.zero[i:j] if q.zero.dim() else q.zero)
-        part = QuantizedTensor(q.data[i:j], scale, zero, (j - i, *q.shape[1:]), q.dtype, q.cfg)
-        total = total + error_sums(t[i:j], dequantize_tensor(part))
-    return total
+
+def _nbytes(a: Any) -> int:
+    """Bytes of a numpy array or a torch tensor."""
+    n = getattr(a, "nbytes", None)
+    return int(n) if isinstance(n, int) else a.numel() * a.element_size()
+
+
+def _quantize_raw(buf: Any, e: Entry, cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """Quantise one entry from its stored bytes with the numpy kernel (no torch).
+
+    Returns:
+        ``(data, scale, zero or None, ErrorSums)`` as numpy arrays in storage form, the same
+        bytes :func:`~paramscope.compress._qkernels.quantize_tensor` gives.
+    """
+    import numpy as np
+
+    from ._qkernels import (
+        NP_DTYPES,
+        _effective,
+        _rows,
+        _scale_shape,
+        empty_array,
+        pack_int4_array,
+        quantize_array,
+    )
+
+    kind = _RAW_KINDS[e.dtype.value]
+    shape = tuple(int(d) for d in e.shape)
+    eff = _effective(cfg, shape, e.name)
+    numel = 1
+    for d in shape:
+        numel *= d
+    rows, length = _rows(eff, shape, numel)
+    x = np.frombuffer(buf, dtype=NP_DTYPES[kind], count=numel).reshape(rows, length)
+    signed8 = eff.bits == 8 and eff.symmetric
+    out = empty_array(numel, "int8" if signed8 else "uint8").reshape(rows, length)
+    scale, zero, sums = quantize_array(x, eff, out, e.name, kind=kind, errors=True)
+    del x
+    data = out.reshape(shape)
+    if eff.bits == 4:
+        data = pack_int4_array(data)
+    sshape = _scale_shape(eff, shape)
+    return (
+        data,
+        scale.reshape(sshape),
+        None if zero is None else zero.astype(np.uint8).reshape(sshape),
+        sums,
+    )
 
 
 def quantize_file(
@@ -244,8 +278,10 @@ def quantize_file(
 ) -> Any:
     """Quantise a checkpoint into a new self-describing safetensors file, tensor by tensor.
 
-    Peak memory is about twice the largest tensor plus a constant: each tensor is read,
-    quantised, its error measured (in float64 chunks) and written before the next is read.
+    Peak memory is about twice the largest tensor plus a constant. Reading (a thread reading
+    ahead within a byte budget), quantising (all cores, the error sums made in the same pass)
+    and writing (a thread, hashing in another) overlap; the output is the same bytes as one
+    tensor at a time would give.
     The output follows the storage convention of :mod:`paramscope._quantstore`, so
     ``paramscope.load(dst, dequantize=True)`` restores float tensors and ``count`` reports
     logical parameters.
@@ -278,7 +314,7 @@ def quantize_file(
         tensor(True)
     """
     from .._quantstore import scale_name, zero_name
-    from ._qkernels import QuantConfig, quantize_tensor
+    from ._qkernels import QuantConfig, quantize_with_errors
     from ._qreport import QuantReport
     from ._quantize import should_quantize
 
@@ -301,22 +337,41 @@ def quantize_file(
             else:
                 plan.append(Planned(e.name, e.dtype, list(e.shape), e.nbytes, plan_meta(e)))
 
+        # Read ahead while a tensor is quantised, within a budget over the read buffers
+        # alive: the quantised outputs (a quarter of fp32 inputs in int8) of the tensor at
+        # hand and of the one being written come on top, so that all together stay within
+        # about twice the largest tensor.
+        largest = max((e.nbytes for e in reader.entries), default=0)
+        largest_out = max((p.nbytes for p in plan), default=0)
+        budget = max(0, 2 * largest - 2 * largest_out)
+
+        # float32/64, float16 and bfloat16 sources are quantised from their raw bytes by the
+        # numpy kernel: no torch at all (its import is a second of start-up).
+        raw = reader.raw_ok and all(
+            e.dtype.value in _RAW_KINDS for e in reader.entries if e.name in chosen
+        )
+
         def chunks() -> Iterator[tuple[str, Any]]:
             with progress(reader.total_bytes, "quantize", enabled=show_progress) as advance:
-                for e in reader.entries:
-                    t = reader.read(e)
+                for e, t in reader.stream(budget=budget, raw=raw):
                     if e.name not in chosen:
-                        yield e.name, tensor_bytes(t)
+                        yield e.name, t if raw else tensor_bytes(t)
+                        del t
                         advance(e.nbytes)
                         continue
-                    q = quantize_tensor(t, cfg, e.name)
-                    sums = _error_sums_chunked(t, q)
-                    report.add(e.name, sums, e.nbytes, q.nbytes)
-                    del t
-                    yield e.name, tensor_bytes(q.data)
-                    yield scale_name(e.name), tensor_bytes(q.scale)
-                    if q.zero is not None:
-                        yield zero_name(e.name), tensor_bytes(q.zero)
+                    if raw:
+                        data, scale, zero, sums = _quantize_raw(t, e, cfg)
+                    else:
+                        q, sums = quantize_with_errors(t, cfg, e.name)
+                        data, scale, zero = q.data, q.scale, q.zero
+                    del t  # the read buffer goes: the reader may fill another
+                    nbytes = sum(_nbytes(a) for a in (data, scale, zero) if a is not None)
+                    report.add(e.name, sums, e.nbytes, nbytes)
+                    yield e.name, data if raw else tensor_bytes(data)
+                    del data
+                    yield scale_name(e.name), scale if raw else tensor_bytes(scale)
+                    if zero is not None:
+                        yield zero_name(e.name), zero if raw else tensor_bytes(zero)
                     advance(e.nbytes)
 
         write_stream(
