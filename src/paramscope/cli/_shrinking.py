@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _output
-from ._app import ArgOpt, JsonOpt, SelectOpt, _shape, app
+from ._app import ArgOpt, JsonOpt, _shape, app
 
 __all__: list[str] = []
 
@@ -81,7 +81,14 @@ def shrink(
         str, typer.Option(help="channels (conv), neurons (linear), heads or layers.")
     ] = "channels",
     importance: Annotated[str, typer.Option(help="l1 or l2 norm of each unit.")] = "l1",
-    select: SelectOpt = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            help="Only layers (module names) matching this glob (or re:REGEX): the producing "
+            "conv / linear, the attention module, or the block. Repeatable.",
+        ),
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(help="A checkpoint to load into the TARGET first (strict)."),
