@@ -68,8 +68,9 @@ __all__ = [
     "threshold_mask",
 ]
 
-CHUNK = 1 << 22
-"""Elements per chunk when magnitudes are computed (4 Mi: 16 MiB of float32)."""
+CHUNK = 1 << 20
+"""Elements per chunk when magnitudes are computed (1 Mi: 4 MiB of float32; the histogram
+of one chunk needs about a dozen temporaries of that size, float64 ones twice it)."""
 
 BINS = 65536
 """Histogram bins per pass of :func:`global_threshold`."""
@@ -173,6 +174,20 @@ def _chunks(t: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
     dtype = _mag_dtype(t)
     for start in range(0, flat.numel(), CHUNK):
         yield start, flat[start : start + CHUNK].to(dtype).abs()
+
+
+def _magnitudes(make_iter: Callable[[], Iterable[torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """The ``|chunk|`` of every tensor of one fresh pass, holding no tensor while the next is
+    fetched (a loop variable would: with a read-ahead source, two tensors at once)."""
+    it = iter(make_iter())
+    while True:
+        t = next(it, None)
+        if t is None:
+            return
+        chunks = _chunks(t)
+        del t
+        for _, mags in chunks:
+            yield mags
 
 
 def _exact_cut(values: torch.Tensor, k: int) -> tuple[float, int]:
@@ -444,18 +459,17 @@ def _threshold_for_k(
         return 0.0, 0
     # pass 1: range, count, NaN check
     lo, hi, seen = math.inf, -math.inf, 0
-    for t in make_iter():
-        for _, mags in _chunks(t):
-            if mags.numel() == 0:
-                continue
-            if bool(torch.isnan(mags).any()):
-                raise EntryError(
-                    "prune: found NaN values, which have no magnitude to rank; fix the "
-                    "weights, or skip= the tensors that hold them"
-                )
-            lo = min(lo, float(mags.min()))
-            hi = max(hi, float(mags.max()))
-            seen += mags.numel()
+    for mags in _magnitudes(make_iter):
+        if mags.numel() == 0:
+            continue
+        if bool(torch.isnan(mags).any()):
+            raise EntryError(
+                "prune: found NaN values, which have no magnitude to rank; fix the "
+                "weights, or skip= the tensors that hold them"
+            )
+        lo = min(lo, float(mags.min()))
+        hi = max(hi, float(mags.max()))
+        seen += mags.numel()
     if total is not None and seen != total:
         raise ArgumentError(
             f"prune: total={total}, but the tensors hold {seen} elements; pass their count"
@@ -488,17 +502,16 @@ def _histogram(
     bmin = torch.full((BINS,), math.inf, dtype=torch.float64)
     bmax = torch.full((BINS,), -math.inf, dtype=torch.float64)
     under = 0
-    for t in make_iter():
-        for _, mags in _chunks(t):
-            under += int((mags < lo).sum())
-            inside = mags[(mags >= lo) & (mags <= hi)].double()
-            if inside.numel() == 0:
-                continue
-            idx = ((inside - lo) * scale).floor().long().clamp_(0, BINS - 1)
-            counts += torch.bincount(idx, minlength=BINS).cpu()
-            idx, inside = idx.cpu(), inside.cpu()
-            bmin.scatter_reduce_(0, idx, inside, "amin")
-            bmax.scatter_reduce_(0, idx, inside, "amax")
+    for mags in _magnitudes(make_iter):
+        under += int((mags < lo).sum())
+        inside = mags[(mags >= lo) & (mags <= hi)].double()
+        if inside.numel() == 0:
+            continue
+        idx = ((inside - lo) * scale).floor().long().clamp_(0, BINS - 1)
+        counts += torch.bincount(idx, minlength=BINS).cpu()
+        idx, inside = idx.cpu(), inside.cpu()
+        bmin.scatter_reduce_(0, idx, inside, "amin")
+        bmax.scatter_reduce_(0, idx, inside, "amax")
     return counts, bmin, bmax, under
 
 
@@ -506,11 +519,10 @@ def _gather(make_iter: Callable[[], Iterable[torch.Tensor]], lo: float, hi: floa
     import torch
 
     parts = []
-    for t in make_iter():
-        for _, mags in _chunks(t):
-            sel = mags[(mags >= lo) & (mags <= hi)]
-            if sel.numel():
-                parts.append(sel.double().cpu())
+    for mags in _magnitudes(make_iter):
+        sel = mags[(mags >= lo) & (mags <= hi)]
+        if sel.numel():
+            parts.append(sel.double().cpu())
     return torch.cat(parts)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 from .._manifest import Entry
@@ -109,8 +110,8 @@ def prune_file(
         if structure_ is None and scope_ is P.Scope.GLOBAL and targets:
             total = sum(e.numel for e in targets)
             if method_ is P.Method.L1:
-                thr, ties = P.global_threshold(
-                    lambda: (t for _, t in reader.stream(targets)), a, total
+                thr, ties = P.global_threshold(  # map holds no tensor between two reads
+                    lambda: map(itemgetter(1), reader.stream(targets)), a, total
                 )
             else:
                 counts = dict(
@@ -147,7 +148,7 @@ def prune_file(
                                 m=m,
                                 generator=gen,
                             )
-                        t.masked_fill_(~keep, 0)
+                        t.masked_fill_(torch.logical_not(keep, out=keep), 0)  # no 2nd mask
                         nnz = count_nonzero(t)
                         late[e.name] = {"extra": {**extra_of[e.name], "nonzero": nnz}}
                         report.add(e.name, (t.numel(), t.numel() - nnz))
