@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError
+from .._outputs import output_deviation
 from ._shrink_report import ShrinkReport
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def shrink(
             "remain after removing every unit the selected groups can lose"
         )
     if example_inputs is not None:
-        report.deviation = _deviation(model, new, example_inputs)
+        report.deviation = output_deviation(model, new, example_inputs)
     report.model = new
     return report
 
@@ -393,58 +394,3 @@ def _resize(mod: torch.nn.Module) -> None:
         ref = getattr(mod, "weight", None)
         if ref is not None and hasattr(mod, "normalized_shape"):
             mod.normalized_shape = (ref.shape[0],)
-
-
-# ------------------------------------------------------------------------------ deviation
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    values: Any = out.values() if isinstance(out, Mapping) else out
-    if isinstance(values, (Sequence, type({}.values()))) and not isinstance(out, str):
-        for v in values:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
-def _run(model: torch.nn.Module, inputs: Any) -> torch.Tensor | None:
-    import torch
-
-    if isinstance(inputs, Mapping):
-        out = model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        out = model(*inputs)
-    else:
-        out = model(inputs)
-    t = _first_tensor(out)
-    return None if t is None else t.detach().to(torch.float64)
-
-
-def _deviation(old: torch.nn.Module, new: torch.nn.Module, inputs: Any) -> dict[str, float] | None:
-    import torch
-
-    modes = [(m, m.training) for m in (*old.modules(), *new.modules())]
-    try:
-        old.eval()
-        new.eval()
-        with torch.no_grad():
-            a = _run(old, inputs)
-            b = _run(new, inputs)
-    finally:
-        for m, training in modes:
-            m.training = training
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    diff = b - a
-    norm = float(torch.linalg.vector_norm(a))
-    dn = float(torch.linalg.vector_norm(diff))
-    return {
-        "max_abs": float(diff.abs().max()) if diff.numel() else 0.0,
-        "relative": dn / norm if norm else (0.0 if dn == 0.0 else math.inf),
-    }

@@ -49,12 +49,13 @@ import inspect
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, TargetError
 from .._names import Pattern, compile_pattern
+from .._outputs import call_model, first_tensor
 
 if TYPE_CHECKING:
     import torch
@@ -121,29 +122,6 @@ def _call_importance(fn: Callable[..., Any], name: str, index: int, tensors: dic
         ) from None
 
 
-def _run(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, tuple | list):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
 def _runs(op: str, model: nn.Module, example_inputs: Any) -> None:
     """The shrunk model runs on the example inputs, or TargetError."""
     import torch
@@ -154,7 +132,7 @@ def _runs(op: str, model: nn.Module, example_inputs: Any) -> None:
     try:
         model.eval()
         with torch.no_grad():
-            _run(model, example_inputs)
+            call_model(model, example_inputs)
     except Exception as exc:  # a bug of ours: never hand back a model that does not run
         raise TargetError(
             f"{op}: the shrunk {type(model).__name__} no longer runs on the example inputs "
@@ -841,8 +819,8 @@ def _observe(
 
     def hook(stack_id: int, i: int) -> Callable[..., None]:
         def fn(_m: Any, args: tuple, kwargs: dict, out: Any) -> None:
-            x = _first_tensor(list(args) + list(kwargs.values()))
-            y = _first_tensor(out)
+            x = first_tensor(list(args) + list(kwargs.values()))
+            y = first_tensor(out)
             order, change, same = calls[stack_id]
             order.append(i)
             if x is None or y is None or x.shape != y.shape:
@@ -862,7 +840,7 @@ def _observe(
     try:
         model.eval()
         with torch.no_grad():
-            _run(model, inputs)
+            call_model(model, inputs)
     finally:
         for h in hooks:
             h.remove()

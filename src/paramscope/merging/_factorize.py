@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, ArgumentTypeError, EntryError, TargetError
 from .._names import Pattern, compile_pattern
+from .._outputs import output_deviation
 from ._lowrank import (
     LowRank,
     conv1d_model,
@@ -409,7 +410,12 @@ def _factorize_module(
     after = sum(p.numel() for p in report.model.parameters())
     report.totals = _totals(before, after, len(report.layers), len(report.skipped))
     if example_inputs is not None:
-        report.deviation = _deviation(model, report.model, example_inputs)
+        report.deviation = output_deviation(model, report.model, example_inputs)
+        if report.deviation is None:
+            raise ArgumentError(
+                "factorize: example_inputs: the model's output holds no tensor to compare; "
+                "pass inputs whose output holds a tensor"
+            )
 
 
 def _module_skip(
@@ -490,63 +496,6 @@ def _layer(name: str, kind: str, n_in: int, n_out: int, f: LowRank, b: int) -> d
         "rel_error": f.rel_error,
         "energy_kept": f.energy_kept,
         "method": f.method,
-    }
-
-
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    values: Any = out.values() if isinstance(out, Mapping) else out
-    if isinstance(values, (Sequence, type({}.values()))) and not isinstance(out, str):
-        for v in values:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
-def _run(model: torch.nn.Module, inputs: Any) -> torch.Tensor:
-    import torch
-
-    if isinstance(inputs, Mapping):
-        out = model(**inputs)
-    elif isinstance(inputs, tuple):
-        out = model(*inputs)
-    else:
-        out = model(inputs)
-    t = _first_tensor(out)
-    if t is None:
-        raise ArgumentError(
-            f"factorize: example_inputs: the model returned {type(out).__name__} with no "
-            "tensor to compare; pass inputs whose output holds a tensor"
-        )
-    return t.detach().to(torch.float64)
-
-
-def _deviation(old: torch.nn.Module, new: torch.nn.Module, inputs: Any) -> dict[str, float]:
-    import torch
-
-    modes = [(m, m.training) for m in old.modules()]
-    try:
-        old.eval()
-        new.eval()
-        with torch.no_grad():
-            a = _run(old, inputs)
-            b = _run(new, inputs)
-    finally:
-        for m, training in modes:
-            m.training = training
-    diff = b - a
-    norm = float(torch.linalg.vector_norm(a))
-    dn = float(torch.linalg.vector_norm(diff))
-    return {
-        "max_abs": float(diff.abs().max()) if diff.numel() else 0.0,
-        "relative": dn / norm if norm else (0.0 if dn == 0.0 else math.inf),
     }
 
 
