@@ -21,6 +21,7 @@ from typing import Any
 
 from ._errors import ArgumentError
 from ._names import Pattern, apply_renames, compile_pattern, parse_rules
+from ._text import listed
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -169,7 +170,7 @@ def convert(
         if cast is not None:  # complex and sub-byte floats keep their dtype, said in a note
             kept = [e.name for e in stored if e.dtype.is_float and not _castable(e.dtype)]
             if kept:
-                shown = ", ".join(kept[:5]) + (f" … (+{len(kept) - 5})" if len(kept) > 5 else "")
+                shown = listed(kept, quote=False, limit=5)
                 report.notes.append(
                     f"{len(kept)} floating entries kept their dtype, not cast to {cast.value}: "
                     f"{shown} (complex values would lose their imaginary part; FP4/FP6 cannot "

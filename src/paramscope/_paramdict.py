@@ -18,6 +18,7 @@ from ._enums import Format, Role, RoleSource
 from ._errors import DTypeMismatchError, InvalidNameError, ShapeMismatchError, TargetError
 from ._manifest import Entry, Manifest
 from ._names import Pattern, apply_renames, compile_pattern, ensure_new, missing, validate_name
+from ._text import listed
 
 if TYPE_CHECKING:
     import torch
@@ -74,12 +75,6 @@ def _holds_packed(mod: Any) -> bool:
     if hasattr(mod, "_packed_params") or hasattr(mod, "_all_weight_values"):
         return True
     return any(type(v).__name__ == "ScriptObject" for v in vars(mod).values())
-
-
-def _listed(names: Sequence[str], *, quote: bool = True, limit: int = 3) -> str:
-    """``'a', 'b', 'c' … (+2 more)``: the first ``limit`` names, then how many are left."""
-    shown = ", ".join(repr(n) if quote else n for n in names[:limit])
-    return shown + (f" … (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 class ParamDict(MutableMapping[str, "torch.Tensor"]):
@@ -753,14 +748,14 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         if lazy:
             raise TargetError(
                 f"ParamDict.from_module: expected initialised tensors, found {len(lazy)} "
-                f"uninitialised lazy ones ({_listed(lazy)}): their shapes are known only after "
+                f"uninitialised lazy ones ({listed(lazy)}): their shapes are known only after "
                 "the first forward; run one forward pass (model(example_input)) first"
             )
         if packed:
             named = [f"{p!r} ({model.get_submodule(p)._get_name()})" for p in packed]
             raise TargetError(
                 f"ParamDict.from_module: expected weights in _parameters, found {len(packed)} "
-                f"modules with packed (quantised) weights ({_listed(named, quote=False)}) that "
+                f"modules with packed (quantised) weights ({listed(named, quote=False)}) that "
                 "a ParamDict cannot share; use paramscope.count(model), which counts packed "
                 "weights of known types by their logical shape"
             )

@@ -10,9 +10,10 @@ such step (the JSON encoder escapes control characters itself).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["printable", "printable_tree"]
+__all__ = ["listed", "printable", "printable_tree"]
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -67,3 +68,24 @@ def printable_tree(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(printable_tree(v) for v in obj)
     return obj
+
+
+def listed(names: Sequence[str], *, quote: bool = True, limit: int = 3) -> str:
+    """``'a', 'b', 'c' … (+2 more)``: the first ``limit`` names, then how many are left.
+
+    Args:
+        names: the names (from files or models: shown escaped).
+        quote: ``repr`` each name; else :func:`printable` it.
+        limit: how many to show.
+
+    Returns:
+        The text (``""`` for no names).
+
+    Example:
+        >>> listed(["a", "b", "c", "d"], limit=2)
+        "'a', 'b' … (+2 more)"
+        >>> listed(["a.weight", "b"], quote=False)
+        'a.weight, b'
+    """
+    shown = ", ".join(repr(n) if quote else printable(n) for n in names[:limit])
+    return shown + (f" … (+{len(names) - limit} more)" if len(names) > limit else "")

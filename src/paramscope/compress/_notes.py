@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._text import listed
+
 __all__ = ["left_note"]
 
 
@@ -19,8 +21,7 @@ def left_note(verb: str, left: list[str]) -> str:
         >>> left_note("pruned", ["a.weight"]).split(":")[0]
         '1 entries left as stored (not pruned)'
     """
-    shown = ", ".join(left[:5]) + (f" … (+{len(left) - 5})" if len(left) > 5 else "")
     return (
-        f"{len(left)} entries left as stored (not {verb}): {shown}; their dtype is not F16, "
-        "BF16, F32 or F64, which torch computes with"
+        f"{len(left)} entries left as stored (not {verb}): {listed(left, quote=False, limit=5)}; "
+        "their dtype is not F16, BF16, F32 or F64, which torch computes with"
     )

@@ -38,6 +38,7 @@ from .._errors import (
     ShapeMismatchError,
     WriteError,
 )
+from .._text import listed
 from ._lowrank import conv1d_model as conv1d_from_config
 from ._lowrank import conv1d_name, truncated_svd
 
@@ -1043,12 +1044,14 @@ def lora_extract(
         ties = sorted(set(mb).symmetric_difference(mf))
         if ties and not (only_b or only_f):
             report.notes.append(
-                f"tied names only one checkpoint lists (not compared): {_few(ties)}"
+                "tied names only one checkpoint lists (not compared): "
+                f"{listed(ties, limit=5) or 'none'}"
             )
         if only_b or only_f:
             raise EntryError(
                 f"{os.fspath(finetuned)}: names differ from the base: only in the base: "
-                f"{_few(only_b)}; only in the fine-tune: {_few(only_f)}"
+                f"{listed(only_b, limit=5) or 'none'}; only in the fine-tune: "
+                f"{listed(only_f, limit=5) or 'none'}"
             )
         with progress(rb.total_bytes, "lora extract", enabled=show_progress) as advance:
             for e in rb.entries:
@@ -1174,14 +1177,6 @@ def lora_extract(
         )
     report.files = _write_adapter(dst, tensors, cfg, fsync)
     return report
-
-
-def _few(names: list[str], n: int = 5) -> str:
-    if not names:
-        return "none"
-    return ", ".join(repr(x) for x in names[:n]) + (
-        f" … (+{len(names) - n})" if len(names) > n else ""
-    )
 
 
 def _factor(

@@ -37,6 +37,7 @@ from .._errors import (
     EntryError,
     ShapeMismatchError,
 )
+from .._text import listed
 from ._methods import DELTA_METHODS, METHODS, Stats, merge_tensor, numbers
 
 __all__ = ["MergeReport", "merge", "read_merge_spec"]
@@ -200,19 +201,17 @@ class MergeReport:
         return "\n".join(lines)
 
 
+def _some(names: Sequence[str]) -> str:
+    """Up to five names, escaped, then how many more (:func:`paramscope._text.listed`)."""
+    return listed(names, quote=False, limit=5)
+
+
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _some(names: Sequence[str], k: int = 5) -> str:
-    from .._text import printable
-
-    shown = ", ".join(printable(n) for n in names[:k])
-    return shown + (f" … (+{len(names) - k})" if len(names) > k else "")
 
 
 # ---------------------------------------------------------------------------------- options
