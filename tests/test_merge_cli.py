@@ -12,28 +12,7 @@ import torch
 
 import paramscope
 from conftest import CliResult
-
-REPORT_KEYS = {
-    "method",
-    "sources",
-    "base",
-    "output",
-    "options",
-    "entries",
-    "bytes",
-    "shards",
-    "copied",
-    "skipped",
-    "totals",
-    "tensors",
-    "notes",
-}
-NAMES = ("emb.weight", "layer.weight", "layer.bias", "lm_head.weight")
-
-
-def _rand(*shape: int, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
+from test_merge import REPORT_KEYS, _rand
 
 def _sd(seed: int) -> dict[str, torch.Tensor]:
     return {
