@@ -14,6 +14,9 @@ import paramscope
 from conftest import CliResult
 from test_merge import REPORT_KEYS, _rand
 
+NAMES = ("emb.weight", "layer.weight", "layer.bias", "lm_head.weight")
+
+
 def _sd(seed: int) -> dict[str, torch.Tensor]:
     return {
         "emb.weight": _rand(16, 8, seed=seed),
