@@ -757,12 +757,11 @@ def _lerped(row: Mapping[str, Any]) -> bool:
 
 def _meta_of(m: Any, name: str) -> dict[str, Any]:
     """The paramscope metadata (role, trainable, tags) of ``name`` in a checkpoint source."""
-    reader = getattr(m, "_reader", None)
-    if reader is None:
+    if m.manifest is None:
         return {}
     from ..io._writer import plan_meta
 
-    e = reader.manifest.get(name)
+    e = m.manifest.get(name)
     return plan_meta(e) if e is not None else {}
 
 
@@ -794,14 +793,9 @@ def _refuse_quantised(models: list[Any]) -> None:
     from .._quantstore import QUANT_KEY
 
     for m in models:
-        reader = getattr(m, "_reader", None)
-        if reader is None:
+        if m.manifest is None:
             continue
-        q = [
-            e.name
-            for e in reader.manifest.values()
-            if LAYOUT_KEY in e.extra or QUANT_KEY in e.extra
-        ]
+        q = [e.name for e in m.manifest.values() if LAYOUT_KEY in e.extra or QUANT_KEY in e.extra]
         if q:
             raise EntryError(
                 f"merge: {m.label} holds {len(q)} quantised entries ({_some(q)}); merging "

@@ -278,7 +278,7 @@ def merge_tensor(
     thr: list[tuple[float, int] | None] = [None] * len(ds)
     factor = [1.0] * len(ds)
     if trim:
-        from ..compress._prune import _threshold_for_k
+        from ..compress._prune import _threshold_for_k, threshold_mask
 
         for k, d in enumerate(ds):
             if density[k] < 1:
@@ -312,8 +312,6 @@ def merge_tensor(
             view = c
             st.nonzero += int(torch.count_nonzero(c))
             if thr[k] is not None:
-                from ..compress._prune import threshold_mask
-
                 mask, used = threshold_mask(c, thr[k][0], ties_left[k])  # type: ignore[index]
                 ties_left[k] -= used
                 c = c * mask

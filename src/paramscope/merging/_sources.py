@@ -31,6 +31,8 @@ class MergeSource:
         dtypes: name → :class:`~paramscope.DType`.
         aliases: alias → the stored name it shares its values with.
         metadata: the file's free metadata (``{}`` for a model in memory).
+        manifest: the checkpoint's :class:`~paramscope.Manifest` (its entries' roles, tags and
+            quantisation records), ``None`` for a model in memory.
         notes: what the reader wants said (a legacy pickle loaded whole …).
     """
 
@@ -53,6 +55,7 @@ class MergeSource:
         self.metadata = dict(metadata or {})
         self.notes = list(notes or [])
         self._reader = reader
+        self.manifest = reader.manifest if reader is not None else None
         self._values = values
         self._entries = {e.name: e for e in reader.entries} if reader is not None else {}
 
