@@ -512,14 +512,22 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
 
 
 class Flusher:
-    """Starts writeback of a file being written, in a background thread, every ``every`` bytes.
+    """Starts writeback of a file being written, every ``every`` bytes, so the final ``fsync``
+    has little left to do and disk time overlaps with reading, computing and writing.
 
-    The final ``fsync`` then has little left to do, so disk time overlaps with writing and
-    hashing instead of adding to them.
+    Where the OS has ``posix_fadvise`` (Linux), each step advises ``POSIX_FADV_DONTNEED`` on
+    the whole file: the kernel starts asynchronous writeback of the dirty pages and drops the
+    pages already written back from the page cache: no waiting, and the output does not push
+    other files out of the cache (advising only the latest range was 2× slower: pages still
+    under writeback then stay cached). Elsewhere a background
+    ``fdatasync`` runs instead. Durability still comes from the final ``fsync`` of
+    :func:`atomic_write`; this only moves the disk work earlier. (Measured on a 3 GiB stream:
+    a background ``fdatasync`` every 256 MiB made a durable write 3× slower than a plain
+    copy + ``fsync``; the advice makes it faster than the copy, see ``bench/``.)
 
     Args:
         fileobj: the file being written.
-        every: bytes written between two background ``fdatasync`` calls; ``None`` disables.
+        every: bytes written between two steps; ``None`` disables.
 
     Example:
         >>> import tempfile
@@ -528,18 +536,19 @@ class Flusher:
         ...     _ = f.write(b"abcdef"); fl.wrote(6); fl.close()
     """
 
-    def __init__(self, fileobj: BinaryIO, every: int | None = 256 << 20) -> None:
+    def __init__(self, fileobj: BinaryIO, every: int | None = 64 << 20) -> None:
         self._fd = fileobj.fileno()
         self._every = every
         self._pending = 0
         self._thread: threading.Thread | None = None
+        self._advise = hasattr(os, "posix_fadvise")
 
     def _sync(self) -> None:
         with contextlib.suppress(OSError):
             os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
 
     def wrote(self, n: int) -> None:
-        """Record ``n`` more bytes written; start a sync when enough have piled up.
+        """Record ``n`` more bytes written; start writeback when enough have piled up.
 
         Args:
             n: bytes just written.
@@ -547,8 +556,13 @@ class Flusher:
         if self._every is None:
             return
         self._pending += n
-        if self._pending >= self._every and (self._thread is None or not self._thread.is_alive()):
-            self._pending = 0
+        if self._pending < self._every:
+            return
+        self._pending = 0
+        if self._advise:
+            with contextlib.suppress(OSError):  # advice only: the final fsync is what counts
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        elif self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._sync, daemon=True)
             self._thread.start()
 

@@ -394,7 +394,7 @@ def write_stream(
     with atomic_write(path, fsync=fsync) as f, ThreadPoolExecutor(1) as pool:
         _preallocate(f, len(first) + pos)
         f.write(first)
-        flusher = Flusher(f, every=(256 << 20) if fsync else None)
+        flusher = Flusher(f, every=(64 << 20) if fsync else None)
         writer = _WriterThread(f, flusher, pool, algo)
         try:
             expected = iter(order)
