@@ -12,7 +12,7 @@ stream; legacy torch pickles and .npz archives are loaded whole first (said in a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -44,8 +44,10 @@ def prune_file(
 ) -> Any:
     """Prune a checkpoint into a new safetensors file, tensor by tensor (bounded memory).
 
-    Global magnitude pruning finds its exact threshold in a few streaming passes over the
-    source (see :func:`paramscope.compress._prune.global_threshold`), then writes. Every pruned
+    Global magnitude pruning finds its exact threshold before it writes: for float32, float16
+    and bfloat16 sources stored raw from a sample and one streaming pass over the stored bits
+    (no torch; see :mod:`paramscope.compress._select`), otherwise in a few streaming passes
+    through torch (:func:`paramscope.compress._prune.global_threshold`). Every pruned
     entry records its nonzero count in the file's metadata, so ``count`` and ``inspect`` show
     it from the header alone.
 
@@ -78,9 +80,8 @@ def prune_file(
         >>> paramscope.load(f"{d}/pruned.safetensors")["w"].tolist()
         [[0.0, 0.0, 0.0, 0.0], [5.0, 6.0, 7.0, 8.0]]
     """
-    import torch
-
     from . import _prune as P
+    from . import _select as S
 
     structure_ = P._structure(structure)
     n, m = P._check_nm(n, m) if structure_ is P.Structure.NM else (n, m)
@@ -105,61 +106,35 @@ def prune_file(
             left = [e.name for e in ruled if not e.dtype.computes]
             report.notes.append(left_note("pruned", left))
         targets = [e for e in reader.entries if e.name in chosen]
-        thr = ties = None
-        counts: dict[str, int] = {}
-        if structure_ is None and scope_ is P.Scope.GLOBAL and targets:
-            total = sum(e.numel for e in targets)
-            if method_ is P.Method.L1:
-                thr, ties = P.global_threshold(  # map holds no tensor between two reads
-                    lambda: map(itemgetter(1), reader.stream(targets)), a, total
-                )
-            else:
-                counts = dict(
-                    zip(
-                        [e.name for e in targets],
-                        P.random_counts([e.numel for e in targets], a, seed),
-                        strict=True,
-                    )
-                )
-        gen = torch.Generator().manual_seed(seed if seed is not None else 0)
         plan = [
             Planned(e.name, e.dtype, list(e.shape), e.nbytes, plan_meta(e)) for e in reader.entries
         ]
         extra_of = {p.name: p.meta.get("extra", {}) for p in plan}
         late: dict[str, dict[str, Any]] = {}
+        largest = max((e.nbytes for e in reader.entries), default=0)
 
-        def chunks() -> Iterator[tuple[str, Any]]:
-            nonlocal ties
-            with progress(reader.total_bytes, "prune", enabled=show_progress) as advance:
-                for e, t in reader.stream():
-                    if e.name in chosen:
-                        if thr is not None:
-                            keep, used = P.threshold_mask(t, thr, ties or 0)
-                            ties = (ties or 0) - used
-                        elif counts:
-                            keep = P._unstructured(t, counts[e.name], method_, gen)
-                        else:
-                            keep = P.keep_mask(
-                                t,
-                                None if structure_ is P.Structure.NM else a,
-                                method=method_.value,
-                                structure=structure,
-                                n=n,
-                                m=m,
-                                generator=gen,
-                            )
-                        t.masked_fill_(torch.logical_not(keep, out=keep), 0)  # no 2nd mask
-                        nnz = count_nonzero(t)
-                        late[e.name] = {"extra": {**extra_of[e.name], "nonzero": nnz}}
-                        report.add(e.name, (t.numel(), t.numel() - nnz))
-                    yield e.name, tensor_bytes(t)
-                    del t
-                    advance(e.nbytes)
+        def done(e: Entry, nonzero: int) -> None:
+            late[e.name] = {"extra": {**extra_of[e.name], "nonzero": nonzero}}
+            report.add(e.name, (e.numel, e.numel - nonzero))
 
+        # Magnitude pruning of float32 / float16 / bfloat16 stored raw: the numpy selection of
+        # _select on the stored bytes (one exact pass for a global cut, no torch at all).
+        raw = (
+            reader.raw_ok
+            and structure_ is None
+            and method_ is P.Method.L1
+            and all(e.dtype.value in S.KINDS for e in targets)
+        )
+        if raw:
+            chunks = _prune_raw(reader, targets, a, scope_ is P.Scope.GLOBAL, largest, done)
+        else:
+            chunks = _prune_tensors(
+                reader, targets, a, structure, scope_, method_, n, m, seed, done
+            )
         write_stream(
             dst,
             plan,
-            chunks(),
+            _progressed(chunks, reader, show_progress),
             aliases=reader.aliases,
             alias_meta=alias_meta(reader.manifest, reader.aliases),
             metadata=reader.manifest.metadata,
@@ -168,6 +143,131 @@ def prune_file(
             reserve=40 * len(chosen) + 64,
         )
     return report
+
+
+def _progressed(
+    chunks: Iterator[tuple[Entry, Any]], reader: SourceReader, show: bool | None
+) -> Iterator[tuple[str, Any]]:
+    """``(name, buffer)`` for the writer, with the progress bar advanced per entry."""
+    with progress(reader.total_bytes, "prune", enabled=show) as advance:
+        for e, buf in chunks:
+            yield e.name, buf
+            del buf  # the writer alone holds it now
+            advance(e.nbytes)
+
+
+def _prune_raw(
+    reader: SourceReader,
+    targets: list[Entry],
+    amount: float,
+    whole: bool,
+    largest: int,
+    done: Callable[[Entry, int], None],
+) -> Iterator[tuple[Entry, Any]]:
+    """The entries' stored bytes, the targets pruned in place by magnitude (numpy only).
+
+    With ``whole`` (a global cut) the exact cut is found first over the targets (a sample,
+    then one streaming pass; see :mod:`._select`), before anything is written; otherwise each
+    target gets its own cut, found on the tensor in memory.
+    """
+    from . import _select as S
+
+    chosen = {e.name for e in targets}
+    cut: list[int] = [0, 0]  # the global (key, ties still to take)
+    if whole and targets:
+        k = round(amount * sum(e.numel for e in targets))
+        if k:
+
+            def sampler(e: Entry) -> Callable[[int, int], Any]:
+                size = e.dtype.bits // 8
+                return lambda s, c: S.typed(
+                    reader.read_raw_part(e, s * size, c * size), e.dtype.value
+                )
+
+            def scan() -> Iterator[tuple[str, Any]]:
+                for e, buf in reader.stream(targets, budget=2 * largest, raw=True):
+                    yield e.name, S.typed(buf, e.dtype.value, e.numel)
+
+            parts = [S.Part(e.name, e.numel, sampler(e)) for e in targets]
+            cut[:] = S.kth_key(parts, k, scan)
+    for e, buf in reader.stream(budget=2 * largest, raw=True):
+        if e.name in chosen:
+            arr = S.typed(buf, e.dtype.value, e.numel)
+            if whole:
+                nonzero, used = S.prune_below(arr, cut[0], cut[1])
+                cut[1] -= used
+            else:
+                k = round(amount * e.numel)
+                key, ties = (0, 0)
+                if k:
+                    part = S.Part(e.name, e.numel, lambda s, c, arr=arr: arr[s : s + c])
+                    key, ties = S.kth_key([part], k, lambda arr=arr, e=e: iter([(e.name, arr)]))
+                nonzero, _ = S.prune_below(arr, key, ties)
+            del arr
+            done(e, nonzero)
+        yield e, buf
+        del buf
+
+
+def _prune_tensors(
+    reader: SourceReader,
+    targets: list[Entry],
+    a: float,
+    structure: str | None,
+    scope_: Any,
+    method_: Any,
+    n: int,
+    m: int,
+    seed: int | None,
+    done: Callable[[Entry, int], None],
+) -> Iterator[tuple[Entry, Any]]:
+    """The entries as bytes, the targets pruned through torch (random, structured, or a
+    stored type the numpy path does not take)."""
+    import torch
+
+    from . import _prune as P
+
+    structure_ = P._structure(structure)
+    chosen = {e.name for e in targets}
+    thr = ties = None
+    counts: dict[str, int] = {}
+    if structure_ is None and scope_ is P.Scope.GLOBAL and targets:
+        total = sum(e.numel for e in targets)
+        if method_ is P.Method.L1:
+            thr, ties = P.global_threshold(  # map holds no tensor between two reads
+                lambda: map(itemgetter(1), reader.stream(targets)), a, total
+            )
+        else:
+            counts = dict(
+                zip(
+                    [e.name for e in targets],
+                    P.random_counts([e.numel for e in targets], a, seed),
+                    strict=True,
+                )
+            )
+    gen = torch.Generator().manual_seed(seed if seed is not None else 0)
+    for e, t in reader.stream():
+        if e.name in chosen:
+            if thr is not None:
+                keep, used = P.threshold_mask(t, thr, ties or 0)
+                ties = (ties or 0) - used
+            elif counts:
+                keep = P._unstructured(t, counts[e.name], method_, gen)
+            else:
+                keep = P.keep_mask(
+                    t,
+                    None if structure_ is P.Structure.NM else a,
+                    method=method_.value,
+                    structure=structure,
+                    n=n,
+                    m=m,
+                    generator=gen,
+                )
+            t.masked_fill_(torch.logical_not(keep, out=keep), 0)  # no 2nd mask
+            del keep
+            done(e, count_nonzero(t))
+        yield e, tensor_bytes(t)
+        del t
 
 
 def _quant_plan(e: Entry, cfg: Any) -> list[Any]:

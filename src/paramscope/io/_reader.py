@@ -250,6 +250,51 @@ class SourceReader:
             self._fill(e, buf)
         return buf
 
+    def read_raw_part(self, e: Entry, start: int, n: int) -> bytearray:
+        """``n`` stored bytes of one entry from byte ``start`` of its data, without torch
+        (one positioned read: a sample of a large tensor costs only the bytes sampled).
+
+        Only where :attr:`raw_ok`. Call it from the thread that uses the reader (it may
+        open the entry's file), not while a :meth:`stream` runs.
+
+        Args:
+            e: a stored entry of :attr:`entries`.
+            start: byte offset inside the entry's data.
+            n: bytes to read.
+
+        Returns:
+            A fresh ``bytearray`` of ``n`` bytes.
+
+        Raises:
+            FormatError: the range is outside the entry, or the file ends before it.
+
+        Example:
+            >>> import tempfile, torch, paramscope
+            >>> d = tempfile.mkdtemp()
+            >>> path = paramscope.save({"b": torch.arange(4.0)}, f"{d}/m.safetensors")
+            >>> with SourceReader(path) as r:
+            ...     bytes(r.read_raw_part(r.entries[0], 4, 4))
+            b'\\x00\\x00\\x80?'
+        """
+        if not self.raw_ok:
+            raise FormatError(self.path, "read_raw_part: this source's tensors are not stored raw")
+        loc = e.location
+        assert loc is not None
+        if start < 0 or n < 0 or start + n > loc.length:
+            raise FormatError(
+                loc.file,
+                f"entry {e.name!r}: bytes {start}…{start + n} asked of its {loc.length}",
+            )
+        buf = bytearray(n)
+        got = self._file(loc.file).readinto_at(loc.offset + start, memoryview(buf))
+        if got != n:
+            raise FormatError(
+                loc.file,
+                f"entry {e.name!r}: expected {n} bytes at offset {loc.offset + start}, the "
+                f"file ends after {got}",
+            )
+        return buf
+
     @property
     def total_bytes(self) -> int:
         """Bytes of all stored tensors."""
