@@ -10,7 +10,19 @@ Heads. An attention module is handled when its layout is one of:
   forward reads for its ``view(b, t, heads, head_dim)`` reshapes);
 - ``hf-llama``: transformers' ``LlamaAttention`` and the classes that copy it (the same four
   Linears, ``head_dim`` and ``num_key_value_groups``; the forward reshapes to
-  ``(*input_shape, -1, self.head_dim)``, so the head counts follow the weights);
+  ``(*input_shape, -1, self.head_dim)``, so the head counts follow the weights); also without
+  ``num_key_value_groups`` when q, k and v are as wide (transformers' ``ViTAttention``,
+  ``DeiTAttention``: ``num_attention_heads`` follows);
+- ``gpt2``: transformers' ``GPT2Attention`` and its copies (ImageGPT, Decision Transformer):
+  ``c_attn`` a ``Conv1D`` with ``weight`` ``(hidden, 3 * inner)`` packing q | k | v (k | v, with
+  a ``q_attn``, in cross-attention), ``c_proj`` a ``Conv1D`` ``(inner, hidden)``; the forward
+  splits at ``split_size`` and reshapes to ``(..., -1, head_dim)``, and ``Conv1D`` reads
+  ``nf``: ``split_size``, ``num_heads``, ``c_attn.nf`` and ``c_proj.nx`` follow;
+- ``bert``: transformers' ``BertAttention`` and its copies (RoBERTa, ELECTRA, XLM-R, CamemBERT,
+  Data2VecText, YOLOS ...): the container is the unit's owner, its ``self`` (or ``attention``)
+  child holds ``query`` / ``key`` / ``value`` Linears and ``output.dense`` reads the heads;
+  ``num_attention_heads`` and ``all_head_size`` follow. A self-attention with parameters besides
+  query / key / value (relative positions, separate biases) or buffers is refused.
 - ``mha``: ``nn.MultiheadAttention`` with one packed ``in_proj_weight``. Its forward cannot take
   an inner width other than ``embed_dim``, so it is replaced by a
   :class:`HeadPrunedMultiheadAttention`: the same parameter names (``in_proj_weight``,
@@ -22,6 +34,13 @@ key/value head with the ``num_heads / num_kv_heads`` query heads that read it (o
 without GQA): its ``q`` and ``k`` / ``v`` rows and its ``o`` input columns go together. Any
 other module that looks like attention (``Attention`` in its class name, or a head-count
 attribute) is refused with the reason.
+
+Configs. Llama-layout configs with a ``head_dim`` get the new counts when every module ends with
+the same ones. GPT-2 / BERT / ViT configs derive the head size from ``hidden_size /
+num_attention_heads``, so they keep their counts, and transformers 5.x has no
+``config.pruned_heads`` / ``prune_heads`` for ``from_pretrained`` to rebuild a pruned model: each
+report group lists its ``kept_units``; shrinking a model built from the config to them and then
+loading the weights rebuilds it.
 
 Layers. A stack is an ``nn.ModuleList`` / ``nn.Sequential`` of at least two blocks of one class
 whose parameters and buffers have the same names and shapes. It is used when the forward runs
@@ -251,6 +270,126 @@ def _packed_slices(name: str, mod: Any, n_heads: int, hd: int) -> list[_Slice]:
     return out
 
 
+def _conv1d_ok(mod: Any) -> bool:
+    """transformers' ``Conv1D`` (a Linear with a transposed ``weight`` of ``(nx, nf)``)."""
+    return (
+        type(mod).__name__ == "Conv1D"
+        and isinstance(getattr(mod, "nf", None), int)
+        and isinstance(getattr(mod, "nx", None), int)
+        and getattr(mod, "bias", None) is not None
+        and tuple(mod.weight.shape) == (mod.nx, mod.nf)
+    )
+
+
+def _own_params_outside(mod: Any, allowed: tuple[str, ...]) -> list[str]:
+    return sorted(n for n, _ in mod.named_parameters() if n.split(".")[0] not in allowed)
+
+
+#: Config fields a forward must not read: the pruned module's widths no longer follow them.
+_CONFIG_WIDTHS = ("config.hidden_size", "config.num_attention_heads", "config.n_head")
+
+
+def _gpt2_slices(name: str, mod: Any, n_heads: int, hd: int, cross: bool) -> list[_Slice]:
+    inner = n_heads * hd
+    parts = 2 if cross else 3
+    cols = [list(range(u * hd, (u + 1) * hd)) for u in range(n_heads)]
+    packed = [[p * inner + j for p in range(parts) for j in cols[u]] for u in range(n_heads)]
+    out = [
+        _Slice(_join(name, "c_attn.weight"), mod.c_attn, "weight", 1, packed),
+        _Slice(_join(name, "c_attn.bias"), mod.c_attn, "bias", 0, packed),
+    ]
+    if cross:
+        out.append(_Slice(_join(name, "q_attn.weight"), mod.q_attn, "weight", 1, cols))
+        out.append(_Slice(_join(name, "q_attn.bias"), mod.q_attn, "bias", 0, cols))
+    out.append(_Slice(_join(name, "c_proj.weight"), mod.c_proj, "weight", 0, cols))
+    return out
+
+
+def _classify_gpt2(cls: str, name: str, mod: Any) -> tuple[str, list[_Slice], int] | str:
+    """transformers' ``GPT2Attention`` layout (also ImageGPT's, Decision Transformer's)."""
+    n, hd, split = mod.num_heads, mod.head_dim, mod.split_size
+    cross = bool(getattr(mod, "is_cross_attention", False)) or hasattr(mod, "q_attn")
+    if cross and not _conv1d_ok(getattr(mod, "q_attn", None)):
+        return f"{cls}: cross-attention without a Conv1D q_attn"
+    src = _source(type(mod).forward)
+    if "self.split_size" not in src or "self.head_dim" not in src:
+        return f"{cls}: its forward does not read split_size / head_dim"
+    if any(c in src for c in _CONFIG_WIDTHS):
+        return f"{cls}: its forward reads the config's widths"
+    extra = _own_params_outside(mod, ("c_attn", "c_proj", "q_attn"))
+    if extra:
+        return f"{cls}: parameters outside c_attn / c_proj ({', '.join(extra)})"
+    if (
+        n <= 0
+        or split != n * hd
+        or mod.c_attn.nf != (2 if cross else 3) * split
+        or mod.c_proj.nx != split
+        or (cross and mod.q_attn.nf != split)
+    ):
+        return f"{cls}: c_attn / c_proj widths differ from num_heads={n}, head_dim={hd}"
+    return "gpt2", _gpt2_slices(name, mod, n, hd, cross), n
+
+
+def _bert_parts(mod: Any) -> tuple[str, Any, Any] | None:
+    """``(attr, self_attention, output)`` of a BERT-layout container (``BertAttention``:
+    ``self`` with query / key / value Linears, ``output.dense``), or ``None``."""
+    out = mod._modules.get("output")
+    if out is None or not _linear_ok(getattr(out, "dense", None)):
+        return None
+    for attr, child in mod._modules.items():
+        if attr != "output" and child is not None and _bert_self_ok(child):
+            return attr, child, out
+    return None
+
+
+def _bert_self_ok(mod: Any) -> bool:
+    return all(_linear_ok(getattr(mod, p, None)) for p in ("query", "key", "value")) and all(
+        isinstance(getattr(mod, a, None), int)
+        for a in ("num_attention_heads", "attention_head_size", "all_head_size")
+    )
+
+
+def _classify_bert(
+    cls: str, name: str, mod: Any, attr: str, inner: Any, out: Any
+) -> tuple[str, list[_Slice], int] | str:
+    """transformers' ``BertAttention`` layout (RoBERTa, ELECTRA, XLM-R ... copy it)."""
+    icls = type(inner).__name__
+    n, hd = inner.num_attention_heads, inner.attention_head_size
+    src = _source(type(inner).forward)
+    if "self.attention_head_size" not in src:
+        return f"{icls}: its forward does not read attention_head_size"
+    if any(c in src for c in _CONFIG_WIDTHS):
+        return f"{icls}: its forward reads the config's widths"
+    outer = _source(type(mod).forward)
+    if f"self.{attr}(" not in outer or "self.output(" not in outer:
+        return f"{cls}: its forward does not call self.{attr} and self.output"
+    extra = _own_params_outside(inner, ("query", "key", "value"))
+    if extra:
+        return f"{icls}: parameters outside query / key / value ({', '.join(extra)})"
+    if any(True for _ in inner.buffers()):
+        return f"{icls}: it has buffers (position tables?) that may depend on the heads"
+    q, k, v, dense = inner.query, inner.key, inner.value, out.dense
+    if (
+        n <= 0
+        or inner.all_head_size != n * hd
+        or not q.out_features == k.out_features == v.out_features == n * hd
+        or dense.in_features != n * hd
+    ):
+        return (
+            f"{icls}: query / key / value / output.dense widths differ from "
+            f"num_attention_heads={n}, attention_head_size={hd}"
+        )
+    rows = [list(range(u * hd, (u + 1) * hd)) for u in range(n)]
+    slices: list[_Slice] = []
+    for proj in ("query", "key", "value"):
+        lin = getattr(inner, proj)
+        slices.append(_Slice(_join(name, f"{attr}.{proj}.weight"), lin, "weight", 0, rows))
+        if lin.bias is not None:
+            slices.append(_Slice(_join(name, f"{attr}.{proj}.bias"), lin, "bias", 0, rows))
+    slices.append(_Slice(_join(name, "output.dense.weight"), dense, "weight", 1, rows))
+    return "bert", slices, n
+
+
 def _classify_attention(name: str, mod: Any) -> tuple[str, list[_Slice], int] | str | None:
     """``(kind, slices, units)`` for a handled attention module, a refusal reason for one that
     looks like attention, ``None`` for anything else."""
@@ -286,17 +425,28 @@ def _classify_attention(name: str, mod: Any) -> tuple[str, list[_Slice], int] | 
                 f"{cls}: q/k/o widths differ from num_heads={n}, num_kv_heads={kv}, head_dim={hd}"
             )
         return "llama", _llama_slices(name, mod, n, kv, hd), kv
+    if all(_conv1d_ok(getattr(mod, c, None)) for c in ("c_attn", "c_proj")) and all(
+        isinstance(getattr(mod, a, None), int) for a in ("num_heads", "head_dim", "split_size")
+    ):
+        return _classify_gpt2(cls, name, mod)
+    bert = _bert_parts(mod)
+    if bert is not None:
+        return _classify_bert(cls, name, mod, *bert)
+    groups = getattr(mod, "num_key_value_groups", None)
+    no_gqa = groups is None and isinstance(getattr(mod, "num_attention_heads", None), int)
     if (
         has_projs
         and isinstance(getattr(mod, "head_dim", None), int)
-        and isinstance(getattr(mod, "num_key_value_groups", None), int)
+        and (isinstance(groups, int) or no_gqa)
     ):
         src = _source(type(mod).forward)
         if "-1, self.head_dim" not in src:
             return f"{cls}: its forward does not reshape to (..., -1, self.head_dim)"
+        if no_gqa and any(True for _ in mod.buffers()):
+            return f"{cls}: it has buffers that may depend on the heads"
         own = {n for n, _ in mod.named_parameters()}
         extra = [n for n in own if n.split(".")[0] not in projs]
-        hd, g = mod.head_dim, mod.num_key_value_groups
+        hd, g = mod.head_dim, (1 if groups is None else groups)
         bad = [n for n in extra if tuple(mod.get_parameter(n).shape) != (hd,)]
         if bad:
             return f"{cls}: parameters outside q/k/v/o_proj ({', '.join(sorted(bad))})"
@@ -318,7 +468,9 @@ def _classify_attention(name: str, mod: Any) -> tuple[str, list[_Slice], int] | 
     if looks and has_weights:
         return (
             f"no head handler for {cls}: heads are removed from Llama-layout attention "
-            "(q/k/v/o_proj of paramscope's zoo or transformers) and nn.MultiheadAttention only"
+            "(q/k/v/o_proj of paramscope's zoo or transformers, ViT's too), transformers' "
+            "GPT-2 (c_attn/c_proj Conv1D) and BERT (query/key/value + output.dense) "
+            "attention, and nn.MultiheadAttention only"
         )
     return None
 
@@ -340,6 +492,8 @@ def _find_attention(
             inside.append(name)
         else:
             refused.append((name, got))
+            if _bert_parts(mod) is not None:  # its reason names the inner module's fault
+                inside.append(name)
     # a refused container (BertAttention) of a handled or refused module says nothing more
     names = [n for n, *_ in handled] + [n for n, _ in refused]
     refused = [
@@ -397,7 +551,8 @@ def shrink_heads(
         importance: ``"l1"`` / ``"l2"`` norm of a unit's q, k, v rows and o columns, or
             ``f(name, unit_index, tensors) -> float`` (``tensors``: member name → slice).
         select: glob / ``re:`` pattern(s) of attention module names; ``None``: all.
-        report: filled with ``groups``, ``refused`` and ``notes``.
+        report: filled with ``groups`` (each with the removed ``units`` and the
+            ``kept_units``, numbered as the module's heads were), ``refused`` and ``notes``.
         example_inputs: when given, the shrunk model must run on them.
 
     Returns:
@@ -421,7 +576,8 @@ def shrink_heads(
     if not handled and not refused:
         raise TargetError(
             f"shrink heads: {type(model).__name__} has no attention module; expected "
-            "Llama-layout attention or nn.MultiheadAttention"
+            "Llama-layout attention, transformers' GPT-2 / BERT attention or "
+            "nn.MultiheadAttention"
         )
     match = compile_pattern(select) if select is not None else None
     if match is not None:
@@ -505,6 +661,25 @@ def _apply_heads(model: nn.Module, g: _Group, slices: list[_Slice], report: Shri
         for attr, value in counts.items():
             if isinstance(mod.__dict__.get(attr), int):
                 setattr(mod, attr, value)
+    elif g.kind == "gpt2":
+        heads_gone = len(g.remove)
+        mod.c_attn.nf = mod.c_attn.weight.shape[1]
+        mod.c_proj.nx = mod.c_proj.weight.shape[0]
+        if getattr(mod, "q_attn", None) is not None:
+            mod.q_attn.nf = mod.q_attn.weight.shape[1]
+        mod.split_size = mod.c_proj.nx  # the forward splits q | k | v at split_size
+        mod.num_heads = mod.split_size // mod.head_dim
+    elif g.kind == "bert":
+        heads_gone = len(g.remove)
+        parts = _bert_parts(mod)
+        assert parts is not None  # classified as bert: the layout has not changed
+        _, inner, out = parts
+        for proj in ("query", "key", "value"):
+            lin = getattr(inner, proj)
+            lin.out_features = lin.weight.shape[0]
+        out.dense.in_features = out.dense.weight.shape[1]
+        inner.all_head_size = inner.query.out_features
+        inner.num_attention_heads = inner.all_head_size // inner.attention_head_size
     else:
         heads_gone = len(g.remove)
         _replace_mha(model, g, keep_units)
@@ -518,6 +693,7 @@ def _apply_heads(model: nn.Module, g: _Group, slices: list[_Slice], report: Shri
             "buffers_removed": 0,
             "members": members,
             "units": sorted(g.remove),
+            "kept_units": keep_units,
             "heads_removed": heads_gone,
         }
     )
@@ -554,6 +730,16 @@ def _heads_config(model: nn.Module, groups: list[_Group], report: ShrinkReport) 
             "names and call; inner width num_heads * head_dim < embed_dim); a config's head "
             "count no longer describes them"
         )
+    hf = sorted({type(g.module).__name__ for g in changed if g.kind in ("gpt2", "bert")})
+    if hf:
+        report.notes.append(
+            f"config.num_attention_heads was left as it was: {', '.join(hf)} derive the head "
+            "size from hidden_size / num_attention_heads, so no config count describes the "
+            "pruned modules, and transformers (5.x) has no config.pruned_heads to rebuild them "
+            "in from_pretrained; the heads kept per module are groups[i]['kept_units']: "
+            "rebuild by shrinking a model built from the config with those heads, then load "
+            "the weights"
+        )
     if not any(g.kind in ("llama", "hf-llama") for g in changed):
         return
     counts = {
@@ -567,12 +753,34 @@ def _heads_config(model: nn.Module, groups: list[_Group], report: ShrinkReport) 
         )
         return
     ((nh, kv, hd),) = counts
+
+    def derived(c: Any) -> bool:
+        """A config without ``head_dim`` derives it as hidden_size // num_attention_heads:
+        a smaller head count there would change the head size on a rebuild."""
+        return getattr(c, "head_dim", None) is None and getattr(c, "hidden_size", None) != nh * hd
+
     _set_config(
         model,
         {"num_attention_heads": nh, "num_key_value_heads": kv, "head_dim": hd},
-        lambda c: hasattr(c, "num_attention_heads"),
+        lambda c: hasattr(c, "num_attention_heads") and not derived(c),
         report,
     )
+    if any(derived(c) for c in _configs(model) if hasattr(c, "num_attention_heads")):
+        report.notes.append(
+            f"config.num_attention_heads was left as it was: the config has no head_dim and "
+            f"derives it from hidden_size / num_attention_heads: setting {nh} would change "
+            f"the head size {hd}; the heads kept per module are groups[i]['kept_units']"
+        )
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """The distinct ``config`` objects held by the model's modules."""
+    seen: dict[int, Any] = {}
+    for _, mod in model.named_modules(remove_duplicate=False):
+        c = mod.__dict__.get("config")
+        if c is not None:
+            seen.setdefault(id(c), c)
+    return list(seen.values())
 
 
 def _set_config(
