@@ -408,3 +408,47 @@ def test_unquantised_stays_lazy(tmp_path: Path) -> None:
     assert d["quantization"] is None and d["bits_per_weight"] is None
     assert d["params_logical"] == d["params"] == 14 and d["stored_elements"] == 14
     assert "quant_meta" not in d["tree"]
+
+
+# ------------------------------------------------------------- symmetric kernel fast path
+
+
+def _torch_symmetric(w: torch.Tensor, bits: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Oracle: per-row symmetric quantisation with plain torch ops (float64 scale steps as
+    documented, float32 division for float32 / 16-bit input, round half to even, clamp)."""
+    x2 = w.reshape(rows, -1)
+    qmax = (1 << (bits - 1)) - 1
+    span = torch.maximum(x2.amax(1, keepdim=True), -x2.amin(1, keepdim=True)).double()
+    scale = torch.where(span > 0, span / qmax, torch.ones_like(span)).float()
+    scale.clamp_(min=torch.finfo(torch.float32).tiny)
+    xf = x2.double() if w.dtype == torch.float64 else x2.float()
+    q = torch.round((xf / scale).float()).clamp_(-qmax, qmax)
+    return q.to(torch.int8), scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_symmetric_fast_path_matches_torch_and_the_error_path(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, bits: int
+) -> None:
+    from paramscope.compress import _qkernels
+    from paramscope.compress._int4 import unpack_int4
+    from paramscope.compress._qkernels import QuantConfig, quantize_with_errors
+
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(41, 96, generator=g) * torch.logspace(-3, 3, 41).unsqueeze(1)
+    w[3] = 0.0  # all-zero row: scale 1
+    w[5] = torch.arange(96) - 47.5  # exact halves after / scale 1 (max |w| = 127 / 2.67)
+    w[5, 0] = 127.0
+    w[7] = w[7] * 1e-40  # subnormal float32: scale raised to the smallest normal
+    w = w.to(dtype)
+    cfg = QuantConfig(bits, "symmetric", "channel")
+    for chunk in (96 * 4, 96 * 41, 1 << 19):
+        monkeypatch.setattr(_qkernels, "_CHUNK", chunk)
+        q, _ = quantize_with_errors(w, cfg, errors=False)
+        ref, _ = quantize_with_errors(w, cfg, errors=True)  # the general block code
+        assert torch.equal(q.data, ref.data) and torch.equal(q.scale, ref.scale)
+        want, scale = _torch_symmetric(w, bits, 41)
+        assert torch.equal(q.scale.reshape(41, 1), scale)
+        got = q.data if bits == 8 else unpack_int4(q.data, 96, signed=True)
+        assert torch.equal(got.reshape(41, 96).to(torch.int8), want)

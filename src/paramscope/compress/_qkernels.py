@@ -503,7 +503,9 @@ def quantize_array(
     scales, integers and error sums are all made while it is in cache. Rows longer than a
     block get their min/max in a first pass over slices. The bytes are those of the torch
     kernel: float32 division (float64 for float64 input), round half to even, zero point,
-    clamp (asymmetric; symmetric values cannot leave the range), offset, convert.
+    clamp (asymmetric; symmetric values cannot leave the range), offset, convert. The
+    symmetric scheme without error sums takes a shorter route with the same bytes
+    (:func:`_symmetric_worker`).
 
     Args:
         x2: the values, (rows, length), of ``kind``: ``"f32"``, ``"f64"``, ``"f16"``, or
@@ -592,6 +594,15 @@ def quantize_array(
         np.amax(maxs.reshape(rows, per), axis=1, keepdims=True, out=mx_rows)
         with np.errstate(all="ignore"):
             _scales_np(mn_rows, mx_rows, cfg, scale_rows, zero_rows)
+
+    if fused and cfg.symmetric and not errors:
+        count, make = _symmetric_worker(
+            x2, out2, blocks, cap, cfg, kind, mn_rows, mx_rows, scale_rows
+        )
+        _run(count, make)
+        if not (np.isfinite(mn_rows).all() and np.isfinite(mx_rows).all()):
+            raise _nan_error(label)
+        return scale_rows, zero_rows, None
 
     def worker() -> Callable[[int], None]:
         b = np.empty(cap, dtype=np.float32)
@@ -684,6 +695,90 @@ def quantize_array(
         rows * length,
     )
     return scale_rows, zero_rows, sums
+
+
+# 1.5 * 2**23: a float32 y with |y| < 2**22 plus this rounds to an integer half to even (the
+# float32 spacing there is 1), and the low bits of the sum's bit pattern are that integer in
+# two's complement: one add instead of rint, and an int32 -> int8 narrowing instead of a
+# float -> int8 conversion (both bitwise the same as rint + convert). Symmetric values
+# x / scale stay within qmax + 1/2 (scale >= max|x| / qmax up to a float32 rounding).
+_MAGIC = 12582912.0
+
+#: bytes of a (transparent) huge page: the output of one task of :func:`_symmetric_worker`
+_PAGE = 2 << 20
+
+
+def _symmetric_worker(
+    x2: Any,
+    out2: Any,
+    blocks: list[tuple[int, int, int, int]],
+    cap: int,
+    cfg: QuantConfig,
+    kind: str,
+    mn_rows: Any,
+    mx_rows: Any,
+    scale_rows: Any,
+) -> tuple[int, Callable[[], Callable[[int], None]]]:
+    """``(task count, make)`` for :func:`_run`: the work of :func:`quantize_array` for
+    whole-row blocks of the symmetric scheme without error sums.
+
+    Per block: min, max, scales, then divide, add :data:`_MAGIC` (plus the 4-bit offset)
+    and narrow the bit patterns to the output: 5 passes over a block in cache, plus a few
+    calls on its scales. A task is a run of consecutive blocks whose output fills about one
+    huge page (:data:`_PAGE`), so that each output page is faulted in (zeroed by the kernel)
+    by one thread rather than by both at once; the errstate is entered once per task."""
+    import numpy as np
+
+    bf16 = kind == "bf16"
+    qmax = float(cfg.qmax)
+    magic = np.float32(_MAGIC + (8 if cfg.bits == 4 else 0))  # 4-bit: the +8 offset too
+    step = max(e - r for r, e, _, _ in blocks)
+    # at least ~8 tasks where there are that many blocks, so that the threads share the work
+    per = max(1, min(_PAGE // (step * x2.shape[1] * out2.itemsize), len(blocks) // 8))
+    count = -(-len(blocks) // per)
+
+    def make() -> Callable[[int], None]:
+        b = np.empty(cap, dtype=np.float32)
+        xf = np.empty(cap if bf16 else 0, dtype=np.float32)  # bfloat16 widened
+        span = np.empty(step, dtype=np.float64)
+        quot = np.empty(step, dtype=np.float64)
+
+        def one(i: int) -> None:
+            r, e, _, _ = blocks[i]
+            xb = x2[r:e]
+            if bf16:
+                u = xf.view(np.uint32)[: xb.size].reshape(xb.shape)
+                np.copyto(u, xb, casting="unsafe")
+                np.left_shift(u, 16, out=u)
+                xb = u.view(np.float32)
+            n = e - r
+            mn, mx = mn_rows[r:e, 0], mx_rows[r:e, 0]
+            np.minimum.reduce(xb, axis=1, out=mn)
+            np.maximum.reduce(xb, axis=1, out=mx)
+            # _scales_np's steps: span = max(max, -min) in float64, / qmax, to float32,
+            # at least the smallest normal; an all-zero row (span 0) gets 1.0
+            sp, qt = span[:n], quot[:n]
+            np.negative(mn, out=sp)
+            np.maximum(sp, mx, out=sp)
+            np.divide(sp, qmax, out=qt)
+            s = scale_rows[r:e]
+            np.copyto(s[:, 0], qt, casting="same_kind")
+            np.maximum(s, _TINY, out=s)
+            if not sp.all():
+                np.copyto(s[:, 0], 1.0, where=sp == 0)
+            bb = b[: xb.size].reshape(xb.shape)
+            np.divide(xb, s, out=bb)
+            np.add(bb, magic, out=bb)
+            np.copyto(out2[r:e], bb.view(np.int32), casting="unsafe")
+
+        def task(i: int) -> None:
+            with np.errstate(all="ignore"):  # NaN / Inf: reported by the caller
+                for j in range(i * per, min(len(blocks), (i + 1) * per)):
+                    one(j)
+
+        return task
+
+    return count, make
 
 
 _POOL: Any = None
