@@ -192,3 +192,58 @@ def test_prune_file_runs_without_torch(tmp_path: Path) -> None:
     out = paramscope.load(tmp_path / "p.safetensors")
     assert zeros == sum(int((out[n] == 0).sum()) for n in out if n.endswith(".weight"))
     assert paramscope.verify(tmp_path / "p.safetensors").ok
+
+
+# ----------------------------------------------------------------------- SourceReader.scan_raw
+def _rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_scan_raw_gives_the_stored_bytes_and_drops_each_entrys_pages(tmp_path: Path) -> None:
+    from paramscope.io._reader import SourceReader
+
+    n = 8 << 20  # 8 entries of 8 MiB
+    sd = {f"w{i}": torch.full((n // 4,), float(i)) for i in range(8)}
+    sd["empty"] = torch.zeros(0)
+    path = paramscope.save(sd, tmp_path / "m.safetensors")
+    with SourceReader(path) as r:
+        base = _rss_file_kib()
+        most = 0
+        seen = []
+        for e, buf in r.scan_raw():
+            a = np.frombuffer(buf, dtype=np.float32)
+            assert bytes(buf) == bytes(r.read_raw(e))
+            if a.size:
+                assert float(a.sum()) == a.size * int(e.name[1:])  # every page touched
+            most = max(most, _rss_file_kib() - base)
+            seen.append(e.name)
+            del a
+        assert seen == [e.name for e in r.entries]
+    # mapped pages leave the process entry by entry: at most about two entries at once
+    assert most <= 2 * n // 1024 + 4096
+
+
+def test_scan_raw_refuses_a_short_file_and_falls_back_without_a_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paramscope._errors import FormatError
+    from paramscope.io import _source
+    from paramscope.io._reader import SourceReader
+
+    path = paramscope.save(
+        {"a": torch.ones(1000), "b": torch.ones(1000)}, tmp_path / "m.safetensors"
+    )
+    with SourceReader(path) as r:
+        want = [(e.name, bytes(r.read_raw(e))) for e in r.entries]  # (the file is open now)
+        # not a local file (a remote source): read as stream(raw=True)
+        monkeypatch.setattr(_source, "LocalSource", type("Remote", (), {}))
+        assert [(e.name, bytes(b)) for e, b in r.scan_raw()] == want
+    monkeypatch.undo()
+    with SourceReader(path) as r:
+        with open(path, "r+b") as f:  # cut after the header was read: no SIGBUS, an error
+            f.truncate(path.stat().st_size - 100)
+        with pytest.raises(FormatError, match="'b': expected 4000 bytes"):
+            list(r.scan_raw())

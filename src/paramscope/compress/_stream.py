@@ -185,7 +185,7 @@ def _prune_raw(
                 )
 
             def scan() -> Iterator[tuple[str, Any]]:
-                for e, buf in reader.stream(targets, budget=2 * largest, raw=True):
+                for e, buf in reader.scan_raw(targets):  # mapped where it can: no copies
                     yield e.name, S.typed(buf, e.dtype.value, e.numel)
 
             parts = [S.Part(e.name, e.numel, sampler(e)) for e in targets]

@@ -295,6 +295,88 @@ class SourceReader:
             )
         return buf
 
+    def scan_raw(self, entries: Sequence[Entry] | None = None) -> Iterator[tuple[Entry, Any]]:
+        """Each entry's stored bytes, read-only, for a pass that looks at them once and keeps
+        nothing (a count, a histogram).
+
+        Entries in local files are read through a read-only memory map: no copy, and the
+        entry's pages are dropped from the process (``MADV_DONTNEED``; the page cache keeps
+        them) when the caller asks for the next entry, so the memory held stays about the
+        largest entry. Where that cannot be done (other sources, no ``madvise``), the
+        entries come from :meth:`stream` (``raw=True``). Only where :attr:`raw_ok`. A file
+        cut before the scan is an error; one cut by another process *during* the scan stops
+        this one with ``SIGBUS``, as with any memory map (nothing is written by a scan).
+
+        Args:
+            entries: the entries (default: :attr:`entries`).
+
+        Returns:
+            An iterator of ``(entry, bytes-like)``; a buffer is valid until the next step.
+
+        Raises:
+            FormatError: a file ends before an entry's bytes.
+
+        Example:
+            >>> import tempfile, torch, paramscope
+            >>> d = tempfile.mkdtemp()
+            >>> path = paramscope.save({"b": torch.ones(2)}, f"{d}/m.safetensors")
+            >>> with SourceReader(path) as r:
+            ...     [(e.name, bytes(buf)) for e, buf in r.scan_raw()]
+            [('b', b'\\x00\\x00\\x80?\\x00\\x00\\x80?')]
+        """
+        import mmap
+
+        from ._source import LocalSource
+
+        if not self.raw_ok:
+            raise FormatError(self.path, "scan_raw: this source's tensors are not stored raw")
+        todo = list(self.entries if entries is None else entries)
+        files = {e.location.file for e in todo if e.location is not None}
+        sources = {f: self._file(f) for f in files} if len(files) <= MAX_OPEN else {}
+        if (
+            not hasattr(mmap.mmap, "madvise")
+            or not sources
+            or not all(isinstance(s, LocalSource) for s in sources.values())
+        ):
+            yield from self.stream(todo, raw=True)
+            return
+        sizes = {f: os.fstat(s.fileno()).st_size for f, s in sources.items()}  # as it is now
+        for e in todo:  # a file cut since it was opened: the error reads would give
+            loc = e.location
+            assert loc is not None
+            if loc.offset + loc.length > sizes[loc.file]:
+                raise FormatError(
+                    loc.file,
+                    f"entry {e.name!r}: expected {loc.length} bytes at offset {loc.offset}, "
+                    f"the file ends after {max(0, sizes[loc.file] - loc.offset)}",
+                )
+        maps: dict[str, Any] = {}
+        page = mmap.PAGESIZE
+        try:
+            for e in todo:
+                loc = e.location
+                assert loc is not None
+                if loc.length == 0:
+                    yield e, b""
+                    continue
+                m = maps.get(loc.file)
+                if m is None:
+                    fd = sources[loc.file].fileno()
+                    m = maps[loc.file] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                first = loc.offset - loc.offset % page
+                end = loc.offset + loc.length
+                with contextlib.suppress(OSError):
+                    m.madvise(mmap.MADV_WILLNEED, first, end - first)
+                try:
+                    yield e, memoryview(m)[loc.offset : end]
+                finally:  # (a view still alive afterwards reads the file again: still right)
+                    with contextlib.suppress(OSError):  # whole pages only: none of another's
+                        m.madvise(mmap.MADV_DONTNEED, first, (end - first) // page * page)
+        finally:
+            for m in maps.values():
+                with contextlib.suppress(BufferError):  # a caller kept a view: GC closes it
+                    m.close()
+
     @property
     def total_bytes(self) -> int:
         """Bytes of all stored tensors."""

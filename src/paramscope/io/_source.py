@@ -164,6 +164,10 @@ class LocalSource:
             total += got
         return total
 
+    def fileno(self) -> int:
+        """The open file descriptor (owned by this source: do not close it)."""
+        return self._fd
+
     def mmap(self) -> Any:
         """The file mapped copy-on-write (changes stay private); ``b""`` when it is empty.
 
