@@ -3,12 +3,13 @@
 The magnitude order of IEEE floats is the integer order of their bits with the sign cleared,
 so ``|w|`` ranks as ``key = bits & 0x7fffffff``. float16 and bfloat16 values are widened to
 float32 exactly, so tensors of the three types share one key space (a global cut over a mixed
-checkpoint is exact). Selecting the k-th smallest key needs no sort and no float arithmetic:
+checkpoint is exact). Selecting the k-th smallest key needs no sort of the data and no float
+arithmetic:
 
-1. **bracket**: a stratified sample (evenly spaced runs of every tensor, :data:`SAMPLE_RATE` of
-   the elements, weighted by tensor size) gives keys ``lo <= hi`` between which the k-th smallest
-   lies with overwhelming probability (a margin of many standard errors of the sample
-   quantile);
+1. **bracket**: a proportional sample (evenly spaced runs of every tensor, the same
+   fraction of each, at most :data:`SAMPLE_MAX` elements; sorted, not the data) gives keys
+   ``lo <= hi`` between which the k-th smallest lies with overwhelming probability (a margin
+   of many standard errors of the sample quantile);
 2. **one exact pass**: every element is compared once — how many keys fall below ``lo``, and a
    histogram of the keys inside ``[lo, hi]`` (at most :data:`MAX_WIDTH` distinct keys). If the
    k-th smallest is inside, it is read off the histogram with the count of its equals (the
@@ -44,7 +45,9 @@ __all__ = [
     "KINDS",
     "MAX_WIDTH",
     "SAMPLE_MAX",
+    "SAMPLE_ONE",
     "SAMPLE_RATE",
+    "SAMPLE_RUNS",
     "Part",
     "key_value",
     "kth_key",
@@ -58,12 +61,14 @@ CHUNK = 1 << 20
 KINDS = ("F32", "F16", "BF16")
 #: At most this many distinct keys in a bracket (its histogram: 8 bytes each).
 MAX_WIDTH = 1 << 22
-#: Fraction of the elements of every tensor that the bracket's sample reads …
+#: Fraction of the elements of every tensor that a bracket's sample reads …
 SAMPLE_RATE = 1 / 256
-#: … up to about this many elements in all (sorting the sample must stay cheap).
+#: … and at most this many elements in all (sorting the sample must stay cheap); one tensor
+#: alone is sampled up to :data:`SAMPLE_ONE` elements whatever the rate.
 SAMPLE_MAX = 1 << 21
-#: Elements per sampled run (contiguous, so a file source reads them with one request).
-RUN = 1024
+SAMPLE_ONE = 1 << 18
+#: Runs a part's sample is read in at most (contiguous runs: one request each from a file).
+SAMPLE_RUNS = 256
 #: Below this many elements in all, the keys are gathered and partitioned instead.
 SMALL = 1 << 16
 
@@ -184,40 +189,40 @@ def _nan(name: str) -> EntryError:
 
 def _bracket(parts: Sequence[Part], k: int, total: int) -> tuple[int, int] | None:
     """Keys ``(lo, hi)`` that hold the k-th smallest with overwhelming probability, from a
-    stratified sample; ``None`` when the sample gives no usable bracket."""
+    stratified sample; ``None`` when the sample gives no usable bracket.
+
+    Every part gives ``round(numel · rate)`` elements (at most :data:`SAMPLE_RUNS` evenly
+    spaced runs), so the sample is proportional and its plain order statistics estimate the
+    ranks; each part's rounding (half an element of the sample) widens the margin."""
+    rate = min(SAMPLE_RATE, SAMPLE_MAX / total) if len(parts) > 1 else min(1, SAMPLE_ONE / total)
     keys: list[np.ndarray] = []
-    weights: list[np.ndarray] = []
-    drawn = 0
-    rate = min(SAMPLE_RATE, SAMPLE_MAX / total)
     for p in parts:
-        if p.numel == 0:
+        m = min(p.numel, round(p.numel * rate))
+        if m == 0:
             continue
-        want = max(RUN, math.ceil(p.numel * rate))
-        runs = max(1, min(math.ceil(want / RUN), p.numel // RUN))
-        length = min(RUN, p.numel)
-        got = 0
+        runs = min(SAMPLE_RUNS, m)
+        length = -(-m // runs)
+        runs = -(-m // length)
         for j in range(runs):
-            start = min(p.numel - length, (j * p.numel) // runs)
-            vals = p.sample(start, length)
+            n = min(length, m - j * length)
+            start = min(p.numel - n, (j * p.numel) // runs)
+            vals = p.sample(start, n)
             keys.append(_keys(vals, np.empty(vals.size, dtype=np.uint32)))
-            got += vals.size
-        weights.append(np.full(got, p.numel / got))
-        drawn += got
     if not keys:
         return None
-    sk = np.concatenate(keys)
-    w = np.concatenate(weights)
-    if int(sk.max()) > _NAN_ABOVE:
+    sk = np.sort(np.concatenate(keys))
+    drawn = sk.size
+    if int(sk[-1]) > _NAN_ABOVE:
         return None  # the exact pass names the tensor
-    order = np.argsort(sk)  # (equal keys in any order: only their count matters)
-    sk, cw = sk[order], np.cumsum(w[order])
     q = k / total
-    # a generous margin: 8 standard errors of a sample quantile, and at least 0.05 %
+    # a generous margin: 8 standard errors of a sample quantile, at least 0.05 %, and the
+    # parts' rounding
     margin = (8 * math.sqrt(max(q * (1 - q), 1 / drawn) / drawn) + 5e-4) * total
-    i_lo = int(np.searchsorted(cw, k - margin, side="left"))
-    i_hi = int(np.searchsorted(cw, k + margin, side="left"))
-    lo = int(sk[max(0, i_lo - 1)]) if i_lo > 0 else 0
-    hi = int(sk[min(i_hi + 1, sk.size - 1)]) if i_hi + 1 < sk.size else _NAN_ABOVE
+    margin += len(parts) / (2 * rate)
+    i_lo = math.floor((k - margin) * drawn / total) - 1
+    i_hi = math.ceil((k + margin) * drawn / total)
+    lo = int(sk[i_lo]) if i_lo >= 0 else 0
+    hi = int(sk[i_hi]) if i_hi < drawn else _NAN_ABOVE
     if hi - lo + 1 > MAX_WIDTH:
         return None
     return lo, hi

@@ -166,14 +166,15 @@ def _prune_raw(
 ) -> Iterator[tuple[Entry, Any]]:
     """The entries' stored bytes, the targets pruned in place by magnitude (numpy only).
 
-    With ``whole`` (a global cut) the exact cut is found first over the targets (a sample,
-    then one streaming pass; see :mod:`._select`), before anything is written; otherwise each
-    target gets its own cut, found on the tensor in memory.
+    Every cut is found before anything is written: with ``whole`` one over all targets (a
+    sample, then one pass; see :mod:`._select`), else one per target (a sample of it and one
+    pass over it), both over the mapped file where it can be (:meth:`SourceReader.scan_raw`:
+    no copies). The write pass then only zeroes what each cut says.
     """
     from . import _select as S
 
     chosen = {e.name for e in targets}
-    cut: list[int] = [0, 0]  # the global (key, ties still to take)
+    cuts: dict[str, list[int]] = {}  # name → [key, ties still to take]; one shared if whole
     if whole and targets:
         k = round(amount * sum(e.numel for e in targets))
         if k:
@@ -189,20 +190,23 @@ def _prune_raw(
                     yield e.name, S.typed(buf, e.dtype.value, e.numel)
 
             parts = [S.Part(e.name, e.numel, sampler(e)) for e in targets]
-            cut[:] = S.kth_key(parts, k, scan)
+            shared = list(S.kth_key(parts, k, scan))
+            cuts = dict.fromkeys(chosen, shared)
+    elif targets:
+        for e, buf in reader.scan_raw(targets):
+            k = round(amount * e.numel)
+            if k:
+                arr = S.typed(buf, e.dtype.value, e.numel)
+                part = S.Part(e.name, e.numel, lambda s, c, arr=arr: arr[s : s + c])
+                cuts[e.name] = list(S.kth_key([part], k, lambda n=e.name, a=arr: iter([(n, a)])))
+                del arr
+            del buf
     for e, buf in reader.stream(budget=2 * largest, raw=True):
         if e.name in chosen:
             arr = S.typed(buf, e.dtype.value, e.numel)
-            if whole:
-                nonzero, used = S.prune_below(arr, cut[0], cut[1])
-                cut[1] -= used
-            else:
-                k = round(amount * e.numel)
-                key, ties = (0, 0)
-                if k:
-                    part = S.Part(e.name, e.numel, lambda s, c, arr=arr: arr[s : s + c])
-                    key, ties = S.kth_key([part], k, lambda arr=arr, e=e: iter([(e.name, arr)]))
-                nonzero, _ = S.prune_below(arr, key, ties)
+            cut = cuts.get(e.name, [0, 0])  # (0, 0): nothing to prune, the nonzeros counted
+            nonzero, used = S.prune_below(arr, cut[0], cut[1])
+            cut[1] -= used
             del arr
             done(e, nonzero)
         yield e, buf
