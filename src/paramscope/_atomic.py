@@ -465,6 +465,16 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         >>> Path(d, "x.bin").read_bytes()
         b'abc'
     """
+    from ._files import is_url
+
+    if is_url(path) and not os.fspath(path).lower().startswith("file://"):
+        with _remote_write(os.fspath(path)) as f:
+            yield f
+        return
+    if is_url(path):
+        from urllib.parse import unquote, urlsplit
+
+        path = unquote(urlsplit(os.fspath(path)).path)
     dest = Path(path)
     folder = dest.parent if str(dest.parent) else Path(".")
     try:
@@ -509,6 +519,59 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
             if named is not exc:
                 raise named from exc
         raise
+
+
+@contextlib.contextmanager
+def _remote_write(url: str) -> Iterator[BinaryIO]:
+    """:func:`atomic_write` to a URL: the bytes go to a local temporary file, which is
+    uploaded only when complete (object stores make an object visible only when its upload,
+    multi-part for large files, completes), then removed. On any exception nothing is
+    uploaded."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix="paramscope-upload-", suffix=".part")
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            yield f
+            f.flush()
+        upload(tmp, url)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+#: Bytes uploaded by :func:`upload` in this process (the CLI's ``bytes_transferred``).
+UPLOADED = [0]
+
+
+def upload(local: str | os.PathLike[str], url: str) -> None:
+    """Copy a complete local file to a URL through fsspec (``put_file``; multi-part on object
+    stores), naming the URL without secrets if it fails.
+
+    Args:
+        local: the file.
+        url: the destination (``s3://bucket/key`` …).
+
+    Raises:
+        WriteError: the upload failed, or the URL's storage library is missing.
+    """
+    from ._errors import WriteError, shown
+
+    try:
+        import fsspec
+
+        fs, rpath = fsspec.core.url_to_fs(url)
+        fs.put_file(os.fspath(local), rpath)
+        UPLOADED[0] += os.path.getsize(local)
+    except ImportError as exc:
+        raise WriteError(
+            f"{shown(url)}: writing there needs its storage library ({exc}); install the "
+            "matching paramscope extra (s3, gcs, azure, hub)"
+        ) from None
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        msg = f"{shown(url)}: upload failed: {type(exc).__name__}: {shown(first)}"
+        raise WriteError(msg) from None
 
 
 class Flusher:

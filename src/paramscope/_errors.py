@@ -33,6 +33,7 @@ The hierarchy (a class is also the built-in error Python users would catch for i
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 __all__ = [
@@ -61,6 +62,24 @@ __all__ = [
     "UnsupportedDTypeError",
     "WriteError",
 ]
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]*@")
+_QUERY = re.compile(r"(://[^\s?#]*)[?#]\S*?(?=:\s|\s|$)")
+
+
+def shown(text: str | os.PathLike[str]) -> str:
+    """``text`` with the secrets a URL may carry removed: ``user:password@`` and the query
+    string (signatures, tokens) of every URL in it.
+
+    Example:
+        >>> shown("https://me:pw@host/m.safetensors?X-Amz-Signature=abc: not found")
+        'https://host/m.safetensors?…: not found'
+    """
+    s = os.fspath(text)
+    if "://" not in s:
+        return s
+    return _QUERY.sub(lambda m: m.group(1) + "?…", _USERINFO.sub(r"\1", s))
 
 
 class ParamscopeError(Exception):
@@ -160,7 +179,7 @@ class SourceNotFoundError(ParamscopeError, FileNotFoundError):
     """A path given as a source does not exist."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(f"{os.fspath(path)}: no such file or folder")
+        super().__init__(f"{shown(path)}: no such file or folder")
 
 
 class UnknownFormatError(ParamscopeError):
@@ -178,7 +197,7 @@ class FormatError(ParamscopeError):
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = os.fspath(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{shown(self.path)}: {problem}")
 
 
 class HeaderError(FormatError):

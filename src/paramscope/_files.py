@@ -10,12 +10,27 @@ file) and refuses anything that is not a regular file, naming it.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import BinaryIO
 
 from ._errors import FormatError
 
-__all__ = ["check_kind", "kind_of", "open_regular"]
+__all__ = ["check_kind", "is_url", "kind_of", "open_regular"]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_url(x: object) -> bool:
+    """Whether ``x`` names a URL (``scheme://…``; ``file://`` included) rather than a local path.
+
+    Example:
+        >>> is_url("s3://bucket/model.safetensors"), is_url("model.safetensors")
+        (True, False)
+    """
+    if not isinstance(x, str):
+        x = getattr(x, "url", None)
+    return isinstance(x, str) and bool(_URL.match(x))
 
 
 def kind_of(mode: int) -> str:

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from ._errors import TargetError
+from ._files import is_url
 
 __all__ = [
     "CALLABLE_RE",
@@ -98,6 +99,8 @@ def target_kind(target: str | os.PathLike[str]) -> str | None:
     spec = os.fspath(target)
     if spec.startswith("zoo:"):
         return "zoo"
+    if is_url(spec):  # a URL names a checkpoint (read with range requests)
+        return "checkpoint"
     p = Path(spec)
     if p.exists():
         return "checkpoint" if config_path(p) is None else "config"

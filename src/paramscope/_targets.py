@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._dtypes import DType
 from ._errors import ArgumentError, ParamscopeError, SourceNotFoundError, TargetError
+from ._files import is_url
 from ._target_kind import CALLABLE_RE as _CALLABLE_RE
 from ._target_kind import MODEL_KINDS, is_hf_config, model_target_error, target_kind
 from ._target_kind import config_path as _config_path
@@ -98,7 +99,8 @@ def resolve_source(target: str | os.PathLike[str], args: Mapping[str, Any] | Non
         'SimpleNN'
     """
     spec = os.fspath(target)
-    config = _config_path(Path(spec)) if not spec.startswith("zoo:") else None
+    remote = is_url(spec)
+    config = _config_path(Path(spec)) if not spec.startswith("zoo:") and not remote else None
     if config is not None:
         m = _analytic(config, dict(args or {}))
         if m is not None:
@@ -227,9 +229,10 @@ def resolve_target(
         from .building import zoo
 
         return _on_meta(lambda: zoo.build(spec[4:], **args), skip_init=False, meta=meta)
+    remote = is_url(spec)  # a URL names a checkpoint, read with range requests
     p = Path(spec)
-    if p.exists():
-        config = _config_path(p)
+    if remote or p.exists():
+        config = None if remote else _config_path(p)
         if config is not None:
             return _hf_model(config, args, meta)
         if args:

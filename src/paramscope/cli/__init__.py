@@ -35,8 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     from .._errors import ParamscopeError
 
     debug = os.environ.get("PARAMSCOPE_DEBUG") == "1"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--allow-download" in argv or os.environ.get("PARAMSCOPE_ALLOW_DOWNLOAD") == "1":
+        # any command: a server without range requests may send whole files (io._remote)
+        argv = [a for a in argv if a != "--allow-download"]
+        from ..io._remote import allow_download
+
+        allow_download(True)
     try:
-        quick = _plain_count(sys.argv[1:] if argv is None else argv)
+        quick = _plain_count(argv)
         if quick is not None:
             try:
                 _count(*quick)

@@ -128,11 +128,20 @@ def emit_json(obj: Any) -> None:
     """Print ``obj`` as indented, strictly valid JSON on stdout (inf/nan become strings).
 
     The text is ``json.dumps(obj, indent=2)``'s, written in pieces as it is encoded, so a lazy
-    list (``inspect``'s entries of a header with millions) is never held whole.
+    list (``inspect``'s entries of a header with millions) is never held whole. When the
+    command read a URL, a top-level ``bytes_transferred`` says how many payload bytes came over
+    the network, both ways (:data:`paramscope.io._remote.TRANSFERS`, uploads by
+    :func:`paramscope._atomic.upload`).
 
     Args:
         obj: a JSON-able object.
     """
+    remote = sys.modules.get("paramscope.io._remote")  # not imported: no URL was read
+    atomic = sys.modules.get("paramscope._atomic")
+    up = atomic.UPLOADED[0] if atomic is not None else 0
+    if isinstance(obj, dict) and (up or (remote is not None and remote.used())):
+        down = remote.TRANSFERS.bytes if remote is not None else 0
+        obj = {**obj, "bytes_transferred": down + up}
     out = sys.stdout
     pieces: list[str] = []
     size = 0

@@ -71,7 +71,11 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
         TargetError: the path is a model TARGET (``zoo:``, ``module:callable``, an HF
             ``config.json``), not a checkpoint.
     """
-    p = Path(path)
+    from ._remote import RemotePath, as_path
+
+    p = as_path(path)
+    if isinstance(p, RemotePath):
+        return _resolve_remote(p)
     err = model_target_error(path, "this operation")  # light: no torch, nothing built
     if err is not None:
         raise err
@@ -79,29 +83,51 @@ def resolve(path: str | os.PathLike[str]) -> tuple[Path, Format]:
         raise SourceNotFoundError(p)
     check_kind(p)  # a FIFO would block the first read, /dev/zero would never end
     if p.is_dir():
-        if (p / ".metadata").is_file():  # torch.distributed.checkpoint
-            return p, Format.DCP
-        for name in INDEX_NAMES:
-            if (p / name).is_file():
-                return p / name, Format.SHARDED
-        indexes = sorted(x for x in p.glob("*.index.json") if x.is_file())
-        if len(indexes) == 1:
-            return indexes[0], Format.SHARDED
-        for name in SINGLE_NAMES:
-            if (p / name).is_file():
-                return p / name, detect_format(p / name)
-        singles = sorted(x for x in p.glob("*.safetensors") if x.is_file())
-        if len(singles) == 1:
-            return singles[0], Format.SAFETENSORS
-        ggufs = sorted(x for x in p.glob("*.gguf") if x.is_file())
-        if ggufs and not singles and _one_gguf_model(ggufs):
-            return ggufs[0], Format.GGUF
-        raise UnknownFormatError(
-            f"{p}: expected a folder with an *.index.json or one weights file "
-            f"(model.safetensors, pytorch_model.bin, one .gguf model), found {len(indexes)} "
-            f"index files and {len(singles)} .safetensors files"
-        )
+        return _pick(p, lambda name: (p / name).is_file(), lambda pat: list(p.glob(pat)))
     return p, detect_format(p)
+
+
+def _pick(folder: Any, is_file: Any, glob: Any) -> tuple[Any, Format]:
+    """The file to read in a checkpoint folder (local or remote), and its format."""
+    if is_file(".metadata"):  # torch.distributed.checkpoint
+        return folder, Format.DCP
+    for name in INDEX_NAMES:
+        if is_file(name):
+            return folder / name, Format.SHARDED
+    indexes = sorted(x for x in glob("*.index.json") if x.is_file())
+    if len(indexes) == 1:
+        return indexes[0], Format.SHARDED
+    for name in SINGLE_NAMES:
+        if is_file(name):
+            return folder / name, detect_format(folder / name)
+    singles = sorted(x for x in glob("*.safetensors") if x.is_file())
+    if len(singles) == 1:
+        return singles[0], Format.SAFETENSORS
+    ggufs = sorted(x for x in glob("*.gguf") if x.is_file())
+    if ggufs and not singles and _one_gguf_model(ggufs):
+        return ggufs[0], Format.GGUF
+    raise UnknownFormatError(
+        f"{folder}: expected a folder with an *.index.json or one weights file "
+        f"(model.safetensors, pytorch_model.bin, one .gguf model), found {len(indexes)} "
+        f"index files and {len(singles)} .safetensors files"
+    )
+
+
+def _resolve_remote(p: Any) -> tuple[Any, Format]:
+    """:func:`resolve` of a URL: a folder is listed once (one request), a file's format is
+    told from its first bytes (kept by the source for the header read that follows)."""
+    import fnmatch
+
+    if not p.is_dir():  # one info request; SourceNotFoundError when nothing is there
+        if not p.exists():
+            raise SourceNotFoundError(p)
+        return p, detect_format(p)
+    kids = {k.name: k for k in p.glob("*")}
+    return _pick(
+        p,
+        lambda name: name in kids and kids[name].is_file(),
+        lambda pat: [k for n, k in kids.items() if fnmatch.fnmatchcase(n, pat)],
+    )
 
 
 def _one_gguf_model(files: list[Path]) -> bool:
@@ -547,7 +573,9 @@ def save(
             metadata=meta,
             fsync=fsync,
         )
-    dest = Path(path)
+    from ._remote import as_path
+
+    dest = as_path(path)
     if dest.is_dir():
         raise WriteError(
             f"save: {os.fspath(path)!r} is a folder; give a file name (e.g. "

@@ -87,8 +87,29 @@ def _prod(shape: Sequence[int]) -> int:
     return n
 
 
+class RemoteSpans:
+    """What a mapping is to a local file, for a URL: each span read is one range request.
+
+    Args:
+        path: the URL.
+    """
+
+    def __init__(self, path: str) -> None:
+        from ._remote import RemoteSource
+
+        self._src = RemoteSource(path)
+
+    def span(self, start: int, end: int) -> bytearray:
+        """Bytes ``start … end - 1`` of the file, in a fresh writable buffer."""
+        return bytearray(self._src.read_at(start, end - start))
+
+    def close(self) -> None:
+        self._src.close()
+
+
 def open_mmap(path: str) -> Any:
-    """Map a file copy-on-write (writes stay private); empty files give ``b""``.
+    """Map a file copy-on-write (writes stay private); empty files give ``b""``; a URL gives
+    a :class:`RemoteSpans` (read entry by entry with range requests).
 
     Args:
         path: the file.
@@ -96,8 +117,20 @@ def open_mmap(path: str) -> Any:
     Returns:
         The mapping.
     """
+    from .._files import is_url
+
+    if is_url(path):
+        return RemoteSpans(path)
     with LocalSource(path) as src:  # a mapping outlives the descriptor it was made from
         return src.mmap()
+
+
+def _entry_tensor(mm: Any, start: int, dtype: DType, shape: tuple[int, ...], name: str) -> Any:
+    """The tensor of one entry at byte ``start`` of a mapping (or of a remote file)."""
+    if isinstance(mm, RemoteSpans):
+        buf = mm.span(start, start + dtype.nbytes(_prod(shape)))
+        return tensor_from_buffer(buf, 0, dtype, shape, name)
+    return tensor_from_buffer(mm, start, dtype, shape, name)
 
 
 def load_tensors(h: Header, names: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -122,7 +155,7 @@ def load_tensors(h: Header, names: Iterable[str]) -> dict[str, torch.Tensor]:
     out = {}
     for name in names:
         dtype, shape, begin, _ = h.tensors[name]
-        out[name] = tensor_from_buffer(mm, h.data_start + begin, dtype, shape, name)
+        out[name] = _entry_tensor(mm, h.data_start + begin, dtype, shape, name)
     return out
 
 
@@ -218,7 +251,7 @@ class LazyTensors(dict):  # type: ignore[type-arg]
         if slot[1] is None:
             slot[1] = open_mmap(slot[0].path)
         dtype, shape, begin, _ = row
-        return tensor_from_buffer(slot[1], slot[0].data_start + begin, dtype, shape, name)
+        return _entry_tensor(slot[1], slot[0].data_start + begin, dtype, shape, name)
 
     def __getitem__(self, name: str) -> Any:
         v = dict.__getitem__(self, name)

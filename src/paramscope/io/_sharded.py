@@ -34,7 +34,7 @@ from .._atomic import (
     temp_folder,
 )
 from .._enums import Format, RoleSource
-from .._errors import FormatError, ShardIndexError, WriteError
+from .._errors import FormatError, ShardIndexError, SourceNotFoundError, WriteError
 from .._manifest import Entry, Manifest
 from . import _writer
 from ._source import open_source
@@ -57,7 +57,11 @@ def _names(items: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def safe_member(folder: Path, rel: object, index: str, key: str) -> Path:
+#: Remote shards whose headers are fetched at once.
+REMOTE_POOL = 8
+
+
+def safe_member(folder: Any, rel: object, index: str, key: str) -> Any:
     """Resolve a shard path named by an index, refusing anything that leaves ``folder``.
 
     Args:
@@ -82,6 +86,10 @@ def safe_member(folder: Path, rel: object, index: str, key: str) -> Path:
             "without '..'",
         )
     path = folder / rel
+    from ._remote import RemotePath
+
+    if isinstance(folder, RemotePath):  # object stores and web servers have no links
+        return path
     real = Path(os.path.realpath(path))
     if os.path.commonpath([real, os.path.realpath(folder)]) != os.path.realpath(folder):
         raise ShardIndexError(
@@ -174,30 +182,48 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
     """
     # shards may be any format (e.g. pytorch_model-0000x.bin)
     from . import detect_format, read_resolved
+    from ._remote import RemotePath, as_path
 
     spath = os.fspath(index)
-    folder = Path(spath).parent
+    folder = as_path(spath).parent
     meta, weight_map = read_index(spath)
-    shards: dict[str, Path] = {}
+    shards: dict[str, Any] = {}
     for key, rel in weight_map.items():
         if not isinstance(rel, str) or rel not in shards:  # check each shard path once
             shards[rel] = safe_member(folder, rel, spath, key)
+    remote = isinstance(folder, RemotePath)
+
+    def shard(rel: str, path: Any) -> Manifest:
+        if not remote:  # (remote: the first read says so, without a request of its own)
+            try:
+                exists = path.is_file()
+            except OSError:  # e.g. a name too long for the file system
+                exists = False
+            if not exists:
+                raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
+        try:
+            shard_format = detect_format(path)
+        except SourceNotFoundError:
+            msg = f"shard {rel!r} named by the index does not exist"
+            raise ShardIndexError(spath, msg) from None
+        if shard_format is Format.SHARDED:  # an index as a shard: endless recursion
+            raise ShardIndexError(spath, f"shard {rel!r} is itself an index, not a weights file")
+        return read_resolved(path, shard_format)  # layouts are marked once, on the whole
+
+    if remote and len(shards) > 1:  # the headers of remote shards are fetched concurrently
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(REMOTE_POOL, len(shards))) as pool:
+            read = dict(zip(shards, pool.map(lambda kv: shard(*kv), shards.items()), strict=True))
+    else:
+        read = {}
     entries: dict[str, Entry] = {}
     where: dict[str, str] = {}
     exact = True
     files = [spath]
     user_meta: dict[str, str] = {}
     for rel, path in shards.items():
-        try:
-            exists = path.is_file()
-        except OSError:  # e.g. a name too long for the file system
-            exists = False
-        if not exists:
-            raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
-        shard_format = detect_format(path)
-        if shard_format is Format.SHARDED:  # an index as a shard: endless recursion
-            raise ShardIndexError(spath, f"shard {rel!r} is itself an index, not a weights file")
-        m = read_resolved(path, shard_format)  # layouts are marked once, on the whole
+        m = read[rel] if rel in read else shard(rel, path)
         files.append(os.fspath(path))
         exact = exact and m.roles is RoleSource.EXACT
         user_meta.update(m.metadata)
@@ -478,6 +504,32 @@ def _other_index(folder: Path, index_name: str) -> str | None:
     return None
 
 
+def _write_shards_remote(
+    url: str,
+    groups: Sequence[Sequence[str]],
+    write_one: Callable[[Path, list[str]], int],
+    *,
+    prefix: str,
+) -> tuple[Any, int]:
+    """:func:`write_shards` into a remote folder: the files are written into a local temp
+    folder, then uploaded one by one, each object visible only once complete, the index last
+    (a reader of the folder sees no index until every shard it names is there). The remote
+    folder's other objects are not touched; shards of an earlier checkpoint with the same
+    names are overwritten object by object."""
+    import tempfile
+
+    from .._atomic import upload
+    from ._remote import RemotePath
+
+    with tempfile.TemporaryDirectory(prefix="paramscope-shards-") as tmp:
+        out, n = write_shards(Path(tmp, "out"), groups, write_one, prefix=prefix, fsync=False)
+        names = sorted(f for f in os.listdir(out.parent) if not f.startswith("."))
+        index = [f for f in names if f.endswith(".index.json")]
+        for name in [f for f in names if f not in index] + index:
+            upload(out.parent / name, f"{url.rstrip('/')}/{name}")
+    return RemotePath(url) / out.name, n
+
+
 def write_shards(
     folder: str | os.PathLike[str],
     groups: Sequence[Sequence[str]],
@@ -533,6 +585,10 @@ def write_shards(
         >>> index.name, files, read_index(index)[0]["total_size"]
         ('model.safetensors.index.json', 2, 20)
     """
+    from .._files import is_url
+
+    if is_url(folder) and not os.fspath(folder).lower().startswith("file://"):
+        return _write_shards_remote(os.fspath(folder), groups, write_one, prefix=prefix)
     folder = Path(folder)
     index_name = f"{prefix}.safetensors.index.json"
     exists = os.path.lexists(folder)

@@ -7,7 +7,9 @@ Every format reader (the safetensors header parser, the sharded index, torch ``.
 URLs: s3, http, hf, a later issue) is therefore one more ByteSource here, and every format
 reads from it.
 
-Today there is one kind, :class:`LocalSource`: a regular local file, opened through
+Two kinds: :class:`~paramscope.io._remote.RemoteSource` for URLs (range requests through
+fsspec, see :mod:`paramscope.io._remote`), and :class:`LocalSource`: a regular local file,
+opened through
 :func:`paramscope._files.open_regular` (a FIFO, a device or a socket is refused without
 blocking) and read with positioned reads (``os.pread``), so two reads never share a file
 position. Formats built on ``zipfile`` or ``pickle`` (torch, npz, DCP metadata) hand them
@@ -24,6 +26,7 @@ import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from .._files import open_regular
@@ -200,7 +203,9 @@ def open_source(source: str | os.PathLike[str] | ByteSource) -> ByteSource:
     """Open what a reader was given as a :class:`ByteSource`.
 
     Args:
-        source: a local path (a URL, later), or a ByteSource already open (returned as is).
+        source: a local path, a URL (``s3://``, ``http(s)://``, ``hf://`` …: a
+            :class:`~paramscope.io._remote.RemoteSource`, read with range requests), or a
+            ByteSource already open (returned as is).
 
     Returns:
         The source; the caller closes one it opened (see :func:`opened`).
@@ -219,6 +224,15 @@ def open_source(source: str | os.PathLike[str] | ByteSource) -> ByteSource:
         (b'0123', True)
         >>> src.close()
     """
+    from ._remote import as_path, is_url
+
+    if is_url(source):
+        p = as_path(source)  # a file:// URL is a local path
+        if isinstance(p, Path):
+            return LocalSource(p)
+        from ._remote import RemoteSource
+
+        return RemoteSource(p)
     if isinstance(source, (str, os.PathLike)):
         return LocalSource(source)
     return source
@@ -293,14 +307,15 @@ class _Raw(io.RawIOBase):
         return got
 
 
-def as_file(src: ByteSource, buffer_size: int = 1 << 16) -> BinaryIO:
+def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
     """A buffered, seekable binary file object reading ``src`` (for ``zipfile``, ``pickle``).
 
     Closing it leaves ``src`` open: the source's owner closes it.
 
     Args:
         src: the source.
-        buffer_size: bytes read ahead per positioned read.
+        buffer_size: bytes read ahead per positioned read (default 64 KiB for a local file,
+            4 KiB for a remote one, where each read is a request and its bytes are paid for).
 
     Returns:
         A file object positioned at 0.
@@ -314,4 +329,6 @@ def as_file(src: ByteSource, buffer_size: int = 1 << 16) -> BinaryIO:
         ...     zipfile.ZipFile(as_file(src)).namelist()
         ['model/data.pkl']
     """
+    if buffer_size is None:
+        buffer_size = 1 << 16 if isinstance(src, LocalSource) else 1 << 12
     return io.BufferedReader(_Raw(src), buffer_size)  # type: ignore[return-value]
