@@ -120,6 +120,13 @@ def _resolve_remote(p: Any) -> tuple[Any, Format]:
 
     if not p.is_dir():  # one info request; SourceNotFoundError when nothing is there
         if not p.exists():
+            if p.url.split("://", 1)[0].lower() in ("http", "https") and not p.suffix:
+                from ._remote import RemoteError
+
+                raise RemoteError(
+                    f"{p}: nothing there; a folder cannot be listed over http(s): give the "
+                    "weights file's URL or its *.index.json's"
+                )
             raise SourceNotFoundError(p)
         return p, detect_format(p)
     kids = {k.name: k for k in p.glob("*")}

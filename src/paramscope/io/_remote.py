@@ -27,7 +27,7 @@ carries ``bytes_transferred`` when a command read a URL.
 
 A server that ignores ``Range`` (an answer longer than asked) is refused, naming
 ``--allow-download``; with :func:`allow_download` (the CLI flag) the file is downloaded once
-into a temporary file, read locally, and removed when the source closes.
+per process into a temporary file (removed when the process ends) and read locally.
 """
 
 from __future__ import annotations
@@ -339,7 +339,14 @@ class RemotePath:
         if self._info is None:
             _USED.set()
             fs = self.fs
-            self._info = _call(self.url, lambda: fs.info(self.fspath))
+            try:
+                self._info = _call(self.url, lambda: fs.info(self.fspath))
+            except SourceNotFoundError:
+                if self.url.split("://", 1)[0].lower() in ("http", "https"):
+                    # fsspec's http info says "not found" for any failure: one byte asked
+                    # for tells a 403 or 401 (raised, mapped) from a real 404
+                    _call(self.url, lambda: fs.cat_file(self.fspath, start=0, end=1))
+                raise
         return self._info
 
     def exists(self) -> bool:
@@ -391,6 +398,17 @@ class RemotePath:
         return self.read_bytes().decode(encoding)
 
 
+_DOWNLOADS: dict[Any, str] = {}  # identity → temp file of a whole download (no-range servers)
+_DOWNLOADS_LOCK = threading.Lock()
+
+
+def _forget_downloads() -> None:
+    for tmp in _DOWNLOADS.values():
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _DOWNLOADS.clear()
+
+
 class RemoteSource:
     """A remote file as a :class:`~paramscope.io._source.ByteSource`: positioned reads are
     range requests (see the module docstring).
@@ -415,7 +433,6 @@ class RemoteSource:
         self._kept: list[tuple[int, bytes]] = []
         self._kept_bytes = 0
         self._local: Any = None  # a LocalSource over a whole download (no-range servers)
-        self._tmp: str | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> RemoteSource:
@@ -431,12 +448,13 @@ class RemoteSource:
         if self._local is not None:
             self._local.close()
             self._local = None
-        if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-            self._tmp = None
 
     def _fetch(self, start: int, end: int) -> bytes:
+        with _DOWNLOADS_LOCK:
+            known = _DOWNLOADS.get(self.identity)
+        if known is not None and os.path.exists(known):  # downloaded whole before
+            self._download(None)
+            return self._local.read_at(start, end - start)
         fs, path = self._remote.fs, self._remote.fspath
         data = _call(self.name, lambda: fs.cat_file(path, start=start, end=end))
         TRANSFERS.add(len(data))
@@ -453,18 +471,26 @@ class RemoteSource:
         return data
 
     def _download(self, whole: bytes | None) -> None:
+        """Fetch the whole file once per process (by URL and identity) into a temp file that
+        lives until the process ends, and read it locally from now on."""
         from ._source import LocalSource
 
-        fd, tmp = tempfile.mkstemp(prefix="paramscope-download-", suffix=".part")
-        self._tmp = tmp
-        with os.fdopen(fd, "wb") as f:
-            if whole is not None:
-                f.write(whole)
-            else:
-                fs, path = self._remote.fs, self._remote.fspath
-                data = _call(self.name, lambda: fs.cat_file(path))
-                TRANSFERS.add(len(data))
-                f.write(data)
+        key = self.identity
+        with _DOWNLOADS_LOCK:
+            tmp = _DOWNLOADS.get(key)
+            if tmp is None or not os.path.exists(tmp):
+                fd, tmp = tempfile.mkstemp(prefix="paramscope-download-", suffix=".part")
+                with os.fdopen(fd, "wb") as f:
+                    if whole is None:
+                        fs, path = self._remote.fs, self._remote.fspath
+                        whole = _call(self.name, lambda: fs.cat_file(path))
+                        TRANSFERS.add(len(whole))
+                    f.write(whole)
+                if not _DOWNLOADS:
+                    import atexit
+
+                    atexit.register(_forget_downloads)
+                _DOWNLOADS[key] = tmp
         self._local = LocalSource(tmp)
 
     def read_at(self, offset: int, n: int) -> bytes:
