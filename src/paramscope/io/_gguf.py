@@ -152,6 +152,11 @@ class _Cursor:
         self.pos = 0
         self.base = 0
         self.buf = b""
+        from ._source import LocalSource
+
+        # a remote header is fetched in growing pieces (16 KiB, doubling): each is a request
+        # whose bytes are paid for, and a header's length is known only once it is read
+        self.chunk = _CHUNK if isinstance(src, LocalSource) else 1 << 14
 
     def fail(self, problem: str) -> GGUFError:
         return GGUFError(self.path, problem)
@@ -162,7 +167,8 @@ class _Cursor:
                 f"{what}: expected {n} bytes at offset {self.pos}, the {self.size}-byte file "
                 "ends first"
             )
-        self.buf = self.src.read_at(self.pos, max(n, _CHUNK))
+        self.buf = self.src.read_at(self.pos, max(n, self.chunk))
+        self.chunk = min(2 * self.chunk, _CHUNK)
         self.base = self.pos
         if len(self.buf) < n:  # the source shrank under us
             raise self.fail(f"{what}: the file ends at offset {self.pos + len(self.buf)}")

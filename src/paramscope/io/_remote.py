@@ -398,6 +398,7 @@ class RemotePath:
         return self.read_bytes().decode(encoding)
 
 
+_RANGE_KW: dict[type, dict[str, Any]] = {}  # filesystem class → cat_file options
 _DOWNLOADS: dict[Any, str] = {}  # identity → temp file of a whole download (no-range servers)
 _DOWNLOADS_LOCK = threading.Lock()
 
@@ -456,7 +457,19 @@ class RemoteSource:
             self._download(None)
             return self._local.read_at(start, end - start)
         fs, path = self._remote.fs, self._remote.fspath
-        data = _call(self.name, lambda: fs.cat_file(path, start=start, end=end))
+        kw = _RANGE_KW.get(type(fs))
+        if kw is None:
+            import fsspec
+
+            # fsspec's generic cat_file opens a buffered file that reads ahead (5 MiB for the
+            # Hub's filesystem): ask for no cache there, so a range costs only its bytes;
+            # s3fs and http have their own cat_file, which takes no such option
+            generic = (
+                not getattr(fs, "async_impl", False)  # (async ones mirror their _cat_file)
+                and type(fs).cat_file is fsspec.AbstractFileSystem.cat_file
+            )
+            kw = _RANGE_KW[type(fs)] = {"cache_type": "none"} if generic else {}
+        data = _call(self.name, lambda: fs.cat_file(path, start=start, end=end, **kw))
         TRANSFERS.add(len(data))
         if len(data) > end - start:  # the server sent more than the range: it ignores Range
             if not _ALLOW_DOWNLOAD.is_set():

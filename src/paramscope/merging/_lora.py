@@ -237,9 +237,11 @@ def _pattern_key(patterns: dict[str, Any], module: str) -> str:
     return module
 
 
-def _adapter_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """The adapter's tensor file and its ``adapter_config.json``."""
-    p = Path(path)
+def _adapter_files(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """The adapter's tensor file and its ``adapter_config.json`` (local paths, or URLs)."""
+    from ..io._remote import as_path
+
+    p = as_path(path)
     if p.is_dir():
         for name in ("adapter_model.safetensors", "adapter_model.bin"):
             if (p / name).is_file():
