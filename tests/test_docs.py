@@ -127,6 +127,10 @@ def _run_python(block: Block, ns: dict[str, object]) -> None:
     exec(code, ns)
 
 
+#: Options of every command (the CLI takes them anywhere: ``paramscope.cli.main``).
+GLOBAL_OPTIONS = {"--allow-download"}
+
+
 def _cli_commands(arguments: bool = False) -> dict[str, set[str]]:
     import click
     import typer.main
@@ -180,6 +184,7 @@ def _check_console(block: Block, commands: dict[str, set[str]]) -> None:
                 argv = shlex.split(part)
             except ValueError:
                 continue
+            argv = [a for a in argv if a not in GLOBAL_OPTIONS]
             if not argv or argv[0] != "paramscope" or len(argv) < 2 or argv[1] == "--help":
                 continue
             key, rest = argv[1], argv[2:]

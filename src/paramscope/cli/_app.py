@@ -56,6 +56,25 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+@app.callback()
+def _global_options(
+    allow_download: Annotated[
+        bool,
+        typer.Option(
+            "--allow-download",
+            help="Sources given as URLs: let a server without range requests send whole files "
+            "(else that is an error). Also anywhere after the command, or "
+            "PARAMSCOPE_ALLOW_DOWNLOAD=1.",
+        ),
+    ] = False,
+) -> None:
+    """Options for every command (``paramscope.cli.main`` applies them before dispatch)."""
+    if allow_download:  # (main() takes the flag out of argv first; kept for direct app use)
+        from ..io._remote import allow_download as allow
+
+        allow(True)
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 PathArg = Annotated[
     str,
