@@ -113,14 +113,22 @@ def _pick(folder: Any, is_file: Any, glob: Any) -> tuple[Any, Format]:
     )
 
 
+#: Names that are files, not folders: a URL ending so is asked about, never listed.
+_FILE_SUFFIXES = {".safetensors", ".json", ".bin", ".pt", ".pth", ".gguf", ".npz", ".npy"}
+
+
 def _resolve_remote(p: Any) -> tuple[Any, Format]:
     """:func:`resolve` of a URL: a folder is listed once (one request), a file's format is
     told from its first bytes (kept by the source for the header read that follows)."""
     import fnmatch
 
-    if not p.is_dir():  # one info request; SourceNotFoundError when nothing is there
+    kids = None
+    web = p.url.split("://", 1)[0].lower() in ("http", "https")  # nothing to list there
+    if not web and p.suffix.lower() not in _FILE_SUFFIXES:  # a folder? one listing says
+        kids = {k.name: k for k in p.glob("*")} or None
+    if kids is None and not p.is_dir():  # one info request (none after a file's listing)
         if not p.exists():
-            if p.url.split("://", 1)[0].lower() in ("http", "https") and not p.suffix:
+            if web and not p.suffix:
                 from ._remote import RemoteError
 
                 raise RemoteError(
@@ -129,7 +137,8 @@ def _resolve_remote(p: Any) -> tuple[Any, Format]:
                 )
             raise SourceNotFoundError(p)
         return p, detect_format(p)
-    kids = {k.name: k for k in p.glob("*")}
+    if kids is None:
+        kids = {k.name: k for k in p.glob("*")}
     return _pick(
         p,
         lambda name: name in kids and kids[name].is_file(),

@@ -381,6 +381,11 @@ class RemotePath:
             listed = _call(self.url, lambda: fs.ls(self.fspath, detail=True))
         except SourceNotFoundError:
             return iter(())
+        own = self.fspath.rstrip("/")
+        first = listed[0] if len(listed) == 1 else {}
+        if str(first.get("name", "")).rstrip("/") == own and first.get("type") != "directory":
+            self._info = first  # listing a file lists the file itself: it is no folder
+            return iter(())
         out = []
         for info in listed:
             name = str(info.get("name", "")).rstrip("/").rsplit("/", 1)[-1]

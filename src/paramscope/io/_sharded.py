@@ -202,13 +202,28 @@ def read_sharded_manifest(index: str | os.PathLike[str]) -> Manifest:
             if not exists:
                 raise ShardIndexError(spath, f"shard {rel!r} named by the index does not exist")
         try:
-            shard_format = detect_format(path)
+            # remote: one source for the detection and the header, so the first bytes it
+            # keeps serve both (one request fewer per shard)
+            src = open_source(path) if remote else None
         except SourceNotFoundError:
             msg = f"shard {rel!r} named by the index does not exist"
             raise ShardIndexError(spath, msg) from None
-        if shard_format is Format.SHARDED:  # an index as a shard: endless recursion
-            raise ShardIndexError(spath, f"shard {rel!r} is itself an index, not a weights file")
-        return read_resolved(path, shard_format)  # layouts are marked once, on the whole
+        try:
+            shard_format = detect_format(src if src is not None else path)
+            if shard_format is Format.SHARDED:  # an index as a shard: endless recursion
+                msg = f"shard {rel!r} is itself an index, not a weights file"
+                raise ShardIndexError(spath, msg)
+            if src is not None and shard_format is Format.SAFETENSORS:
+                from . import _safetensors
+
+                return _safetensors.read_manifest(src)
+            return read_resolved(path, shard_format)  # layouts are marked once, on the whole
+        except SourceNotFoundError:
+            msg = f"shard {rel!r} named by the index does not exist"
+            raise ShardIndexError(spath, msg) from None
+        finally:
+            if src is not None:
+                src.close()
 
     if remote and len(shards) > 1:  # the headers of remote shards are fetched concurrently
         from concurrent.futures import ThreadPoolExecutor
