@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from _servers import http_files, s3, s3_server  # noqa: F401  (fixtures for every module)
+
 GOLDEN = Path(__file__).parent / "golden"
 
 

@@ -135,8 +135,9 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
     report.format = m.format.value
     report.entries = len(m)
     report.notes.extend(m.notes)
+    done: dict[str, set[str]] = {}  # file → entries whose digest the value pass checked
     if values:
-        _check_values(path, report)
+        done = _check_values(path, report, m.format in (Format.SAFETENSORS, Format.SHARDED))
     report.files = len([f for f in m.files if not f.endswith(".json")]) or 1
     if m.format not in (Format.SAFETENSORS, Format.SHARDED):
         report.notes.append(f"{m.format.value} files carry no hashes: structure checked only")
@@ -150,7 +151,7 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
         except ParamscopeError as exc:  # pragma: no cover - read_manifest parsed it already
             report.problems.append(str(exc))
             continue
-        checked, problems = verify_hashes(header)
+        checked, problems = verify_hashes(header, frozenset(done.get(f, ())))
         report.hashed += checked
         report.problems.extend(problems)
         unhashed += len(header.tensors) - checked
@@ -162,18 +163,40 @@ def verify(path: str | os.PathLike[str], *, values: bool = False) -> VerifyRepor
     return report
 
 
-def _check_values(path: str | os.PathLike[str], report: VerifyReport) -> None:
+def _check_values(
+    path: str | os.PathLike[str], report: VerifyReport, hashed: bool
+) -> dict[str, set[str]]:
+    """Count NaN and Inf in every floating tensor; with ``hashed`` (safetensors) also check
+    each read tensor's digest on the same bytes, so every byte is read once (a remote
+    checkpoint is not downloaded twice). Returns the entries checked that way, by file."""
     from ._values import count_nan_inf
+    from .io._digest import check_digest
     from .io._reader import SourceReader
+    from .io._safetensors_header import parse_header
+    from .io._writer import tensor_bytes
 
+    done: dict[str, set[str]] = {}
+    headers: dict[str, Any] = {}
     with SourceReader(path) as reader:
         for e in reader.entries:
             if not e.dtype.is_float or e.dtype.value.startswith(("F4", "F6")):
                 continue  # FP4/FP6 have no NaN or Inf
-            nan, inf = count_nan_inf(reader.read(e))  # F8 kinds too (torch has no isinf there)
+            t = reader.read(e)
+            if hashed and e.location is not None and e.tie is None:
+                f = e.location.file
+                if f not in headers:
+                    headers[f] = parse_header(f)
+                checked, problem = check_digest(headers[f], e.name, tensor_bytes(t))
+                if checked:
+                    report.hashed += 1
+                    done.setdefault(f, set()).add(e.name)
+                if problem is not None:
+                    report.problems.append(problem)
+            nan, inf = count_nan_inf(t)  # F8 kinds too (torch has no isinf there)
             if nan or inf:
                 report.values.append({"name": e.name, "nan": nan, "inf": inf})
                 report.problems.append(
                     f"{e.location.file if e.location else path}: entry {e.name!r}: "
                     f"{nan} NaN and {inf} Inf values in {e.numel} elements"
                 )
+    return done

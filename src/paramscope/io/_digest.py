@@ -39,11 +39,41 @@ def hash_bytes(buf: Any, algo: str = DEFAULT_HASH) -> str:
     return xxhash.xxh3_128(buf).hexdigest()
 
 
-def verify_hashes(h: Header) -> tuple[int, list[str]]:
+def check_digest(h: Header, name: str, buf: Any) -> tuple[bool, str | None]:
+    """Whether the header records a digest for entry ``name``, and the problem if ``buf`` (the
+    entry's stored bytes, read by someone else) does not match it.
+
+    Args:
+        h: the parsed header.
+        name: a stored entry.
+        buf: its bytes.
+
+    Returns:
+        ``(checked, problem or None)``.
+    """
+    meta = h.ps_meta or {}
+    want = meta.get("entries", {}).get(name, {}).get(DIGEST_KEY)
+    if not isinstance(want, str):
+        return False, None
+    algo = meta.get("hash", "sha256")
+    got = hash_bytes(buf, algo)
+    if got == want:
+        return True, None
+    return True, str(
+        IntegrityError(
+            h.path,
+            f"entry {name!r}: {algo} is {got[:16]}…, the header records {want[:16]}… (the "
+            "bytes changed after saving)",
+        )
+    )
+
+
+def verify_hashes(h: Header, skip: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
     """Recompute each stored entry's hash from the file and compare.
 
     Args:
         h: the parsed header.
+        skip: entries already checked by the caller (:func:`check_digest` on bytes it read).
 
     Returns:
         ``(number of hashed entries checked, problems)``; each problem names the entry.
@@ -52,7 +82,7 @@ def verify_hashes(h: Header) -> tuple[int, list[str]]:
     algo = (h.ps_meta or {}).get("hash", "sha256")
     problems: list[str] = []
     checked = 0
-    if not entries:
+    if not entries or all(n in skip for n in h.tensors):
         return 0, problems
     from ._lazytensors import RemoteSpans
 
@@ -61,6 +91,8 @@ def verify_hashes(h: Header) -> tuple[int, list[str]]:
     view = memoryview(mm) if not isinstance(mm, (bytes, RemoteSpans)) else memoryview(b"")
     try:
         for name, (_, _, begin, end) in h.tensors.items():
+            if name in skip:
+                continue
             want = entries.get(name, {}).get(DIGEST_KEY)
             if not isinstance(want, str):
                 continue

@@ -434,8 +434,14 @@ class RemoteSource:
             raise RemoteError(f"{shown(self._remote.url)}: expected a file, found a folder")
         self.name = self._remote.url
         self.size = int(info.get("size") or 0)
-        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
-        self.identity: tuple[Any, ...] | None = ("remote", self.name, self.size, str(tag))
+        etag = info.get("ETag") or info.get("etag")
+        tag = etag or info.get("LastModified") or info.get("mtime")
+        # no tag at all: never reuse a parse; an ETag names the content: reuse without
+        # re-reading the header to fingerprint it (strong_identity)
+        self.identity: tuple[Any, ...] | None = (
+            ("remote", self.name, self.size, str(tag)) if tag else None
+        )
+        self.strong_identity = bool(etag)
         self._kept: list[tuple[int, bytes]] = []
         self._kept_bytes = 0
         self._local: Any = None  # a LocalSource over a whole download (no-range servers)

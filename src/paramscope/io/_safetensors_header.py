@@ -69,7 +69,10 @@ def parse_header(source: str | os.PathLike[str] | ByteSource) -> Header:
         size = src.size
         key = None if src.identity is None else (spath, *src.identity)
         known = _PARSED.get(key) if key is not None else None
-        if known is not None and _fingerprint(src, known.header_len) == known.fingerprint:
+        if known is not None and (
+            getattr(src, "strong_identity", False)  # (a remote ETag: no header re-read)
+            or _fingerprint(src, known.header_len) == known.fingerprint
+        ):
             return known  # a manifest of these very bytes is alive: reuse its parse
         if size < 8:
             raise HeaderError(

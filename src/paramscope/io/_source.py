@@ -315,7 +315,9 @@ def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
     Args:
         src: the source.
         buffer_size: bytes read ahead per positioned read (default 64 KiB for a local file,
-            4 KiB for a remote one, where each read is a request and its bytes are paid for).
+            256 bytes for a remote one, where each read is a request and its bytes are paid
+            for: a zip member's local header costs a request of 256 bytes, not 4 KiB; larger
+            reads bypass the buffer).
 
     Returns:
         A file object positioned at 0.
@@ -330,5 +332,5 @@ def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
         ['model/data.pkl']
     """
     if buffer_size is None:
-        buffer_size = 1 << 16 if isinstance(src, LocalSource) else 1 << 12
+        buffer_size = 1 << 16 if isinstance(src, LocalSource) else 256
     return io.BufferedReader(_Raw(src), buffer_size)  # type: ignore[return-value]
