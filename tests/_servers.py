@@ -458,8 +458,10 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
 
 
 def _make_handler(
-    root: Path, ranges: bool, log: RequestLog, fail_after: int | None
+    root: Path, ranges: bool, log: RequestLog, fail_after: int | None, flaky: int = 0
 ) -> type[BaseHTTPRequestHandler]:
+    failed = [0]  # GETs answered 503 so far (flaky)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as aiohttp clients expect
 
@@ -499,6 +501,9 @@ def _make_handler(
             path = (root / rel).resolve()
             if (root not in path.parents and path != root) or not path.is_file():
                 return self._error(req, 404)
+            if req.method == "GET" and failed[0] < flaky:
+                failed[0] += 1
+                return self._error(req, 503)
             if fail_after is not None and req.method == "GET":
                 sent = sum(r.sent for r in list(log) if r.method == "GET" and r.status < 300)
                 if sent >= fail_after:
@@ -556,7 +561,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 @contextmanager
 def http_server(
-    root: str | os.PathLike[str], ranges: bool = True, fail_after: int | None = None
+    root: str | os.PathLike[str],
+    ranges: bool = True,
+    fail_after: int | None = None,
+    flaky: int = 0,
 ) -> Iterator[tuple[str, RequestLog]]:
     """Serve the files under ``root`` on 127.0.0.1 (a free port) for the ``with`` block.
 
@@ -572,6 +580,8 @@ def http_server(
         root: the folder served at ``/``.
         ranges: whether Range requests are honoured.
         fail_after: body bytes after which ``GET`` fails with 503; never when ``None``.
+        flaky: the first ``flaky`` ``GET`` requests are answered 503 (a transient failure
+            a client should retry).
 
     Returns:
         A context manager yielding ``(base_url, log)``: ``http://127.0.0.1:PORT`` (no trailing
@@ -583,7 +593,7 @@ def http_server(
     """
     log = RequestLog()
     server = _QuietServer(
-        ("127.0.0.1", 0), _make_handler(Path(root).resolve(), ranges, log, fail_after)
+        ("127.0.0.1", 0), _make_handler(Path(root).resolve(), ranges, log, fail_after, flaky)
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

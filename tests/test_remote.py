@@ -558,3 +558,37 @@ def test_errors_do_not_show_secrets(files: dict[str, Path], tmp_path: Path) -> N
         msg = _one_line(r.stderr)
         assert "s3cr3t" not in msg and "t0k3n" not in msg, msg
         assert f"{host}/forbidden/model.safetensors" in msg, msg
+
+
+def test_transient_errors_are_retried(files: dict[str, Path], transfers: Any) -> None:
+    from paramscope.io import _remote
+
+    root = files["single"].parents[1]
+    # two 503s, then answers: the retries (with backoff) get through
+    with http_server(root, flaky=2) as (base, log):
+        got = paramscope.count(f"{base}/single/model.safetensors")
+        _same_count(got, paramscope.count(files["single"]))
+        assert [r.status for r in log.of("GET")][:2] == [503, 503]
+    # more 503s in a row than attempts: one clear line naming the URL, no traceback
+    with http_server(root, flaky=100) as (base, log):
+        with pytest.raises(paramscope.ParamscopeError) as err:
+            paramscope.count(f"{base}/single/model.safetensors")
+        assert f"{base}/single/model.safetensors" in _one_line(str(err.value))
+        assert len(log.of("GET")) >= _remote.ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"), [("gs://b/m.safetensors", "gcs"), ("az://c/m.safetensors", "azure")]
+)
+def test_missing_storage_library_names_the_extra(
+    url: str, extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from paramscope.cli import main
+    from paramscope.io._remote import EXTRAS, MissingExtraError
+
+    monkeypatch.setitem(sys.modules, EXTRAS[url.split(":")[0]][1], None)  # not installed
+    with pytest.raises(MissingExtraError, match=rf"pip install 'paramscope\[{extra}\]'"):
+        paramscope.count(url)
+    capsys.readouterr()
+    assert main(["count", url]) == 2
+    assert f"paramscope[{extra}]" in _one_line(capsys.readouterr().err)
