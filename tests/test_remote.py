@@ -592,3 +592,17 @@ def test_missing_storage_library_names_the_extra(
     capsys.readouterr()
     assert main(["count", url]) == 2
     assert f"paramscope[{extra}]" in _one_line(capsys.readouterr().err)
+
+
+def test_s3_dcp_counts_from_its_metadata_and_refuses_values_clearly(
+    s3: S3Bucket, tmp_path: Path
+) -> None:
+    import torch
+
+    sd = {"enc.weight": torch.randn(8, 4), "head.weight": torch.randn(3, 8)}
+    local = paramscope.save(sd, tmp_path / "dcp", format="dcp")
+    url = s3.upload_folder(local, "dcp")
+    assert paramscope.count(url).params == paramscope.count(local).params == 56
+    assert list(paramscope.read_manifest(url)) == list(paramscope.read_manifest(local))
+    with pytest.raises(paramscope.ParamscopeError, match="DCP values are read from a local"):
+        paramscope.load(url)

@@ -112,12 +112,16 @@ def is_dcp_dir(path: str | os.PathLike[str]) -> bool:
         >>> is_dcp_dir(d), is_dcp_dir(save_dcp({"w": torch.ones(2)}, f"{d}/ckpt"))
         (False, True)
     """
-    p = Path(path)
+    from ._remote import as_path
+
+    p = as_path(path)
     return p.is_dir() and (p / METADATA_NAME).is_file()
 
 
-def _metadata_file(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
+def _metadata_file(path: str | os.PathLike[str]) -> Any:
+    from ._remote import as_path
+
+    p = as_path(path)  # a URL: the manifest comes from .metadata with range requests
     if not p.exists():
         raise SourceNotFoundError(p)
     if p.is_file() and p.name == METADATA_NAME:
@@ -169,7 +173,7 @@ def read_dcp_metadata(path: str | os.PathLike[str]) -> _md.Metadata:
     return check_metadata(md, spath)
 
 
-def _read_sidecar(folder: Path) -> dict[str, Any] | None:
+def _read_sidecar(folder: Any) -> dict[str, Any] | None:
     side = folder / SIDECAR_NAME
     if not side.is_file():
         return None
@@ -231,7 +235,7 @@ def read_dcp_manifest(path: str | os.PathLike[str]) -> Manifest:
     return _manifest(file, read_dcp_metadata(file))
 
 
-def _manifest(file: Path, md: _md.Metadata) -> Manifest:
+def _manifest(file: Any, md: _md.Metadata) -> Manifest:
     """The manifest of ``.metadata`` ``file`` whose ``Metadata`` ``md`` has been checked."""
     folder = file.parent
     notes: list[str] = []
@@ -734,7 +738,16 @@ def load_dcp(path: str | os.PathLike[str], *, select: Pattern | None = None) -> 
 
 def _read_checked(path: str | os.PathLike[str]) -> tuple[Path, _md.Metadata, Manifest]:
     """The folder, checked ``Metadata`` and manifest of a checkpoint whose chunk files check."""
+    from ._remote import RemotePath
+
     file = _metadata_file(path)
+    if isinstance(file, RemotePath):
+        raise FormatError(
+            file.parent,
+            "DCP values are read from a local folder (torch.distributed.checkpoint's reader "
+            "opens its chunk files by path): count, inspect and match read this one's "
+            ".metadata remotely; copy the folder to read or convert its values",
+        )
     md = read_dcp_metadata(file)
     m = _manifest(file, md)
     check_chunk_files(file.parent, md)
