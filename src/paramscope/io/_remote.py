@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import threading
 import time
@@ -57,8 +56,6 @@ __all__ = [
     "as_path",
     "is_url",
 ]
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 #: The optional extra that installs each protocol's filesystem.
 EXTRAS = {
@@ -149,7 +146,7 @@ def as_path(x: str | os.PathLike[str]) -> Path | RemotePath:
     if isinstance(x, RemotePath):
         return x
     s = os.fspath(x)
-    if isinstance(s, str) and _URL.match(s):
+    if is_url(s):
         if s.lower().startswith("file://"):
             from urllib.parse import unquote, urlsplit
 
