@@ -36,12 +36,18 @@ def main(argv: list[str] | None = None) -> int:
 
     debug = os.environ.get("PARAMSCOPE_DEBUG") == "1"
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--allow-download" in argv or os.environ.get("PARAMSCOPE_ALLOW_DOWNLOAD") == "1":
-        # any command: a server without range requests may send whole files (io._remote)
+    allow = "--allow-download" in argv or os.environ.get("PARAMSCOPE_ALLOW_DOWNLOAD") == "1"
+    if allow:  # any command: a server without range requests may send whole files
         argv = [a for a in argv if a != "--allow-download"]
+    remote = sys.modules.get("paramscope.io._remote")
+    if allow or remote is not None:  # (per command: a process may run several)
         from ..io._remote import allow_download
 
-        allow_download(True)
+        allow_download(allow)
+    from . import _output
+
+    _reset_transfers()
+    _output.COMMAND[0] = True
     try:
         quick = _plain_count(argv)
         if quick is not None:
@@ -77,7 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (set PARAMSCOPE_DEBUG=1 for a traceback)",
             INTERNAL,
         )
+    finally:
+        _output.COMMAND[0] = False
     return OK
+
+
+def _reset_transfers() -> None:
+    """Zero the remote transfer counters (a process may run several commands: tests)."""
+    remote = sys.modules.get("paramscope.io._remote")
+    if remote is not None:
+        remote.TRANSFERS.reset()
+        remote._USED.clear()
+    atomic = sys.modules.get("paramscope._atomic")
+    if atomic is not None:
+        atomic.UPLOADED[0] = 0
 
 
 def _plain_count(argv: list[str]) -> tuple[str, bool] | None:

@@ -124,6 +124,11 @@ class Text:
         return self.text[:-1] if self.text.endswith("\n") else self.text
 
 
+#: Whether a command of :func:`paramscope.cli.main` is running (it resets the transfer
+#: counters first, so ``bytes_transferred`` is that command's alone).
+COMMAND = [False]
+
+
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as indented, strictly valid JSON on stdout (inf/nan become strings).
 
@@ -139,7 +144,8 @@ def emit_json(obj: Any) -> None:
     remote = sys.modules.get("paramscope.io._remote")  # not imported: no URL was read
     atomic = sys.modules.get("paramscope._atomic")
     up = atomic.UPLOADED[0] if atomic is not None else 0
-    if isinstance(obj, dict) and (up or (remote is not None and remote.used())):
+    used = up or (remote is not None and remote.used())
+    if COMMAND[0] and isinstance(obj, dict) and used:
         down = remote.TRANSFERS.bytes if remote is not None else 0
         obj = {**obj, "bytes_transferred": down + up}
     out = sys.stdout

@@ -268,7 +268,7 @@ class RemotePath:
         ('s3://bucket/ckpt/model.safetensors', '.bin', 'ckpt', 's3://bucket')
     """
 
-    __slots__ = ("_fs", "_info", "_path", "url")
+    __slots__ = ("_fs", "_info", "_kept", "_path", "_whole", "url")
 
     def __init__(self, url: str, _fs: Any = None, _path: str | None = None) -> None:
         scheme, rest = url.split("://", 1)
@@ -276,6 +276,10 @@ class RemotePath:
         self._fs = _fs
         self._path = _path
         self._info: dict[str, Any] | None = None
+        # what the sources opened on this very object share: small reads already made (a
+        # format check's first bytes serve the header read after it), and a whole download
+        self._kept: list[tuple[int, bytes]] = []
+        self._whole: str | None = None
 
     # ----------------------------------------------------------------- names (no requests)
     def __fspath__(self) -> str:
@@ -401,14 +405,16 @@ class RemotePath:
 
 
 _RANGE_KW: dict[type, dict[str, Any]] = {}  # filesystem class → cat_file options
-_DOWNLOADS: dict[Any, str] = {}  # identity → temp file of a whole download (no-range servers)
+_DOWNLOADS: dict[Any, str] = {}  # identity → the temp file of its whole download
+_TEMPS: list[str] = []  # every such temp file, removed at exit
 _DOWNLOADS_LOCK = threading.Lock()
 
 
 def _forget_downloads() -> None:
-    for tmp in _DOWNLOADS.values():
+    for tmp in _TEMPS:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+    _TEMPS.clear()
     _DOWNLOADS.clear()
 
 
@@ -439,8 +445,7 @@ class RemoteSource:
             ("remote", self.name, self.size, str(tag)) if tag else None
         )
         self.strong_identity = bool(etag)
-        self._kept: list[tuple[int, bytes]] = []
-        self._kept_bytes = 0
+        self._kept = self._remote._kept  # shared by every source of this RemotePath
         self._local: Any = None  # a LocalSource over a whole download (no-range servers)
         self._lock = threading.Lock()
 
@@ -459,8 +464,10 @@ class RemoteSource:
             self._local = None
 
     def _fetch(self, start: int, end: int) -> bytes:
-        with _DOWNLOADS_LOCK:
-            known = _DOWNLOADS.get(self.identity)
+        with _DOWNLOADS_LOCK:  # without an identity only this RemotePath's download is known
+            known = (
+                _DOWNLOADS.get(self.identity) if self.identity is not None else self._remote._whole
+            )
         if known is not None and os.path.exists(known):  # downloaded whole before
             self._download(None)
             return self._local.read_at(start, end - start)
@@ -492,13 +499,14 @@ class RemoteSource:
         return data
 
     def _download(self, whole: bytes | None) -> None:
-        """Fetch the whole file once per process (by URL and identity) into a temp file that
-        lives until the process ends, and read it locally from now on."""
+        """Fetch the whole file into a temp file that lives until the process ends, once per
+        process when the file has an identity (URL, size, ETag or date), else once per
+        :class:`RemotePath` object (one operation), and read it locally from now on."""
         from ._source import LocalSource
 
-        key = self.identity
         with _DOWNLOADS_LOCK:
-            tmp = _DOWNLOADS.get(key)
+            key = self.identity
+            tmp = _DOWNLOADS.get(key) if key is not None else self._remote._whole
             if tmp is None or not os.path.exists(tmp):
                 fd, tmp = tempfile.mkstemp(prefix="paramscope-download-", suffix=".part")
                 with os.fdopen(fd, "wb") as f:
@@ -507,11 +515,14 @@ class RemoteSource:
                         whole = _call(self.name, lambda: fs.cat_file(path))
                         TRANSFERS.add(len(whole))
                     f.write(whole)
-                if not _DOWNLOADS:
+                if not _TEMPS:
                     import atexit
 
                     atexit.register(_forget_downloads)
-                _DOWNLOADS[key] = tmp
+                _TEMPS.append(tmp)
+                if key is not None:
+                    _DOWNLOADS[key] = tmp
+                self._remote._whole = tmp
         self._local = LocalSource(tmp)
 
     def read_at(self, offset: int, n: int) -> bytes:
@@ -529,9 +540,8 @@ class RemoteSource:
         data = self._fetch(offset, end)
         if self._local is None and len(data) <= KEEP:
             with self._lock:
-                if self._kept_bytes + len(data) <= 4 * KEEP:
+                if sum(len(d) for _, d in self._kept) + len(data) <= 4 * KEEP:
                     self._kept.append((offset, data))
-                    self._kept_bytes += len(data)
         return data
 
     def readinto_at(self, offset: int, buf: Any) -> int:
