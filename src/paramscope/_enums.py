@@ -41,6 +41,10 @@ class Format(StrEnum):
     NUMPY = "npz"
     DCP = "dcp"
     GGUF = "gguf"  # llama.cpp
+    ONNX = "onnx"  # a model's initializers (io/_onnx.py)
+    KERAS = "keras"  # Keras 3 .weights.h5 / .keras (io/_keras.py)
+    FLAX = "flax-msgpack"  # flax.serialization.to_bytes (io/_flax.py)
+    ORBAX = "orbax"  # an Orbax checkpoint folder (io/_flax.py)
     PARAMDICT = "paramdict"
     MODULE = "module"
     CONFIG = "config"  # counted analytically from a Hugging Face config.json, nothing built

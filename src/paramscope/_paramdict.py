@@ -503,6 +503,54 @@ class ParamDict(MutableMapping[str, "torch.Tensor"]):
         return out
 
     @classmethod
+    def from_pytree(cls, tree: Any, sep: str = ".") -> ParamDict:
+        """Build from a JAX parameter tree: nested dicts / lists of ``jax.Array`` or numpy
+        arrays (Flax ``params``, an NNX ``State``, Haiku), or an Equinox module; names are the
+        tree paths joined by ``sep``, a leaf shared by two paths becomes a tie. See
+        :func:`paramscope._pytree.from_pytree`.
+
+        Args:
+            tree: the tree.
+            sep: the name separator.
+
+        Returns:
+            A ParamDict of CPU torch tensors.
+
+        Example:
+            >>> import numpy as np
+            >>> pd = ParamDict.from_pytree({"dense": {"kernel": np.ones((2, 3), np.float32)}})
+            >>> list(pd), tuple(pd["dense.kernel"].shape)
+            (['dense.kernel'], (2, 3))
+        """
+        from ._pytree import from_pytree
+
+        out = from_pytree(tree, sep)
+        return out if cls is ParamDict else cls(out)
+
+    def to_pytree(self, sep: str = ".", *, like: Any = None) -> Any:
+        """The nested-dict tree of numpy arrays (the inverse of :meth:`from_pytree`; exact,
+        lists and tuples restored when this ParamDict came from a tree); with ``like``, a tree
+        of that tree's type (an Equinox module, an NNX ``State``). See
+        :func:`paramscope._pytree.to_pytree`.
+
+        Args:
+            sep: the name separator.
+            like: a tree whose structure to fill.
+
+        Returns:
+            The tree.
+
+        Example:
+            >>> import numpy as np
+            >>> tree = {"dense": {"kernel": np.ones((2, 3), np.float32)}}
+            >>> ParamDict.from_pytree(tree).to_pytree()["dense"]["kernel"].shape
+            (2, 3)
+        """
+        from ._pytree import to_pytree
+
+        return to_pytree(self, sep, like=like)
+
+    @classmethod
     def from_nested(
         cls, nested: Mapping[str, Any], *, metadata: Mapping[str, str] | None = None
     ) -> ParamDict:

@@ -410,13 +410,18 @@ def to_manifest(source: Any, what: str = "count") -> Manifest:
         from .._modtree import scan_module
 
         return scan_module(source).manifest()
+    from .._pytree import is_pytree, pytree_manifest
+
+    if is_pytree(source):  # JAX / Flax / Equinox parameters: shapes alone, shared leaves once
+        return pytree_manifest(source)
     if isinstance(source, dict):
         return ParamDict(source).manifest()
     from .._errors import ArgumentTypeError
 
     raise ArgumentTypeError(
         f"{what}: expected a checkpoint path or TARGET (zoo:NAME, package.module:callable, "
-        "config.json), a Manifest, a ParamDict, a dict of tensors or a torch.nn.Module, "
+        "config.json), a Manifest, a ParamDict, a dict of tensors, a torch.nn.Module or a "
+        "JAX/Flax/Equinox parameter tree, "
         f"found {type(source).__name__} {reprlib.repr(source)}"
     )
 
@@ -481,6 +486,11 @@ def count(
         label = os.fspath(source)
         source = resolve_source(source)
     scan = None
+    if (nonzero or values) and not isinstance(source, Manifest):
+        from .._pytree import from_pytree, is_pytree
+
+        if is_pytree(source):  # values are read: as a ParamDict (shared leaves tied)
+            source = from_pytree(source)
     if hasattr(source, "named_parameters") and not isinstance(source, (Manifest, dict)):
         from .._modtree import scan_module
 

@@ -53,6 +53,8 @@ INDEX_NAMES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
+#: Files that make a folder an Orbax checkpoint (or one item of one).
+ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt", "_sharding")
 SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "consolidated.00.pth")
 
 
@@ -91,6 +93,8 @@ def _pick(folder: Any, is_file: Any, glob: Any) -> tuple[Any, Format]:
     """The file to read in a checkpoint folder (local or remote), and its format."""
     if is_file(".metadata"):  # torch.distributed.checkpoint
         return folder, Format.DCP
+    if any(is_file(n) for n in ORBAX_MARKERS):  # an Orbax checkpoint (or one of its items)
+        return folder, Format.ORBAX
     for name in INDEX_NAMES:
         if is_file(name):
             return folder / name, Format.SHARDED
@@ -197,6 +201,8 @@ def _detect(src: ByteSource) -> Format:
             raise UnknownFormatError(f"{spath}: broken zip archive: {exc}") from None
         if any(n.endswith("data.pkl") for n in names):
             return Format.TORCH
+        if "model.weights.h5" in names:  # a Keras 3 .keras archive
+            return Format.KERAS
         if names and all(n.endswith(".npy") for n in names):
             return Format.NUMPY
         if not names:
@@ -207,6 +213,13 @@ def _detect(src: ByteSource) -> Format:
         )
     if head[:4] == b"GGUF":
         return Format.GGUF
+    if head[:8] == b"\x89HDF\r\n\x1a\n":  # HDF5: Keras 3 .weights.h5
+        return Format.KERAS
+    low = spath.lower()
+    if low.endswith(".onnx"):  # protobuf has no magic: the suffix, then the parser checks
+        return Format.ONNX
+    if low.endswith(".msgpack"):  # flax.serialization.to_bytes, likewise
+        return Format.FLAX
     if head[:6] == b"\x93NUMPY":
         return Format.NUMPY
     # A safetensors header length whose low byte is 0x80 looks like a pickle's first byte:
@@ -304,6 +317,8 @@ def read_resolved(file: Path, fmt: Format) -> Manifest:
         from . import _gguf
 
         return _gguf.read_gguf_manifest(file)
+    if fmt in _OTHERS:
+        return _other(fmt, 1)(file)  # type: ignore[no-any-return]
     from . import _numpy
 
     return _numpy.read_npz_manifest(file)
@@ -371,15 +386,41 @@ def _load(path: str | os.PathLike[str], select: Pattern | None) -> ParamDict:
         from . import _gguf_load
 
         return _gguf_load.load_gguf(read_manifest(file), match)
-    from . import _numpy, _torch
+    from . import _torch
 
     m = read_manifest(file)
-    pairs = _torch.load_torch(file) if fmt is Format.TORCH else _numpy.load_npz(file)
+    pairs = _torch.load_torch(file) if fmt is Format.TORCH else _pairs(file, fmt)
     pd = ParamDict([(n, t) for n, t in pairs if match(n)], metadata=m.metadata)
     for n in pd:
         if n in m:
             pd._meta[n] = _meta_of(m, n)
     return pd
+
+
+#: Other frameworks' formats: their module, manifest reader and whole loader.
+_OTHERS = {
+    Format.ONNX: ("_onnx", "read_onnx_manifest", "load_onnx"),
+    Format.KERAS: ("_keras", "read_keras_manifest", "load_keras"),
+    Format.FLAX: ("_flax", "read_msgpack_manifest", "load_msgpack"),
+    Format.ORBAX: ("_flax", "read_orbax_manifest", "load_orbax"),
+}
+
+
+def _other(fmt: Format, which: int) -> Any:
+    """The manifest reader (``which=1``) or the loader (``2``) of an :data:`_OTHERS` format."""
+    import importlib
+
+    spec = _OTHERS[fmt]
+    return getattr(importlib.import_module(f"{__name__}.{spec[0]}"), spec[which])
+
+
+def _pairs(file: Any, fmt: Format) -> Any:
+    """``(name, tensor)`` of every stored entry of the formats read whole (not torch)."""
+    if fmt in _OTHERS:
+        return _other(fmt, 2)(file)
+    from . import _numpy
+
+    return _numpy.load_npz(file)
 
 
 #: A valid entry name as :func:`paramscope.validate_name` sees it, in one match.
