@@ -106,6 +106,7 @@ def convert(
     format: str | None = None,
     fsync: bool = True,
     show_progress: bool | None = None,
+    layout: str | None = None,
 ) -> ConvertReport:
     """Convert a checkpoint, streaming, with optional cast, selection, renames and sharding.
 
@@ -121,6 +122,10 @@ def convert(
         format: ``"safetensors"`` (default) or ``"dcp"``.
         fsync: flush to disk before returning.
         show_progress: progress bar on stderr (default: only on a terminal).
+        layout: a framework preset (``"flax-to-torch"``, ``"keras-to-torch"``; see
+            :mod:`paramscope._layouts`): its renames come before ``rename``'s, and kernels
+            get torch's axis order (``(in, out)`` → ``(out, in)``, ``(H, W, in, out)`` →
+            ``(out, in, H, W)``).
 
     Returns:
         A :class:`ConvertReport`.
@@ -154,7 +159,12 @@ def convert(
             ".pt/.bin/.npz but writes only these two)"
         )
     cast = parse_dtype(dtype) if dtype is not None else None
-    rules = parse_rules(rename)
+    preset = None
+    if layout is not None:
+        from ._layouts import get_layout
+
+        preset = get_layout(layout)
+    rules = (list(preset.renames) if preset is not None else []) + parse_rules(rename)
     match = compile_pattern(select) if select is not None else (lambda _n: True)
     report = ConvertReport(os.fspath(src), os.fspath(dst), fmt)
     with SourceReader(src) as reader:
@@ -176,18 +186,33 @@ def convert(
                     f"{shown} (complex values would lose their imaginary part; FP4/FP6 cannot "
                     "be cast by torch)"
                 )
+        items = [(e.name, e) for e in stored] + [(a, m[reader.aliases[a]]) for a in orphans]
+        perms: dict[str, tuple[int, ...]] = {}  # name → axis order (a layout's kernels)
+        if preset is not None:
+            for name, e in items:
+                perm = preset.permutation(name, tuple(e.shape))
+                if perm is not None:
+                    perms[name] = perm
+            odd = preset.uncovered_names([n for n, _ in items])
+            if odd:
+                report.notes.append(
+                    f"layout {preset.name}: {len(odd)} entries are of a kind it does not "
+                    f"translate and kept their names and axes: {listed(odd, quote=False)}"
+                )
         if fmt == "dcp":
-            return _to_dcp(reader, stored, orphans, keep_alias, mapping, cast, dst, report)
+            return _to_dcp(reader, stored, orphans, keep_alias, mapping, cast, dst, report, perms)
 
         def target_dtype(e: Any) -> Any:
             return cast if (cast is not None and _castable(e.dtype)) else e.dtype
 
-        items = [(e.name, e) for e in stored] + [(a, m[reader.aliases[a]]) for a in orphans]
         plan = []
         for name, e in items:
             dt = target_dtype(e)
             meta = plan_meta(m.get(name, e))
-            plan.append(Planned(mapping[name], dt, e.shape, dt.nbytes(e.numel), meta))
+            shape = list(e.shape)
+            if name in perms:
+                shape = [shape[i] for i in perms[name]]
+            plan.append(Planned(mapping[name], dt, shape, dt.nbytes(e.numel), meta))
             report.casts += dt is not e.dtype
         aliases = {mapping[a]: mapping[t] for a, t in keep_alias.items()}
         alias_meta = {mapping[a]: plan_meta(m[a]) for a in keep_alias}
@@ -196,7 +221,7 @@ def convert(
 
         # Without a cast the stored bytes are copied as they are: no torch at all (its
         # import is a second of start-up), read ahead in a thread while the writer writes.
-        raw = reader.raw_ok and all(target_dtype(e) is e.dtype for _, e in items)
+        raw = reader.raw_ok and not perms and all(target_dtype(e) is e.dtype for _, e in items)
         by_new = {p.name: (p, item) for p, item in zip(plan, items, strict=True)}
 
         def chunks_of(names: list[str]) -> Iterator[tuple[str, Any]]:
@@ -206,6 +231,9 @@ def convert(
                 dt = target_dtype(e)
                 if not raw and dt is not e.dtype:
                     t = t.to(dt.to_torch())
+                perm = perms.get(by_new[new][1][0])
+                if perm is not None:  # a layout's kernel: torch's axis order
+                    t = t.permute(perm).contiguous()
                 yield new, t if raw else tensor_bytes(t)
                 del t
                 advance(p.nbytes)
@@ -243,6 +271,7 @@ def _to_dcp(
     cast: Any,
     dst: Any,
     report: ConvertReport,
+    perms: dict[str, tuple[int, ...]],
 ) -> ConvertReport:
     """DCP output: DCP writes whole state dicts, so values are gathered (not streamed)."""
     from ._paramdict import EntryMeta, ParamDict
@@ -256,6 +285,8 @@ def _to_dcp(
         if cast is not None and _castable(e.dtype) and e.dtype is not cast:
             t = t.to(cast.to_torch())
             report.casts += 1
+        if e.name in perms:
+            t = t.permute(perms[e.name]).contiguous()
         pd.add(mapping[e.name], t)
         extra = dict(without_layout(e.extra))  # derived by the reader, never stored
         pd._meta[mapping[e.name]] = EntryMeta(e.role, e.trainable, e.tags, extra)

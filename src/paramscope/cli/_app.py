@@ -590,9 +590,18 @@ def convert(
         typer.Option("--shard-size", help="Write HF shards of at most this size (e.g. 5GB)."),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="safetensors or dcp.")] = "safetensors",
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout",
+            help="Framework preset: flax-to-torch or keras-to-torch (kernel -> weight with "
+            "torch's axis order, norm and embedding names); --rename rules apply after it.",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Convert SRC (safetensors, shards, .pt/.bin, .npz, DCP) into DST, streaming, atomically."""
+    """Convert SRC (safetensors, shards, .pt/.bin, .npz, DCP, ONNX, Keras, Flax, Orbax)
+    into DST, streaming, atomically."""
     from .._convert import convert as convert_
 
     report = convert_(
@@ -604,6 +613,7 @@ def convert(
         max_shard_size=shard_size,
         format=format,
         show_progress=False if json else None,
+        layout=layout,
     )
     _output.emit(report, json=json)
 
