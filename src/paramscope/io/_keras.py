@@ -229,7 +229,7 @@ def _weights_member(
                 f"{WEIGHTS_MEMBER}: a stored member of {i.file_size} bytes at "
                 f"{start} does not fit the {src.size}-byte archive",
             )
-        window = io.BufferedReader(_Window(src, start, i.file_size), READ_AHEAD)
+        window = as_file(src, READ_AHEAD, start=start, size=i.file_size)
         end = i.file_size
         info["raw"] = lambda at, n: src.read_at(start + at, max(0, min(n, end - at)))
         return window, start, i.file_size
@@ -247,38 +247,6 @@ def _weights_member(
     data = z.read(i)
     info["raw"] = lambda at, n: data[at : at + n]
     return io.BytesIO(data), None, i.file_size
-
-
-class _Window(io.RawIOBase):
-    """``size`` bytes of a ByteSource from ``start`` as a seekable raw stream."""
-
-    def __init__(self, src: ByteSource, start: int, size: int) -> None:
-        super().__init__()
-        self._src, self._start, self._size, self._pos = src, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
-        if pos < 0:
-            raise OSError(22, "Invalid argument: negative seek position")
-        self._pos = pos
-        return pos
-
-    def readinto(self, b: Any) -> int:
-        n = max(0, min(len(b), self._size - self._pos))
-        if n == 0:
-            return 0
-        got = self._src.readinto_at(self._start + self._pos, memoryview(b).cast("B")[:n])
-        self._pos += got
-        return got
 
 
 def _short(exc: BaseException) -> str:

@@ -271,11 +271,14 @@ def opened(source: str | os.PathLike[str] | ByteSource) -> Iterator[ByteSource]:
 
 
 class _Raw(io.RawIOBase):
-    """A ByteSource as an unbuffered, seekable, read-only raw stream."""
+    """A ByteSource (or ``size`` bytes of it from ``start``) as an unbuffered, seekable,
+    read-only raw stream."""
 
-    def __init__(self, src: ByteSource) -> None:
+    def __init__(self, src: ByteSource, start: int = 0, size: int | None = None) -> None:
         super().__init__()
         self._src = src
+        self._start = start
+        self._size = src.size - start if size is None else size
         self._pos = 0
 
     def readable(self) -> bool:
@@ -293,7 +296,7 @@ class _Raw(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = self._src.size + offset
+            pos = self._size + offset
         else:
             raise ValueError(f"invalid whence ({whence})")
         if pos < 0:
@@ -302,12 +305,18 @@ class _Raw(io.RawIOBase):
         return pos
 
     def readinto(self, b: Any) -> int:
-        got = self._src.readinto_at(self._pos, b)
+        n = max(0, min(len(b), self._size - self._pos))
+        if n == 0:
+            return 0
+        mv = memoryview(b).cast("B")
+        got = self._src.readinto_at(self._start + self._pos, mv[:n] if n < len(mv) else mv)
         self._pos += got
         return got
 
 
-def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
+def as_file(
+    src: ByteSource, buffer_size: int | None = None, *, start: int = 0, size: int | None = None
+) -> BinaryIO:
     """A buffered, seekable binary file object reading ``src`` (for ``zipfile``, ``pickle``).
 
     Closing it leaves ``src`` open: the source's owner closes it.
@@ -318,6 +327,9 @@ def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
             256 bytes for a remote one, where each read is a request and its bytes are paid
             for: a zip member's local header costs a request of 256 bytes, not 4 KiB; larger
             reads bypass the buffer).
+        start: the first byte of the window the file object shows (a zip member stored
+            uncompressed, read in place).
+        size: the window's length (default: to the end of ``src``).
 
     Returns:
         A file object positioned at 0.
@@ -333,4 +345,4 @@ def as_file(src: ByteSource, buffer_size: int | None = None) -> BinaryIO:
     """
     if buffer_size is None:
         buffer_size = 1 << 16 if isinstance(src, LocalSource) else 256
-    return io.BufferedReader(_Raw(src), buffer_size)  # type: ignore[return-value]
+    return io.BufferedReader(_Raw(src, start, size), buffer_size)  # type: ignore[return-value]
