@@ -164,7 +164,7 @@ def convert(
         from ._layouts import get_layout
 
         preset = get_layout(layout)
-    rules = (list(preset.renames) if preset is not None else []) + parse_rules(rename)
+    rules = parse_rules(rename)
     match = compile_pattern(select) if select is not None else (lambda _n: True)
     report = ConvertReport(os.fspath(src), os.fspath(dst), fmt)
     with SourceReader(src) as reader:
@@ -175,7 +175,12 @@ def convert(
         # An alias selected without its target is written as a stored entry of its own.
         orphans = [a for a, t in reader.aliases.items() if match(a) and not match(t)]
         names = [e.name for e in stored] + orphans + list(keep_alias)
-        mapping = apply_renames(names, rules) if rules else {n: n for n in names}
+        odd = set(preset.uncovered_names(names)) if preset is not None else set()
+        first = {n: n for n in names}  # the preset's renames, then the user's, in order
+        if preset is not None:
+            first.update(apply_renames([n for n in names if n not in odd], preset.renames))
+        then = apply_renames(list(first.values()), rules) if rules else {}
+        mapping = {n: then.get(first[n], first[n]) for n in names}
         report.renamed = {k: v for k, v in mapping.items() if k != v}
         if cast is not None:  # complex and sub-byte floats keep their dtype, said in a note
             kept = [e.name for e in stored if e.dtype.is_float and not _castable(e.dtype)]
@@ -190,14 +195,15 @@ def convert(
         perms: dict[str, tuple[int, ...]] = {}  # name → axis order (a layout's kernels)
         if preset is not None:
             for name, e in items:
-                perm = preset.permutation(name, tuple(e.shape))
+                perm = None if name in odd else preset.permutation(name, tuple(e.shape))
                 if perm is not None:
                     perms[name] = perm
-            odd = preset.uncovered_names([n for n, _ in items])
             if odd:
                 report.notes.append(
                     f"layout {preset.name}: {len(odd)} entries are of a kind it does not "
-                    f"translate and kept their names and axes: {listed(odd, quote=False)}"
+                    "translate (recurrent cells, attention, depthwise or transposed "
+                    f"convolutions) and kept their names and axes: "
+                    f"{listed(sorted(odd), quote=False)}"
                 )
         if fmt == "dcp":
             return _to_dcp(reader, stored, orphans, keep_alias, mapping, cast, dst, report, perms)

@@ -19,9 +19,10 @@ Presets:
   ``bias``, ``moving_mean`` → ``running_mean``, ``moving_variance`` → ``running_var``,
   ``embeddings`` → ``weight``.
 
-Not covered (left as they are, with a note when present): recurrent cells (gate orders
-differ), depthwise and transposed convolutions (their torch layouts are not a plain axis move
-of the kernel), attention layers with fused or per-head kernels.
+Not covered: recurrent cells (gate orders differ), depthwise and transposed convolutions
+(their torch layouts are not a plain axis move of the kernel), attention layers with per-head
+kernels (Flax ``DenseGeneral``, Keras ``EinsumDense``). Their entries keep their names and
+axes (the user's ``rename`` rules still apply), and the report says which they are.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ LAYOUTS: dict[str, Layout] = {
             (r"\.var$", ".running_var"),
         ),
         kernels=r"\.kernel$",
-        uncovered=r"(?i)(lstm|gru|cell|depthwise|transpose)",
+        uncovered=r"(?i)(lstm|gru|cell|depthwise|transpose|attention|densegeneral)"
+        r"|(^|\.)(query|key|value|out)\.kernel$",
     ),
     "keras-to-torch": Layout(
         "keras-to-torch",
@@ -108,7 +110,8 @@ LAYOUTS: dict[str, Layout] = {
             (r"\.embeddings$", ".weight"),
         ),
         kernels=r"\.kernel$",
-        uncovered=r"(?i)(recurrent_kernel|depthwise_kernel|pointwise_kernel|lstm|gru|transpose)",
+        uncovered=r"(?i)(recurrent_kernel|depthwise_kernel|pointwise_kernel|lstm|gru|cell"
+        r"|transpose|attention|einsum)|(^|\.)(query|key|value)\.kernel$",
     ),
 }
 
