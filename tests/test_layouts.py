@@ -412,3 +412,27 @@ def test_untranslated_kinds_are_kept_and_noted(
     dense = [n for n in before if not n.startswith(prefix) and n.endswith(".kernel")]
     assert len(dense) == 1
     assert torch.equal(after[report.renamed[dense[0]]], before[dense[0]].T)
+
+
+def test_an_attention_block_of_any_name_is_kept_whole(tmp_path: Path) -> None:
+    # a user-named attention module (query/key/value/out DenseGeneral kernels, 3-D: a conv
+    # kernel's axis move would scramble them) is left as stored, its out projection too; the
+    # file prefix still goes, and the plain Dense beside it is translated
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "params.attn.query.kernel": torch.randn(4, 2, 3, generator=g),
+        "params.attn.key.kernel": torch.randn(4, 2, 3, generator=g),
+        "params.attn.value.kernel": torch.randn(4, 2, 3, generator=g),
+        "params.attn.out.kernel": torch.randn(2, 3, 4, generator=g),
+        "params.attn.out.bias": torch.randn(4, generator=g),
+        "params.fc.kernel": torch.randn(4, 5, generator=g),
+    }
+    src = paramscope.save(sd, tmp_path / "flax.safetensors")
+    report = paramscope.convert(src, tmp_path / "t.safetensors", layout="flax-to-torch")
+    got = paramscope.load(tmp_path / "t.safetensors")
+    for name, t in sd.items():
+        new = name.removeprefix("params.")
+        if new.startswith("attn."):
+            assert torch.equal(got[new], t), name
+    assert torch.equal(got["fc.weight"], sd["params.fc.kernel"].T)
+    assert any("5 entries" in n and "attn.key.kernel" in n for n in report.notes), report.notes

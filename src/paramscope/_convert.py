@@ -178,7 +178,11 @@ def convert(
         odd = set(preset.uncovered_names(names)) if preset is not None else set()
         first = {n: n for n in names}  # the preset's renames, then the user's, in order
         if preset is not None:
-            first.update(apply_renames([n for n in names if n not in odd], preset.renames))
+            if preset.always:  # (file prefixes: every name)
+                first = apply_renames(names, preset.always)
+            covered = [n for n in names if n not in odd]
+            done = apply_renames([first[n] for n in covered], preset.renames)
+            first.update({n: done[first[n]] for n in covered})
         then = apply_renames(list(first.values()), rules) if rules else {}
         mapping = {n: then.get(first[n], first[n]) for n in names}
         report.renamed = {k: v for k, v in mapping.items() if k != v}

@@ -49,7 +49,7 @@ class Layout:
 
     Attributes:
         name: its name (``--layout NAME``).
-        renames: ``(regex, replacement)`` rules, applied in order to every name.
+        renames: ``(regex, replacement)`` rules, applied in order to the names it covers.
         kernels: a regex of the (original) names whose axes move, kernel to torch order.
         uncovered: a regex of names the preset does not handle (said in a note).
     """
@@ -58,6 +58,7 @@ class Layout:
     renames: tuple[tuple[str, str], ...]
     kernels: str
     uncovered: str = r"(?!)"
+    always: tuple[tuple[str, str], ...] = ()  # applied first, to every name (file prefixes)
     _kernel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _uncovered_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -80,15 +81,23 @@ class Layout:
         return _KERNEL_TO_TORCH.get(len(shape))
 
     def uncovered_names(self, names: list[str]) -> list[str]:
-        """The names this preset leaves as they are although they look framework-specific."""
-        return [n for n in names if self._uncovered_re.search(n)]
+        """The names this preset leaves as they are although they look framework-specific:
+        those its ``uncovered`` pattern matches, and every entry of a module that has a
+        ``query`` projection (an attention block: its ``out`` projection too)."""
+        blocks = {
+            n.rsplit(".", 2)[0] + "."
+            for n in names
+            if n.count(".") >= 2 and n.rsplit(".", 2)[1] == "query"
+        }
+        return [
+            n for n in names if self._uncovered_re.search(n) or any(map(n.startswith, blocks))
+        ]
 
 
 LAYOUTS: dict[str, Layout] = {
     "flax-to-torch": Layout(
         "flax-to-torch",
         (
-            (r"^(?:params|batch_stats)\.", ""),
             (r"\.kernel$", ".weight"),
             (r"\.scale$", ".weight"),
             (r"\.embedding$", ".weight"),
@@ -97,7 +106,8 @@ LAYOUTS: dict[str, Layout] = {
         ),
         kernels=r"\.kernel$",
         uncovered=r"(?i)(lstm|gru|cell|depthwise|transpose|attention|densegeneral)"
-        r"|(^|\.)(query|key|value|out)\.kernel$",
+        r"|(^|\.)(query|key|value)\.kernel$",
+        always=((r"^(?:params|batch_stats)\.", ""),),
     ),
     "keras-to-torch": Layout(
         "keras-to-torch",
