@@ -128,8 +128,10 @@ if TYPE_CHECKING:
     from .merging import merge as merge
     from .merging import read_adapter as read_adapter
     from .merging import read_merge_spec as read_merge_spec
+    from .reporting import StatsReport as StatsReport
     from .reporting import diagram as diagram
     from .reporting import report as report
+    from .reporting import weight_stats as weight_stats
 
 _LAZY: dict[str, str] = {
     "DType": "._dtypes",
@@ -174,6 +176,8 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "._verify",
     "diagram": ".reporting",
     "report": ".reporting",
+    "StatsReport": ".reporting",
+    "weight_stats": ".reporting",
     "ConvertReport": "._convert",
     "convert": "._convert",
     "DiffReport": "._diff",

@@ -225,11 +225,24 @@ def inspect(
         typer.Option("--seq", min=1, help="With --flops: token ids of batch × seq."),
     ] = None,
     arg: ArgOpt = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="Checkpoints: weight statistics across depth (L2, std, max |w|, 6σ "
+            "outliers, kurtosis, sparsity per tensor, streamed), a sparkline per tensor kind "
+            "over the blocks, and the tensors that stand out.",
+        ),
+    ] = False,
+    stat: Annotated[
+        str,
+        typer.Option("--stat", help="With --stats: the statistic the sparklines draw."),
+    ] = "l2",
     json: JsonOpt = False,
 ) -> None:
-    """Checkpoints: entries grouped by prefix with subtotals. Models: the module tree, the
-    by-type table, ties and shared modules, and each layer's formula (with --flops, the FLOPs
-    of each module)."""
+    """Checkpoints: entries grouped by prefix with subtotals (with --stats, weight statistics
+    across depth). Models: the module tree, the by-type table, ties and shared modules, and
+    each layer's formula (with --flops, the FLOPs of each module)."""
     from .._errors import ArgumentError
     from ..counting import inspect as inspect_
     from ..counting import summary
@@ -237,6 +250,20 @@ def inspect(
     if not flops and (input_shape is not None or seq is not None or batch != 1):
         raise ArgumentError("inspect: --seq, --input-shape and --batch need --flops")
     obj = _target(target, arg)
+    if stats:
+        from ..reporting._stats import STATS, weight_stats
+
+        if not isinstance(obj, str):
+            raise ArgumentError(
+                f"inspect {target}: --stats reads weight values, and a model TARGET is built "
+                "on the meta device without any: give a checkpoint"
+            )
+        if stat not in STATS:
+            raise ArgumentError(
+                f"inspect: --stat {stat!r}: expected one of {', '.join(STATS)}"
+            )
+        _output.emit(_StatsView(weight_stats(obj, select=filter), stat), json=json)
+        return
     if isinstance(obj, str):
         if flops:
             raise ArgumentError(
@@ -254,6 +281,19 @@ def inspect(
     s = summary(obj, depth=2 if depth is None else depth, pattern=filter, flops=report)  # type: ignore[arg-type]
     s.total.source = target
     _output.emit(s, json=json)
+
+
+class _StatsView:
+    """A :class:`~paramscope.reporting._stats.StatsReport` whose text draws ``stat``."""
+
+    def __init__(self, report: Any, stat: str) -> None:
+        self.report, self.stat = report, stat
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report.to_dict()  # type: ignore[no-any-return]
+
+    def to_text(self, width: int | None = None) -> str:
+        return self.report.to_text(width, stat=self.stat)  # type: ignore[no-any-return]
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Reports: parameter-structure diagrams (mermaid, dot) and the offline HTML report.
+"""Reports: parameter-structure diagrams (mermaid, dot), the offline HTML report, and weight
+statistics across depth (:func:`weight_stats`).
 
 Names load on first use (PEP 562), so importing the package costs nothing.
 """
@@ -13,15 +14,19 @@ if TYPE_CHECKING:
     from ._diagram import FORMATS as FORMATS
     from ._diagram import diagram as diagram
     from ._html import report as report
+    from ._stats import StatsReport as StatsReport
+    from ._stats import weight_stats as weight_stats
 
 _LAZY: dict[str, str] = {
     "FORMATS": "._diagram",
     "diagram": "._diagram",
     "report": "._html",
+    "StatsReport": "._stats",
+    "weight_stats": "._stats",
 }
 
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
-__all__ = ["FORMATS", "diagram", "report"]
+__all__ = ["FORMATS", "StatsReport", "diagram", "report", "weight_stats"]
