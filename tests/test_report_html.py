@@ -426,3 +426,32 @@ def test_browser_tricky_names(tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_title_is_the_models_name_and_the_subtitle_its_source(tmp_path: Path) -> None:
+    import numpy as np
+    from gguf import GGUFWriter
+
+    run = tmp_path / "runs" / "exp1"
+    run.mkdir(parents=True)
+    ckpt = paramscope.save({"w": torch.ones(2, 2)}, run / "model.safetensors")
+    cases = [(ckpt, "exp1")]  # a generic file name: its folder's
+    named = paramscope.save({"w": torch.ones(2, 2)}, tmp_path / "step-1000.safetensors")
+    cases.append((named, "step-1000.safetensors"))  # a telling file name: itself
+    w = GGUFWriter(str(tmp_path / "model-q4.gguf"), "llama")
+    w.add_name("TinyLlama Chat")  # general.name
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    cases.append((tmp_path / "model-q4.gguf", "TinyLlama Chat"))
+    for src, want in cases:
+        data = _blob(report(src, tmp_path / "r.html").read_text("utf-8"))
+        assert data["title"] == want, (src, data["title"])
+        assert data["source"].endswith(Path(src).name)  # the full source, shown below it
+    (run / "config.json").write_text(json.dumps({"_name_or_path": "org/tiny", "n_layer": 1}))
+    assert _blob(report(ckpt, tmp_path / "r.html").read_text("utf-8"))["title"] == "org/tiny"
+    assert _blob(report("zoo:mlp-3-5-2", tmp_path / "r.html").read_text("utf-8"))["title"] == (
+        "mlp-3-5-2"
+    )

@@ -35,6 +35,7 @@ every non-``file:`` request blocked::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import json
@@ -84,7 +85,9 @@ def report(
         path: the HTML file to write (atomically).
         depth: treemap levels shown at once (default 2).
         values: read values for histograms and zero counts where they are available.
-        title: the page title (default: the source's name).
+        title: the page title (default: the model's name: a GGUF ``general.name``, the
+            ``_name_or_path`` of a ``config.json`` beside the checkpoint, the file's name or its
+            folder's when the file name is generic; the full source is the subtitle).
         flops: measure a forward (:func:`paramscope.flops`, on the meta device or under fake
             tensors) and show each module's FLOPs in the treemap tooltip and the total in a
             card; needs a model and ``input_shape`` or ``seq``.
@@ -150,6 +153,51 @@ def _resolve(source: Any) -> tuple[Any, str]:
         f"report: expected a module, checkpoint path, ParamDict or TARGET, "
         f"found {type(source).__name__}"
     )
+
+
+#: File names that say nothing about the model: the folder's name says more.
+_GENERIC = re.compile(
+    r"^(model|pytorch_model|consolidated|params|weights|checkpoint|adapter_model)"
+    r"([.-].*)?\.(safetensors|bin|pt|pth|gguf|npz|onnx|msgpack|keras|h5|json)$"
+)
+
+
+def _display_name(source: Any, fallback: str) -> str:
+    """The model's name for a report title: ``zoo:NAME``'s NAME; for a checkpoint the name
+    its metadata gives (GGUF ``general.name``, ``_name_or_path`` of the ``config.json``
+    beside it), else the file's name, or its folder's when the file name is generic
+    (``model.safetensors``). The full source stays in the page's subtitle."""
+    if not isinstance(source, (str, os.PathLike)):
+        return fallback
+    spec = os.fspath(source)
+    if spec.startswith("zoo:"):
+        return spec[4:]
+    from .._files import is_url
+    from .._target_kind import target_kind
+
+    if target_kind(spec) != "checkpoint":
+        return fallback
+    with contextlib.suppress(Exception):  # a name is a nicety: never fail a report for it
+        from ..io import read_manifest
+
+        name = read_manifest(spec).metadata.get("general.name")
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    p = spec.rstrip("/")
+    folder, _, base = p.rpartition("/")
+    if not is_url(spec) and os.path.isdir(spec):
+        folder, base = p, ""
+    with contextlib.suppress(Exception):
+        from ..io._quantconfig import read_config_json
+        from ..io._remote import as_path
+
+        cfg = read_config_json(as_path(folder or ".") / "config.json")
+        name = cfg.get("_name_or_path") if isinstance(cfg, dict) else None
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    if base and not _GENERIC.match(base):
+        return base
+    return folder.rpartition("/")[2] or base or fallback
 
 
 def build_report_data(
@@ -268,7 +316,7 @@ def build_report_data(
         flops_data = _add_flops(tree, fr)
         notes.extend(f"FLOPs: {n}" for n in fr.notes)
     return {
-        "title": title or default_title,
+        "title": title or _display_name(source, default_title),
         "source": c.source or default_title,
         "kind": kind,
         "format": c.format,
