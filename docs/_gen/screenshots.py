@@ -4,7 +4,8 @@
 - ``assets/show/report-gpt2*.png``: that report in Debian's headless Chromium
   (``/usr/bin/chromium``) driven by Playwright, every non-``file:`` request blocked, as
   ``tests/test_report_html.py`` does it: the top of the page; the treemap coloured by layer
-  type after a click on ``transformer.h`` (zoom); the tensor table filtered to ``h.0.``;
+  type after a click on ``transformer.h.0`` (zoom into one block); the tensor table filtered
+  to ``h.0.``;
 - ``assets/show/gpt2.svg``: ``paramscope.diagram("zoo:gpt2", format="dot", depth=4)`` through
   Graphviz (``dot -Tsvg``), and its source ``assets/show/gpt2.dot``.
 
@@ -84,7 +85,7 @@ def _screenshots(html: Path) -> dict[str, bytes]:
             page.wait_for_selector("#treemap [data-path]")
             shots = {"report-gpt2.png": page.screenshot(full_page=False)}
             page.select_option("#color-mode", "kind")
-            page.click('#treemap [data-path="transformer.h"]')
+            page.click('#treemap [data-path="transformer.h.0"]')
             page.mouse.move(0, 0)
             page.wait_for_timeout(200)
             treemap = page.locator("section", has=page.locator("#treemap"))

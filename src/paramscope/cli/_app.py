@@ -75,6 +75,7 @@ def _global_options(
 
         allow(True)
 
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 PathArg = Annotated[
     str,
@@ -259,9 +260,7 @@ def inspect(
                 "on the meta device without any: give a checkpoint"
             )
         if stat not in STATS:
-            raise ArgumentError(
-                f"inspect: --stat {stat!r}: expected one of {', '.join(STATS)}"
-            )
+            raise ArgumentError(f"inspect: --stat {stat!r}: expected one of {', '.join(STATS)}")
         _output.emit(_StatsView(weight_stats(obj, select=filter), stat), json=json)
         return
     if isinstance(obj, str):
@@ -771,7 +770,12 @@ def report(
     ],
     depth: Annotated[
         int | None,
-        typer.Option("--depth", "-d", min=1, help="Treemap levels shown at once (default 2)."),
+        typer.Option(
+            "--depth",
+            "-d",
+            min=1,
+            help="Treemap levels shown at once (default: the first with 8+ rectangles).",
+        ),
     ] = None,
     no_values: Annotated[
         bool,

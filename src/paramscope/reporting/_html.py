@@ -83,7 +83,8 @@ def report(
             TARGET string (``zoo:NAME``, ``package.module:callable``, a config.json; see
             :func:`paramscope.resolve_target`).
         path: the HTML file to write (atomically).
-        depth: treemap levels shown at once (default 2).
+        depth: treemap levels shown at once (default: automatic, the shallowest level with
+            at least 8 rectangles, where repeated blocks become visible).
         values: read values for histograms and zero counts where they are available.
         title: the page title (default: the model's name: a GGUF ``general.name``, the
             ``_name_or_path`` of a ``config.json`` beside the checkpoint, the file's name or its
@@ -155,6 +156,41 @@ def _resolve(source: Any) -> tuple[Any, str]:
     )
 
 
+#: The automatic treemap depth opens at the first level with at least this many rectangles.
+AUTO_CELLS = 8
+#: … looking no deeper than this.
+AUTO_MAX_DEPTH = 6
+
+
+def _frontier_size(node: dict[str, Any], depth: int) -> int:
+    """Rectangles a treemap view ``depth`` levels deep shows (cells with parameters)."""
+    kids = [c for c in node.get("c", ()) if c.get("v", 0) > 0]
+    if depth == 0 or not kids:
+        return 1
+    own = 1 if node.get("o", 0) > 0 else 0
+    return own + sum(_frontier_size(c, depth - 1) for c in kids)
+
+
+def _auto_depth(tree: dict[str, Any]) -> int:
+    """The treemap's opening depth: the shallowest level showing :data:`AUTO_CELLS` or more
+    rectangles (where a transformer's repeated blocks become visible: GPT-2's ``h.0`` …
+    ``h.11`` at 3), else the level where the picture stops changing.
+
+    Example:
+        >>> leaf = {"v": 1}
+        >>> _auto_depth({"v": 9, "c": [{"v": 9, "c": [leaf] * 9}]})
+        2
+    """
+    best, seen = 1, 0
+    for d in range(1, AUTO_MAX_DEPTH + 1):
+        n = _frontier_size(tree, d)
+        if n >= AUTO_CELLS:
+            return d
+        if n > seen:
+            best, seen = d, n
+    return best
+
+
 #: File names that say nothing about the model: the folder's name says more.
 _GENERIC = re.compile(
     r"^(model|pytorch_model|consolidated|params|weights|checkpoint|adapter_model)"
@@ -216,7 +252,8 @@ def build_report_data(
 
     Args:
         source: as for :func:`report`.
-        depth: treemap levels shown at once (default 2).
+        depth: treemap levels shown at once (default: automatic, the shallowest level with
+            at least 8 rectangles, where repeated blocks become visible).
         values: read values where available.
         title: the page title.
         flops: measure the FLOPs per module (``"f"`` on each tree node, ``flops`` totals).
@@ -238,7 +275,8 @@ def build_report_data(
     from .._paramdict import ParamDict
     from ..counting import count, estimate_memory
 
-    if depth is None:
+    auto = depth is None
+    if auto:
         depth = _DEFAULT_DEPTH
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ArgumentError(f"report: depth {depth!r}: expected an integer >= 1")
@@ -320,7 +358,7 @@ def build_report_data(
         "source": c.source or default_title,
         "kind": kind,
         "format": c.format,
-        "depth": depth,
+        "depth": _auto_depth(tree) if auto else depth,
         "counts": {
             "params": c.params,
             "trainable": c.trainable,
