@@ -455,3 +455,17 @@ def test_title_is_the_models_name_and_the_subtitle_its_source(tmp_path: Path) ->
     assert _blob(report("zoo:mlp-3-5-2", tmp_path / "r.html").read_text("utf-8"))["title"] == (
         "mlp-3-5-2"
     )
+
+
+def test_treemap_opens_where_repeated_blocks_become_visible() -> None:
+    from paramscope.building import zoo
+    from paramscope.counting import summary
+    from paramscope.reporting._html import AUTO_CELLS, build_report_data
+
+    gpt2 = build_report_data("zoo:gpt2")
+    assert gpt2["depth"] == 3  # transformer.h.0 … h.11 beside wte, wpe, ln_f, lm_head
+    cells, _ = _frontier(summary(zoo.build("gpt2")).root, 3)
+    assert {f"transformer.h.{i}" for i in range(12)} <= cells
+    assert len(_frontier(summary(zoo.build("gpt2")).root, 2)[0]) < AUTO_CELLS <= len(cells)
+    assert build_report_data("zoo:gpt2", depth=1)["depth"] == 1  # asked for: kept
+    assert build_report_data("zoo:mlp-3-5-2")["depth"] == 1  # never deeper than it changes

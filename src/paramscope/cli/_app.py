@@ -239,6 +239,14 @@ def inspect(
         str,
         typer.Option("--stat", help="With --stats: the statistic the sparklines draw."),
     ] = "l2",
+    spectral: Annotated[
+        bool,
+        typer.Option(
+            "--spectral",
+            help="Checkpoints: the power-law exponent alpha of each 2-D/conv weight's "
+            "eigenvalue spectrum (as weightwatcher fits it), layers outside 2..6 flagged.",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Checkpoints: entries grouped by prefix with subtotals (with --stats, weight statistics
@@ -251,6 +259,16 @@ def inspect(
     if not flops and (input_shape is not None or seq is not None or batch != 1):
         raise ArgumentError("inspect: --seq, --input-shape and --batch need --flops")
     obj = _target(target, arg)
+    if spectral:
+        from ..reporting._spectral import spectral_stats
+
+        if not isinstance(obj, str):
+            raise ArgumentError(
+                f"inspect {target}: --spectral reads weight values, and a model TARGET is "
+                "built on the meta device without any: give a checkpoint"
+            )
+        _output.emit(spectral_stats(obj, select=filter), json=json)
+        return
     if stats:
         from ..reporting._stats import STATS, weight_stats
 

@@ -1,5 +1,5 @@
 """Reports: parameter-structure diagrams (mermaid, dot), the offline HTML report, and weight
-statistics across depth (:func:`weight_stats`).
+statistics across depth (:func:`weight_stats`) and spectral health (:func:`spectral_stats`).
 
 Names load on first use (PEP 562), so importing the package costs nothing.
 """
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from ._diagram import FORMATS as FORMATS
     from ._diagram import diagram as diagram
     from ._html import report as report
+    from ._spectral import SpectralReport as SpectralReport
+    from ._spectral import spectral_stats as spectral_stats
     from ._stats import StatsReport as StatsReport
     from ._stats import weight_stats as weight_stats
 
@@ -21,6 +23,8 @@ _LAZY: dict[str, str] = {
     "FORMATS": "._diagram",
     "diagram": "._diagram",
     "report": "._html",
+    "SpectralReport": "._spectral",
+    "spectral_stats": "._spectral",
     "StatsReport": "._stats",
     "weight_stats": "._stats",
 }
@@ -29,4 +33,12 @@ _LAZY: dict[str, str] = {
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
-__all__ = ["FORMATS", "StatsReport", "diagram", "report", "weight_stats"]
+__all__ = [
+    "FORMATS",
+    "SpectralReport",
+    "StatsReport",
+    "diagram",
+    "report",
+    "spectral_stats",
+    "weight_stats",
+]
