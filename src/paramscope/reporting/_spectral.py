@@ -36,12 +36,11 @@ defaults) does, so the two can be compared layer by layer:
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ArgumentError, ArgumentTypeError
+from .._errors import ArgumentError
+from ._stats import walk_tensors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -323,42 +322,6 @@ class SpectralReport:
         return "\n".join(lines)
 
 
-def _items(source: Any, notes: list[str]) -> tuple[str, Iterator[tuple[str, Any]]]:
-    """``(label, iterator of (name, tensor or None))``; files are streamed, 2-D/4-D floats only."""
-    if isinstance(source, (str, os.PathLike)):
-        from ..io._reader import SourceReader
-
-        reader = SourceReader(source)
-        notes.extend(reader.notes)
-
-        def from_file() -> Iterator[tuple[str, Any]]:
-            with reader:
-                wanted = []
-                for e in reader.entries:
-                    if e.dtype.is_float and len(e.shape) in (2, 4):
-                        wanted.append(e)
-                    else:
-                        yield e.name, None
-                for e, t in reader.stream(wanted):
-                    yield e.name, t
-
-        return os.fspath(source), from_file()
-    mapping: Mapping[str, Any] | None = None
-    if isinstance(source, Mapping):
-        mapping = source
-    else:
-        import torch
-
-        if isinstance(source, torch.nn.Module):
-            mapping = source.state_dict(keep_vars=True)
-    if mapping is None:
-        raise ArgumentTypeError(
-            "spectral_stats: expected a checkpoint path, a ParamDict, a dict of tensors or an "
-            f"nn.Module, found {type(source).__name__}"
-        )
-    return "(in memory)", iter(list(mapping.items()))
-
-
 def spectral_stats(
     source: Any,
     *,
@@ -406,38 +369,17 @@ def spectral_stats(
     if not isinstance(k, int) or k < 1:
         raise ArgumentError(f"spectral_stats: k must be a positive integer, found {k!r}")
     notes: list[str] = []
-    label, items = _items(source, notes)
-    match = None
-    if select is not None:
-        from .._names import compile_pattern
-
-        match = compile_pattern(select)
+    walk, items = walk_tensors(
+        source,
+        what="spectral_stats",
+        entry_ok=lambda e: e.dtype.is_float and len(e.shape) in (2, 4),
+        tensor_ok=lambda t: t.ndim in (2, 4) and torch.is_floating_point(t),
+        select=select,
+        notes=notes,
+    )
     rows: list[dict[str, Any]] = []
-    names: list[str] = []
-    other = novalue = small = 0
-    tied: list[str] = []
-    seen: dict[tuple[Any, ...], str] = {}
+    small = 0
     for name, t in items:
-        names.append(name)
-        if match is not None and not match(name):
-            continue
-        if t is None or t.ndim not in (2, 4) or not torch.is_floating_point(t):
-            other += 1
-            continue
-        if t.device.type == "meta":
-            novalue += 1
-            continue
-        if label == "(in memory)":
-            key = (
-                t.untyped_storage().data_ptr(),
-                t.storage_offset(),
-                tuple(t.shape),
-                tuple(t.stride()),
-            )
-            if key in seen:
-                tied.append(f"{name} = {seen[key]}")
-                continue
-            seen[key] = name
         row = layer_spectrum(name, t, method=method, k=k)
         if row is None:
             small += 1
@@ -450,19 +392,13 @@ def spectral_stats(
                 f"{name}: the tail reaches all {k} computed values; "
                 "α may differ from the full spectrum"
             )
-    if match is not None and not any(match(n) for n in names):
-        from .._names import no_match
-
-        raise no_match(select, names, where=label)  # type: ignore[arg-type]
-    if other:
-        notes.append(f"{other} entries that are not 2-D/4-D float weights skipped")
-    if novalue:
-        notes.append(f"{novalue} entries without values (meta) skipped")
+    if walk.skipped:
+        notes.append(f"{len(walk.skipped)} entries that are not 2-D/4-D float weights skipped")
+    notes += walk.novalue_note()
     if small:
         notes.append(
             f"{small} matrices outside weightwatcher's limits skipped "
             f"({MIN_EVALS} ≤ eigenvalues ≤ {MAX_EVALS}, larger dimension ≤ {MAX_N})"
         )
-    if tied:
-        notes.append(f"{len(tied)} tied duplicates skipped: {', '.join(tied[:3])}")
-    return SpectralReport(label, rows, [r for r in rows if r["flagged"]], notes)
+    notes += walk.tied_note()
+    return SpectralReport(walk.label, rows, [r for r in rows if r["flagged"]], notes)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -598,8 +598,15 @@ def _spark(vals: list[float | None]) -> str:
     return "".join(out)
 
 
-def _items(source: Any, notes: list[str]) -> tuple[str, Iterator[tuple[str, Any]]]:
-    """``(label, iterator of (name, tensor))`` for a path or for tensors in memory."""
+#: The label of tensors given in memory (not a file).
+IN_MEMORY = "(in memory)"
+
+
+def _items(
+    source: Any, notes: list[str], what: str, entry_ok: Callable[[Any], bool]
+) -> tuple[str, Iterator[tuple[str, Any]]]:
+    """``(label, iterator of (name, tensor or None))`` for a path (streamed; entries that
+    ``entry_ok`` refuses are never read: ``None``) or for tensors in memory."""
     if isinstance(source, (str, os.PathLike)):
         from ..io._reader import SourceReader
 
@@ -608,13 +615,13 @@ def _items(source: Any, notes: list[str]) -> tuple[str, Iterator[tuple[str, Any]
 
         def from_file() -> Iterator[tuple[str, Any]]:
             with reader:
-                floats = []
+                wanted = []
                 for e in reader.entries:
-                    if e.dtype.is_float:
-                        floats.append(e)
+                    if entry_ok(e):
+                        wanted.append(e)
                     else:
                         yield e.name, None  # counted as skipped, never read
-                for e, t in reader.stream(floats):
+                for e, t in reader.stream(wanted):
                     yield e.name, t
 
         return os.fspath(source), from_file()
@@ -622,19 +629,107 @@ def _items(source: Any, notes: list[str]) -> tuple[str, Iterator[tuple[str, Any]
     if isinstance(source, Mapping):
         mapping = source
     else:
-        try:
-            import torch
+        import torch
 
-            if isinstance(source, torch.nn.Module):
-                mapping = source.state_dict(keep_vars=True)
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        if isinstance(source, torch.nn.Module):
+            mapping = source.state_dict(keep_vars=True)
     if mapping is None:
         raise ArgumentTypeError(
-            "weight_stats: expected a checkpoint path, a ParamDict, a dict of tensors or an "
+            f"{what}: expected a checkpoint path, a ParamDict, a dict of tensors or an "
             f"nn.Module, found {type(source).__name__}"
         )
-    return "(in memory)", iter(list(mapping.items()))
+    return IN_MEMORY, iter(list(mapping.items()))
+
+
+@dataclass
+class Walk:
+    """The tensors of a source that a measure takes, and what it left out (for the notes):
+    see :func:`walk_tensors`."""
+
+    label: str
+    names: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    novalue: list[str] = field(default_factory=list)
+    tied: list[str] = field(default_factory=list)
+
+    def novalue_note(self) -> list[str]:
+        """The note on tensors without values, if any."""
+        if not self.novalue:
+            return []
+        return [f"{len(self.novalue)} entries without values (meta) skipped"]
+
+    def tied_note(self) -> list[str]:
+        """The note on tied duplicates, if any."""
+        if not self.tied:
+            return []
+        return [f"{len(self.tied)} tied duplicates skipped: {', '.join(self.tied[:3])}"]
+
+
+def walk_tensors(
+    source: Any,
+    *,
+    what: str,
+    entry_ok: Callable[[Any], bool],
+    tensor_ok: Callable[[Any], bool],
+    select: Pattern | None,
+    notes: list[str],
+) -> tuple[Walk, Iterator[tuple[str, Any]]]:
+    """The ``(name, tensor)`` pairs of a source a measure takes, one at a time: those
+    ``select`` matches, that ``tensor_ok`` accepts (files: whose entry ``entry_ok`` accepts,
+    the others never read), with values (not meta), and in memory each storage once (a tied
+    duplicate is named in :attr:`Walk.tied`). When the iterator ends, a ``select`` that matched
+    nothing raises the usual :func:`~paramscope._names.no_match` error.
+
+    Args:
+        source: a checkpoint path, a ParamDict, a dict of tensors or a ``torch.nn.Module``.
+        what: the calling function's name, for errors.
+        entry_ok: which manifest entries of a file to read.
+        tensor_ok: which tensors to measure.
+        select: optional glob / ``re:`` pattern (or list) on names.
+        notes: the caller's notes (the reader's are added).
+
+    Returns:
+        ``(the walk's record, the iterator)``.
+    """
+    label, items = _items(source, notes, what, entry_ok)
+    walk = Walk(label)
+    match = None
+    if select is not None:
+        from .._names import compile_pattern
+
+        match = compile_pattern(select)
+
+    def taken() -> Iterator[tuple[str, Any]]:
+        seen: dict[tuple[Any, ...], str] = {}
+        for name, t in items:
+            walk.names.append(name)
+            if match is not None and not match(name):
+                continue
+            if t is None or not tensor_ok(t):
+                walk.skipped.append(name)
+                continue
+            if t.device.type == "meta":
+                walk.novalue.append(name)
+                continue
+            if label == IN_MEMORY and t.numel():
+                key = (
+                    t.untyped_storage().data_ptr(),
+                    t.storage_offset(),
+                    tuple(t.shape),
+                    tuple(t.stride()),
+                    t.dtype,
+                )
+                if key in seen:
+                    walk.tied.append(f"{name} = {seen[key]}")
+                    continue
+                seen[key] = name
+            yield name, t
+        if match is not None and not any(match(n) for n in walk.names):
+            from .._names import no_match
+
+            raise no_match(select, walk.names, where=label)  # type: ignore[arg-type]
+
+    return walk, taken()
 
 
 def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
@@ -673,40 +768,16 @@ def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
     import torch
 
     notes: list[str] = []
-    label, items = _items(source, notes)
-    match = None
-    if select is not None:
-        from .._names import compile_pattern
-
-        match = compile_pattern(select)
+    walk, items = walk_tensors(
+        source,
+        what="weight_stats",
+        entry_ok=lambda e: e.dtype.is_float,
+        tensor_ok=lambda t: torch.is_floating_point(t) or _is_low_float(t),
+        select=select,
+        notes=notes,
+    )
     tensors: list[dict[str, Any]] = []
-    names: list[str] = []
-    skipped: list[str] = []
-    novalue: list[str] = []
-    tied: list[str] = []
-    seen: dict[tuple[Any, ...], str] = {}
     for name, t in items:
-        names.append(name)
-        if match is not None and not match(name):
-            continue
-        if t is None or not (torch.is_floating_point(t) or _is_low_float(t)):
-            skipped.append(name)
-            continue
-        if t.device.type == "meta":
-            novalue.append(name)
-            continue
-        if label == "(in memory)" and t.numel():
-            key = (
-                t.untyped_storage().data_ptr(),
-                t.storage_offset(),
-                tuple(t.shape),
-                tuple(t.stride()),
-                t.dtype,
-            )
-            if key in seen:
-                tied.append(f"{name} = {seen[key]}")
-                continue
-            seen[key] = name
         s = tensor_stats(t)
         block = block_of(name)
         tensors.append(
@@ -721,19 +792,12 @@ def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
                 **{k: s[k] for k in STATS},
             }
         )
-    if match is not None and not any(match(n) for n in names):
-        from .._names import no_match
-
-        raise no_match(select, names, where=label)  # type: ignore[arg-type]
-    if skipped:
-        notes.append(f"{len(skipped)} non-float entries skipped (e.g. {skipped[0]})")
-    if novalue:
-        notes.append(f"{len(novalue)} entries without values (meta) skipped")
-    if tied:
-        notes.append(f"{len(tied)} tied duplicates skipped: {', '.join(tied[:3])}")
+    if walk.skipped:
+        notes.append(f"{len(walk.skipped)} non-float entries skipped (e.g. {walk.skipped[0]})")
+    notes += walk.novalue_note() + walk.tied_note()
     _assign_series(tensors)
     blocks = [t["block"] for t in tensors if t["series"] is not None]
-    report = StatsReport(label, tensors, [], notes, (max(blocks) + 1) if blocks else 0)
+    report = StatsReport(walk.label, tensors, [], notes, (max(blocks) + 1) if blocks else 0)
     report.flagged = _flag(report)
     return report
 
