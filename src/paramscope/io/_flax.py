@@ -40,7 +40,7 @@ from .._enums import Format, RoleSource
 from .._errors import FormatError, UnsupportedDTypeError
 from .._manifest import Entry, Location, Manifest
 from .._pytree import role_of
-from ._source import ByteSource, LocalSource, opened
+from ._source import ByteSource, Cursor, opened
 
 if TYPE_CHECKING:
     import torch
@@ -95,47 +95,15 @@ def _dtype(where: str, name: str) -> DType:
 # ------------------------------------------------------------------ msgpack, bounded
 
 
-class _Cursor:
-    """Sequential, bounds-checked reads of a ByteSource, a chunk at a time."""
+class _Cursor(Cursor):
+    """:class:`~paramscope.io._source.Cursor` over a msgpack file (64 KiB local chunks, 16 KiB
+    remote ones), with msgpack's big-endian integers."""
 
     def __init__(self, src: ByteSource, path: str) -> None:
-        self.src = src
-        self.path = path
-        self.size = src.size
-        self.pos = 0
-        self.base = 0
-        self.buf = b""
-        self.chunk = _CHUNK if isinstance(src, LocalSource) else 1 << 14
-
-    def fail(self, problem: str) -> FormatError:
-        return FormatError(self.path, problem)
+        super().__init__(src, path, local_chunk=_CHUNK)
 
     def left(self) -> int:
         return self.size - self.pos
-
-    def take(self, n: int, what: str) -> bytes:
-        off = self.pos - self.base
-        if off < 0 or off + n > len(self.buf):
-            if n > self.size - self.pos:
-                raise self.fail(
-                    f"{what}: expected {n} bytes at offset {self.pos}, the {self.size}-byte "
-                    "file ends first"
-                )
-            self.buf = self.src.read_at(self.pos, max(n, self.chunk))
-            self.base = self.pos
-            if len(self.buf) < n:
-                raise self.fail(f"{what}: the file ends at offset {self.pos + len(self.buf)}")
-            off = 0
-        self.pos += n
-        return self.buf[off : off + n]
-
-    def skip(self, n: int, what: str) -> None:
-        if n > self.size - self.pos:
-            raise self.fail(
-                f"{what}: {n} bytes at offset {self.pos} run past the end of the "
-                f"{self.size}-byte file"
-            )
-        self.pos += n
 
     def uint(self, n: int, what: str) -> int:
         return int.from_bytes(self.take(n, what), "big")

@@ -42,7 +42,7 @@ from .._enums import Format, RoleSource
 from .._errors import GGUFError
 from .._ggml import GGML_TYPES, PLAIN_TYPES
 from .._manifest import Entry, EntryRows, FrozenDict, Location, Manifest
-from ._source import ByteSource, opened
+from ._source import ByteSource, Cursor, opened
 
 __all__ = ["GGUFArray", "GGUFFile", "parse_gguf", "read_gguf_manifest", "split_files"]
 
@@ -141,53 +141,17 @@ class GGUFFile:
     tensors: dict[str, tuple[int, tuple[int, ...], int, int]] = field(default_factory=dict)
 
 
-class _Cursor:
-    """Sequential reads of a header through a ByteSource, a chunk at a time, bounds-checked."""
+class _Cursor(Cursor):
+    """Sequential reads of a GGUF header: :class:`~paramscope.io._source.Cursor` (1 MiB
+    local chunks; a remote header in pieces from 16 KiB, doubling) with GGUF's byte order,
+    numbers, counts and strings, and :class:`GGUFError` for errors."""
 
     def __init__(self, src: ByteSource, order: str = "<") -> None:
-        self.src = src
-        self.path = src.name
-        self.size = src.size
+        super().__init__(src, local_chunk=_CHUNK, grow_to=_CHUNK)
         self.order = order
-        self.pos = 0
-        self.base = 0
-        self.buf = b""
-        from ._source import LocalSource
-
-        # a remote header is fetched in growing pieces (16 KiB, doubling): each is a request
-        # whose bytes are paid for, and a header's length is known only once it is read
-        self.chunk = _CHUNK if isinstance(src, LocalSource) else 1 << 14
 
     def fail(self, problem: str) -> GGUFError:
         return GGUFError(self.path, problem)
-
-    def _fill(self, n: int, what: str) -> None:
-        if self.pos + n > self.size:
-            raise self.fail(
-                f"{what}: expected {n} bytes at offset {self.pos}, the {self.size}-byte file "
-                "ends first"
-            )
-        self.buf = self.src.read_at(self.pos, max(n, self.chunk))
-        self.chunk = min(2 * self.chunk, _CHUNK)
-        self.base = self.pos
-        if len(self.buf) < n:  # the source shrank under us
-            raise self.fail(f"{what}: the file ends at offset {self.pos + len(self.buf)}")
-
-    def take(self, n: int, what: str) -> bytes:
-        off = self.pos - self.base
-        if off < 0 or off + n > len(self.buf):
-            self._fill(n, what)
-            off = 0
-        self.pos += n
-        return self.buf[off : off + n]
-
-    def skip(self, n: int, what: str) -> None:
-        if n > self.size - self.pos:
-            raise self.fail(
-                f"{what}: {n} bytes at offset {self.pos} run past the end of the "
-                f"{self.size}-byte file"
-            )
-        self.pos += n
 
     def unpack(self, code: str, size: int, what: str) -> Any:
         return struct.unpack(self.order + code, self.take(size, what))[0]

@@ -29,9 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from .._errors import FormatError
 from .._files import open_regular
 
-__all__ = ["ByteSource", "LocalSource", "as_file", "open_source", "opened"]
+__all__ = ["ByteSource", "Cursor", "LocalSource", "as_file", "open_source", "opened"]
 
 
 @runtime_checkable
@@ -312,6 +313,85 @@ class _Raw(io.RawIOBase):
         got = self._src.readinto_at(self._start + self._pos, mv[:n] if n < len(mv) else mv)
         self._pos += got
         return got
+
+
+class Cursor:
+    """Sequential, bounds-checked reads of a header through a ByteSource, a chunk at a time
+    (the GGUF and Flax msgpack parsers read through one).
+
+    A local file is read in chunks of ``local_chunk`` bytes; a remote one from 16 KiB, each
+    chunk a request whose bytes are paid for, doubling up to ``grow_to`` when given (a header's
+    length is known only once it is read). Every read is checked against the file's size and
+    a short read is an error naming the offset.
+
+    Args:
+        src: the source.
+        path: the name in errors (default: the source's).
+        local_chunk: bytes per read of a local file.
+        grow_to: the largest chunk a remote read grows to; ``None``: 16 KiB throughout.
+
+    Example:
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/data.bin"
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(b"0123456789")
+        >>> with opened(path) as src:
+        ...     c = Cursor(src, local_chunk=4)
+        ...     c.take(3, "head"), c.skip(5, "body"), c.take(2, "tail")
+        (b'012', None, b'89')
+    """
+
+    def __init__(
+        self,
+        src: ByteSource,
+        path: str | None = None,
+        *,
+        local_chunk: int,
+        grow_to: int | None = None,
+    ) -> None:
+        self.src = src
+        self.path = src.name if path is None else path
+        self.size = src.size
+        self.pos = 0
+        self.base = 0
+        self.buf = b""
+        self.chunk = local_chunk if isinstance(src, LocalSource) else 1 << 14
+        self._grow_to = grow_to
+
+    def fail(self, problem: str) -> FormatError:
+        """The error to raise for ``problem`` at this file (subclasses name their own)."""
+        return FormatError(self.path, problem)
+
+    def _fill(self, n: int, what: str) -> None:
+        if self.pos + n > self.size:
+            raise self.fail(
+                f"{what}: expected {n} bytes at offset {self.pos}, the {self.size}-byte file "
+                "ends first"
+            )
+        self.buf = self.src.read_at(self.pos, max(n, self.chunk))
+        if self._grow_to is not None:
+            self.chunk = min(2 * self.chunk, self._grow_to)
+        self.base = self.pos
+        if len(self.buf) < n:  # the source shrank under us
+            raise self.fail(f"{what}: the file ends at offset {self.pos + len(self.buf)}")
+
+    def take(self, n: int, what: str) -> bytes:
+        """The next ``n`` bytes (``what`` names them in errors)."""
+        off = self.pos - self.base
+        if off < 0 or off + n > len(self.buf):
+            self._fill(n, what)
+            off = 0
+        self.pos += n
+        return self.buf[off : off + n]
+
+    def skip(self, n: int, what: str) -> None:
+        """Move past ``n`` bytes without reading them."""
+        if n > self.size - self.pos:
+            raise self.fail(
+                f"{what}: {n} bytes at offset {self.pos} run past the end of the "
+                f"{self.size}-byte file"
+            )
+        self.pos += n
 
 
 def as_file(
