@@ -127,7 +127,7 @@ def _resolve_remote(p: Any) -> tuple[Any, Format]:
     import fnmatch
 
     kids = None
-    web = p.url.split("://", 1)[0].lower() in ("http", "https")  # nothing to list there
+    web = p.web  # nothing to list there
     if not web and p.suffix.lower() not in _FILE_SUFFIXES:  # a folder? one listing says
         kids = {k.name: k for k in p.glob("*")} or None
     if kids is None and not p.is_dir():  # one info request (none after a file's listing)

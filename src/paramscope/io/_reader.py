@@ -186,22 +186,24 @@ class SourceReader:
             budget.take(owner, n)
         return t
 
-    def _fill(self, e: Entry, mv: Any) -> None:
-        """Read the bytes of ``e`` into the writable buffer ``mv`` (its exact size)."""
+    def _fill(self, e: Entry, mv: Any, start: int = 0) -> None:
+        """Read bytes of ``e`` from byte ``start`` of its data into the writable buffer
+        ``mv`` (as many as it holds: by default the whole entry)."""
         loc = e.location
         assert loc is not None
         f = self._file(loc.file)
+        n = len(memoryview(mv).cast("B"))
         try:
-            got = f.readinto_at(loc.offset, mv)
+            got = f.readinto_at(loc.offset + start, mv)
         except OSError as exc:  # EIO and the like name no file: name the source
             if exc.filename is None and exc.errno is not None:
                 raise OSError(exc.errno, exc.strerror, loc.file) from exc
             raise
-        if got != loc.length:
+        if got != n:
             raise FormatError(
                 loc.file,
-                f"entry {e.name!r}: expected {loc.length} bytes at "
-                f"offset {loc.offset}, the file ends after {got}",
+                f"entry {e.name!r}: expected {n} bytes at "
+                f"offset {loc.offset + start}, the file ends after {got}",
             )
 
     @property
@@ -286,13 +288,8 @@ class SourceReader:
                 f"entry {e.name!r}: bytes {start}…{start + n} asked of its {loc.length}",
             )
         buf = bytearray(n)
-        got = self._file(loc.file).readinto_at(loc.offset + start, memoryview(buf))
-        if got != n:
-            raise FormatError(
-                loc.file,
-                f"entry {e.name!r}: expected {n} bytes at offset {loc.offset + start}, the "
-                f"file ends after {got}",
-            )
+        if n:
+            self._fill(e, memoryview(buf), start)
         return buf
 
     def scan_raw(self, entries: Sequence[Entry] | None = None) -> Iterator[tuple[Entry, Any]]:

@@ -315,6 +315,12 @@ class RemotePath:
         return Path(self.name).stem
 
     @property
+    def web(self) -> bool:
+        """Whether the URL is http(s): no listing, and fsspec's ``info`` says "not found" for
+        any failure."""
+        return self.url.split("://", 1)[0].lower() in ("http", "https")
+
+    @property
     def parent(self) -> RemotePath:
         scheme, rest = self.url.split("://", 1)
         return RemotePath(f"{scheme}://{rest.rsplit('/', 1)[0]}") if "/" in rest else self
@@ -343,7 +349,7 @@ class RemotePath:
             try:
                 self._info = _call(self.url, lambda: fs.info(self.fspath))
             except SourceNotFoundError:
-                if self.url.split("://", 1)[0].lower() in ("http", "https"):
+                if self.web:
                     # fsspec's http info says "not found" for any failure: one byte asked
                     # for tells a 403 or 401 (raised, mapped) from a real 404
                     _call(self.url, lambda: fs.cat_file(self.fspath, start=0, end=1))
