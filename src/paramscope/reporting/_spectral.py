@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError
-from ._stats import walk_tensors
+from ._stats import _assign_series, block_of, classify, walk_tensors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -241,7 +241,9 @@ class SpectralReport:
 
     Attributes:
         source: the path, or ``"(in memory)"``.
-        matrices: one dict per analysed matrix (see :func:`layer_spectrum`), in file order.
+        matrices: one dict per analysed matrix (see :func:`layer_spectrum`), in file order,
+            with ``kind``, ``block`` and ``series`` as :func:`~paramscope.weight_stats` gives
+            them (the depth line a report draws the matrix on).
         flagged: the entries of ``matrices`` with α outside ``[2, 6]``.
         notes: what was skipped and why, and fits to read with care.
     """
@@ -401,4 +403,11 @@ def spectral_stats(
             f"({MIN_EVALS} ≤ eigenvalues ≤ {MAX_EVALS}, larger dimension ≤ {MAX_N})"
         )
     notes += walk.tied_note()
+    for row in rows:  # the depth line each matrix belongs to, as weight_stats labels it
+        row["kind"], row["block"], row["series"] = (
+            classify(row["name"]),
+            block_of(row["name"]),
+            None,
+        )
+    _assign_series(rows)
     return SpectralReport(walk.label, rows, [r for r in rows if r["flagged"]], notes)
