@@ -331,7 +331,16 @@ def test_browser_offline(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- user text in the page
 
 #: every slot name of the template, plus a tag-closer and HTML specials
-TRICKY = ["__DATA__", "__TITLE__", "__CSS__", "__JS__", "</script><b>x", "a&b\"c'<!--"]
+TRICKY = [
+    "__DATA__",
+    "__TITLE__",
+    "__CSS__",
+    "__JS__",
+    "__UPLOTJS__",
+    "__UPLOTCSS__",
+    "</script><b>x",
+    "a&b\"c'<!--",
+]
 TRICKY_TITLE = "__DATA__ x " + " ".join(TRICKY)
 
 
@@ -347,10 +356,11 @@ def _assert_page_intact(text: str, title: str, names: set[str]) -> dict[str, Any
     """One CSS, one JS, one JSON blob; the title and names come back exactly as given."""
     from paramscope.reporting import _html
 
-    css, js = _html._asset("report.css"), _html._asset("report.js")
-    assert text.count(css) == 1 and text.count(js) == 1
-    assert text.count("<script") == 2 and text.count("</script>") == 2
-    assert text.count("<style>") == 1 and text.count("</style>") == 1
+    for asset in ("report.css", "report.js", "uplot.min.css", "uplot.min.js"):
+        assert text.count(_html._asset(asset)) == 1, asset
+    # the chart library, the page's script and the JSON blob; two style sheets
+    assert text.count("<script") == 3 and text.count("</script>") == 3
+    assert text.count("<style>") == 2 and text.count("</style>") == 2
     m = re.search(r"<title>(.*?)</title>", text, re.S)
     assert m is not None
     assert html.unescape(m.group(1)) == f"{title} · paramscope report"
@@ -421,7 +431,7 @@ def test_browser_tricky_names(tmp_path: Path) -> None:
                 "#tensors tbody tr td:first-child", "tds => tds.map(t => t.textContent)"
             )
             assert set(cells) == set(rows)
-            assert page.eval_on_selector_all("script", "s => s.length") == 2
+            assert page.eval_on_selector_all("script", "s => s.length") == 3  # uPlot, page, blob
             assert page.eval_on_selector_all("#tensors b", "b => b.length") == 0  # no injection
         finally:
             browser.close()

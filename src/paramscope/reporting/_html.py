@@ -623,6 +623,8 @@ def render_html(data: dict[str, Any]) -> str:
         "TITLE": html.escape(str(data["title"])),
         "CSS": _asset("report.css"),
         "JS": _asset("report.js"),
+        "UPLOTCSS": _asset("uplot.min.css"),
+        "UPLOTJS": _asset("uplot.min.js"),
         "DATA": _json_for_script(data),
     }
     # one pass over the template only: text put in (a title or tensor name that reads
@@ -631,10 +633,13 @@ def render_html(data: dict[str, Any]) -> str:
 
 
 _PLACEHOLDER = re.compile(r"__([A-Z]+)__")
-"""A slot of the page template (``__TITLE__``, ``__CSS__``, ``__JS__``, ``__DATA__``)."""
+"""A slot of the page template (``__TITLE__``, ``__CSS__``, ``__JS__``, ``__DATA__``,
+``__UPLOTCSS__``, ``__UPLOTJS__``)."""
 
-_ASSETS = ("report.html", "report.css", "report.js")
-"""The page template, its style sheet and its script: package data in ``reporting/assets/``."""
+_ASSETS = ("report.html", "report.css", "report.js", "uplot.min.css", "uplot.min.js")
+"""The page template, its style sheet and its script, and the chart library the page inlines
+(uPlot 1.6.32, MIT, ``uplot.LICENSE.txt``; 53 KB, canvas line charts with a cursor API):
+package data in ``reporting/assets/``."""
 
 
 @functools.cache
@@ -642,7 +647,7 @@ def _asset(name: str) -> str:
     """The text of one of :data:`_ASSETS`, read once from the installed package.
 
     Args:
-        name: ``"report.html"`` (the page, with its slots), ``"report.css"`` or ``"report.js"``.
+        name: one of :data:`_ASSETS` (``"report.html"`` is the page, with its slots).
 
     Returns:
         The file's text (UTF-8).
