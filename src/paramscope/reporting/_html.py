@@ -75,6 +75,9 @@ def report(
     seq: int | None = None,
     batch: int = 1,
     context: int | None = None,
+    stats: bool = False,
+    spectral: bool = False,
+    against: Any = None,
 ) -> Path:
     """Write a self-contained offline HTML report of a model or checkpoint.
 
@@ -99,13 +102,24 @@ def report(
         batch: micro-batch for ``seq`` and sequences for the KV cache.
         context: tokens per sequence of an inference row with the KV cache (default:
             ``seq``).
+        stats: add weight statistics across depth (:func:`paramscope.weight_stats`: L2, std,
+            max |w|, outliers beyond 6σ, kurtosis, sparsity per tensor, drawn per tensor kind
+            over the block index); needs values (a checkpoint, tensors or a model with
+            weights).
+        spectral: add the power-law α of every weight matrix
+            (:func:`paramscope.spectral_stats`), drawn across depth with 2 ≤ α ≤ 6 marked.
+        against: a second source ``B`` (same kinds as ``source``): add the per-layer change
+            of ``source`` against ``B`` (:func:`paramscope.layer_changes`: ‖A−B‖/‖B‖,
+            cosine, sign flips; SQNR and bits per weight when ``source`` is quantised),
+            drawn across depth and as a treemap coloured by change.
 
     Returns:
         The path written.
 
     Raises:
         ArgumentError: a depth below 1; ``flops`` for a checkpoint or without inputs;
-            ``input_shape`` without ``flops``.
+            ``input_shape`` without ``flops``; ``stats``, ``spectral`` or ``against`` for a
+            model without values (built on the meta device).
         ArgumentTypeError: a source of a type it does not take.
         ParamscopeError: a source that cannot be resolved (a subclass naming why).
 
@@ -127,6 +141,9 @@ def report(
         seq=seq,
         batch=batch,
         context=context,
+        stats=stats,
+        spectral=spectral,
+        against=against,
     )
     text = render_html(data)
     dest = Path(path)
@@ -247,6 +264,9 @@ def build_report_data(
     seq: int | None = None,
     batch: int = 1,
     context: int | None = None,
+    stats: bool = False,
+    spectral: bool = False,
+    against: Any = None,
 ) -> dict[str, Any]:
     """The JSON data a report embeds (what :func:`report` writes, before rendering).
 
@@ -261,10 +281,16 @@ def build_report_data(
         seq: token ids for ``flops``; adds a training row with activations to ``memory``.
         batch: micro-batch / sequences.
         context: adds an inference row with the KV cache (default: ``seq``).
+        stats: add ``stats`` (:meth:`StatsReport.to_dict`).
+        spectral: add ``spectral`` (:meth:`SpectralReport.to_dict`).
+        against: add ``change`` (:meth:`ChangeReport.to_dict` of the source against it) and
+            ``against`` (its label).
 
     Returns:
         ``title, source, kind, depth, counts, memory, tree, tensors, ties, shared, values,
-        notes``, and ``flops`` (``None`` unless asked).
+        notes, blocks`` (one ``{"path", "index", "params", "flops"}`` per repeated block),
+        and ``flops``, ``stats``, ``spectral``, ``change`` and ``against`` (``None`` unless
+        asked).
 
     Example:
         >>> import torch
@@ -353,6 +379,7 @@ def build_report_data(
         fr = flops_(obj, input_shape=input_shape, batch=batch, seq=seq)
         flops_data = _add_flops(tree, fr)
         notes.extend(f"FLOPs: {n}" for n in fr.notes)
+    extras = _measures(obj, title or default_title, stats=stats, spectral=spectral, against=against)
     return {
         "title": title or _display_name(source, default_title),
         "source": c.source or default_title,
@@ -385,6 +412,7 @@ def build_report_data(
             }
             for label, m in memory
         ],
+        "blocks": _blocks(tree),
         "tree": tree,
         "tensors": tensors,
         "ties": c.ties,
@@ -397,7 +425,86 @@ def build_report_data(
         },
         "notes": notes,
         "flops": flops_data,
+        **extras,
     }
+
+
+def _measures(obj: Any, what: str, *, stats: bool, spectral: bool, against: Any) -> dict[str, Any]:
+    """The value measures a report adds: ``stats``, ``spectral``, ``change`` and
+    ``against`` (each ``None`` unless asked), each from the public function that defines it."""
+    out: dict[str, Any] = {"stats": None, "spectral": None, "change": None, "against": None}
+    if not (stats or spectral or against is not None):
+        return out
+    if not isinstance(obj, str) and any(t.is_meta for t in _source_tensors(obj)):
+        asked = ", ".join(
+            n
+            for n, on in (("stats", stats), ("spectral", spectral), ("against", against))
+            if on is not None and on is not False
+        )
+        raise ArgumentError(
+            f"report {what}: {asked} read weight values, and this model is on the meta "
+            "device (a model TARGET is built without weights): give a checkpoint, or a model "
+            "with weights"
+        )
+    if stats:
+        from ._stats import weight_stats
+
+        out["stats"] = weight_stats(obj).to_dict()
+    if spectral:
+        from ._spectral import spectral_stats
+
+        out["spectral"] = spectral_stats(obj).to_dict()
+    if against is not None:
+        from ._change import layer_changes
+
+        other = os.fspath(against) if isinstance(against, os.PathLike) else against
+        if isinstance(other, str):
+            from .._targets import resolve_target
+
+            other = resolve_target(other)
+        out["change"] = layer_changes(obj, other).to_dict()
+        out["against"] = (
+            os.fspath(against)
+            if isinstance(against, (str, os.PathLike))
+            else (type(against).__name__)
+        )
+    return out
+
+
+def _source_tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a module or ParamDict (a checkpoint path has none in memory)."""
+    if hasattr(obj, "named_parameters"):
+        yield from _module_tensors(obj)
+    elif hasattr(obj, "values"):
+        yield from obj.values()
+
+
+def _blocks(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """The repeated blocks of a report's tree: the children named ``0``, ``1``, … of a node
+    with at least two of them (``transformer.h.0`` … ``h.11``), each
+    ``{"path", "index", "params", "flops"}`` (``flops`` ``None`` unless measured), in tree
+    order.
+
+    Example:
+        >>> kid = lambda p, v: {"p": p, "n": p.rsplit(".", 1)[-1], "v": v, "c": []}
+        >>> t = {"p": "", "n": "", "v": 3, "c": [{"p": "h", "n": "h", "v": 3,
+        ...      "c": [kid("h.0", 1), kid("h.1", 2)]}]}
+        >>> [(b["path"], b["index"], b["params"]) for b in _blocks(t)]
+        [('h.0', 0, 1), ('h.1', 1, 2)]
+    """
+    out: list[dict[str, Any]] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        kids = node.get("c", [])
+        digits = [c for c in kids if str(c.get("n", "")).isdigit()]
+        if len(digits) >= 2:
+            out.extend(
+                {"path": c["p"], "index": int(c["n"]), "params": c["v"], "flops": c.get("f")}
+                for c in sorted(digits, key=lambda c: int(c["n"]))
+            )
+        stack.extend(reversed([c for c in kids if c not in digits]))
+    return out
 
 
 def _token_rows(
