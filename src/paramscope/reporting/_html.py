@@ -288,7 +288,8 @@ def build_report_data(
 
     Returns:
         ``title, source, kind, depth, counts, memory, tree, tensors, ties, shared, values,
-        notes, blocks`` (one ``{"path", "index", "params", "flops"}`` per repeated block),
+        notes, blocks`` (one ``{"path", "index", "params", "flops", "activations"}`` per
+        repeated block),
         and ``flops``, ``stats``, ``spectral``, ``change`` and ``against`` (``None`` unless
         asked).
 
@@ -412,7 +413,7 @@ def build_report_data(
             }
             for label, m in memory
         ],
-        "blocks": _blocks(tree),
+        "blocks": _block_activations(_blocks(tree), memory, notes),
         "tree": tree,
         "tensors": tensors,
         "ties": c.ties,
@@ -505,6 +506,30 @@ def _blocks(tree: dict[str, Any]) -> list[dict[str, Any]]:
             )
         stack.extend(reversed([c for c in kids if c not in digits]))
     return out
+
+
+def _block_activations(
+    blocks: list[dict[str, Any]], memory: list[tuple[str, Any]], notes: list[str]
+) -> list[dict[str, Any]]:
+    """Put the training activation bytes of one layer (the memory row's formula, named in
+    its details) on each block as ``"activations"`` (``None`` without a training row with
+    ``seq``, or when the blocks are not the formula's layers: a note says so)."""
+    act = next((m.details["activations"] for _, m in memory if "activations" in m.details), None)
+    per = act.get("per_layer") if act else None
+    layers = act["layers"] // per if act and per else 0
+    for b in blocks:
+        b["activations"] = per if per and len(blocks) == layers else None
+    if per and blocks and len(blocks) != layers:
+        notes.append(
+            f"activations per block not shown: the formula counts {layers} layers, the tree "
+            f"has {len(blocks)} repeated blocks"
+        )
+    elif per and blocks:
+        notes.append(
+            f"activations per block: {act['formula']} per layer ({act['source']}), the same "
+            "for every block"
+        )
+    return blocks
 
 
 def _token_rows(
