@@ -128,9 +128,11 @@ if TYPE_CHECKING:
     from .merging import merge as merge
     from .merging import read_adapter as read_adapter
     from .merging import read_merge_spec as read_merge_spec
+    from .reporting import ChangeReport as ChangeReport
     from .reporting import SpectralReport as SpectralReport
     from .reporting import StatsReport as StatsReport
     from .reporting import diagram as diagram
+    from .reporting import layer_changes as layer_changes
     from .reporting import report as report
     from .reporting import spectral_stats as spectral_stats
     from .reporting import weight_stats as weight_stats
@@ -182,6 +184,8 @@ _LAZY: dict[str, str] = {
     "StatsReport": ".reporting",
     "spectral_stats": ".reporting",
     "weight_stats": ".reporting",
+    "ChangeReport": ".reporting",
+    "layer_changes": ".reporting",
     "ConvertReport": "._convert",
     "convert": "._convert",
     "DiffReport": "._diff",

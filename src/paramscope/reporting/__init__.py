@@ -1,5 +1,6 @@
 """Reports: parameter-structure diagrams (mermaid, dot), the offline HTML report, and weight
-statistics across depth (:func:`weight_stats`) and spectral health (:func:`spectral_stats`).
+statistics across depth (:func:`weight_stats`), spectral health (:func:`spectral_stats`) and
+the per-layer change between two checkpoints (:func:`layer_changes`).
 
 Names load on first use (PEP 562), so importing the package costs nothing.
 """
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from ._change import ChangeReport as ChangeReport
+    from ._change import layer_changes as layer_changes
     from ._diagram import FORMATS as FORMATS
     from ._diagram import diagram as diagram
     from ._html import report as report
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from ._stats import weight_stats as weight_stats
 
 _LAZY: dict[str, str] = {
+    "ChangeReport": "._change",
+    "layer_changes": "._change",
     "FORMATS": "._diagram",
     "diagram": "._diagram",
     "report": "._html",
@@ -35,9 +40,11 @@ __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 __all__ = [
     "FORMATS",
+    "ChangeReport",
     "SpectralReport",
     "StatsReport",
     "diagram",
+    "layer_changes",
     "report",
     "spectral_stats",
     "weight_stats",

@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._errors import ArgumentTypeError
 
@@ -356,29 +356,26 @@ def _num(v: Any) -> float | None:
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-@dataclass
-class StatsReport:
-    """Weight statistics of every floating-point tensor of a source, by kind and block.
+class DepthReport:
+    """What every depth report shares: per-tensor rows labelled with a depth line (series)
+    and a block index, drawn one line per series over the blocks.
+
+    A subclass is a dataclass with the attributes ``tensors`` (one dict per tensor with at
+    least ``name, kind, block, series`` and every statistic of :attr:`stat_names`) and
+    ``blocks`` (the number of block indices), and names its statistics in the class-level
+    :attr:`stat_names`. :class:`StatsReport` and
+    :class:`~paramscope.reporting._change.ChangeReport` are the two.
 
     Attributes:
-        source: what was read (a path, or ``"(in memory)"``).
-        tensors: one dict per tensor, in source order, with keys ``name, kind, block, series,
-            shape, numel, dtype, l2, std, max_abs, mean, outliers_6sigma, kurtosis,
-            sparsity`` (``block`` ``None`` outside repeated blocks; ``series`` the label of
-            the depth line the tensor belongs to, ``None`` outside blocks).
-        flagged: one dict per (tensor, statistic) that stands out from its series across
-            blocks, keys ``name, kind, block, series, stat, value, median, factor, mads``
-            (``factor`` = value / median, ``None`` for a zero median; ``mads`` = the
-            deviation in scaled MADs, ``None`` when the MAD is 0).
-        notes: what was skipped or approximated.
-        blocks: the number of block indices (largest + 1; 0 without blocks).
+        stat_names: the statistics of a row, in the order they are listed.
     """
 
-    source: str
-    tensors: list[dict[str, Any]] = field(default_factory=list)
-    flagged: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    blocks: int = 0
+    stat_names: ClassVar[tuple[str, ...]] = ()
+    #: Statistics whose sparklines are scaled from 0 (a change of 0 draws ``▁``, not the
+    #: ``▄`` of a flat series).
+    zero_floor: ClassVar[tuple[str, ...]] = ()
+    tensors: list[dict[str, Any]]
+    blocks: int
 
     def series(self) -> list[str]:
         """The depth lines' labels, in first-seen order.
@@ -402,7 +399,7 @@ class StatsReport:
         """One statistic per depth line: ``{series: [(block, value), ...]}`` in block order.
 
         Args:
-            stat: one of :data:`STATS`.
+            stat: one of :attr:`stat_names` (:data:`STATS` for a :class:`StatsReport`).
 
         Returns:
             For each series (a kind, or ``kind [path]`` where a block holds several tensors of
@@ -417,10 +414,12 @@ class StatsReport:
             >>> weight_stats(sd).by_kind("max_abs")
             {'q': [(0, 0.0), (1, 1.0), (2, 2.0)]}
         """
-        if stat not in STATS:
+        if stat not in self.stat_names:
             from .._errors import ArgumentError
 
-            raise ArgumentError(f"by_kind: expected a statistic {', '.join(STATS)}, found {stat!r}")
+            raise ArgumentError(
+                f"by_kind: expected a statistic {', '.join(self.stat_names)}, found {stat!r}"
+            )
         out: dict[str, list[tuple[int, float | None]]] = {}
         for t in self.tensors:
             if t["series"] is not None:
@@ -428,6 +427,130 @@ class StatsReport:
         for rows in out.values():
             rows.sort(key=lambda r: r[0])
         return out
+
+    def series_dict(self) -> dict[str, dict[str, list[list[Any]]]]:
+        """Every statistic per depth line, JSON-able: the ``series`` part of ``to_dict``.
+
+        Returns:
+            ``{series: {stat: [[block, value], ...]}}`` for every series and every statistic
+            of :attr:`stat_names` (``None`` for NaN / inf).
+
+        Example:
+            >>> import torch
+            >>> sd = {f"h.{i}.attn.q_proj.weight": torch.full((4,), float(i)) for i in range(2)}
+            >>> weight_stats(sd).series_dict()["q"]["max_abs"]
+            [[0, 0.0], [1, 1.0]]
+        """
+        per = self._all_series()
+        return {
+            s: {st: [[b, v] for b, v in rows] for st, rows in per.get(s, {}).items()}
+            for s in self.series()
+        }
+
+    def _all_series(self) -> dict[str, dict[str, list[tuple[int, float | None]]]]:
+        per: dict[str, dict[str, list[tuple[int, float | None]]]] = {}
+        for st in self.stat_names:
+            for s, rows in self.by_kind(st).items():
+                per.setdefault(s, {})[st] = rows
+        return per
+
+    def sparkline(self, series: str, stat: str = "l2") -> str:
+        """One character per block index (0 … :attr:`blocks` − 1) for a series: ``▁``…``█``
+        scaled from the series' smallest to its largest value, ``·`` where the series has no
+        tensor in that block or the value is NaN / inf, ``▄`` throughout for a flat series.
+
+        Args:
+            series: a label from :meth:`series`.
+            stat: one of :attr:`stat_names`.
+
+        Returns:
+            The sparkline, :attr:`blocks` characters long.
+
+        Example:
+            >>> import torch
+            >>> sd = {f"h.{i}.attn.q_proj.weight": torch.full((4,), float(i)) for i in range(8)}
+            >>> weight_stats(sd).sparkline("q", "max_abs")
+            '▁▂▃▄▅▆▇█'
+        """
+        rows = dict(self.by_kind(stat).get(series, []))
+        return _spark([rows.get(b) for b in range(self.blocks)])
+
+    def spark_rows(
+        self, stat: str, width: int | None = None, *, only: list[str] | None = None
+    ) -> list[str]:
+        """The sparkline rows of ``to_text``: one per series, its label, the sparkline of
+        ``stat`` over the block index and the range of its values.
+
+        Args:
+            stat: one of :attr:`stat_names`.
+            width: the line width; longer sparklines are binned (each character the largest
+                value of its blocks) and labels shortened to fit, every row the same room.
+                ``None`` (piped output): nothing is cut, one character per block.
+            only: the series to draw (default: all of :meth:`series`).
+
+        Returns:
+            The rows, each led by two spaces; labels escaped for a terminal.
+
+        Example:
+            >>> import torch
+            >>> sd = {f"h.{i}.attn.q_proj.weight": torch.full((4,), float(i)) for i in range(4)}
+            >>> weight_stats(sd).spark_rows("max_abs")
+            ['  q  ▁▃▆█  max_abs 0..3']
+        """
+        from .._text import printable
+
+        by = self.by_kind(stat)
+        names = self.series() if only is None else only
+        labels = [printable(s) for s in names]
+        lw = max((len(s) for s in labels), default=0)
+        floor = 0.0 if stat in self.zero_floor else None
+        tails = {}
+        for s in names:
+            got = [v for _, v in by[s] if v is not None]
+            tails[s] = f"  {stat} {_fmt(min(got))}..{_fmt(max(got))}" if got else f"  {stat} -"
+        tw = max((len(t) for t in tails.values()), default=0)
+        lines = []
+        for label, s in zip(labels, names, strict=True):
+            vals = dict(by[s])
+            line_vals = [vals.get(b) for b in range(self.blocks)]
+            tail = tails[s]
+            lab = label
+            spark_vals: list[float | None] = line_vals
+            if width is not None:  # the same room for every sparkline, so the rows align
+                labw = min(lw, max(8, width // 3))
+                lab = _cut(label, labw).ljust(labw)
+                spark_vals = _bin(line_vals, max(1, width - labw - 4 - tw))
+            else:
+                lab = lab.ljust(lw)
+            lines.append(f"  {lab}  {_spark(spark_vals, floor)}{tail}")
+        return lines
+
+
+@dataclass
+class StatsReport(DepthReport):
+    """Weight statistics of every floating-point tensor of a source, by kind and block.
+
+    Attributes:
+        source: what was read (a path, or ``"(in memory)"``).
+        tensors: one dict per tensor, in source order, with keys ``name, kind, block, series,
+            shape, numel, dtype, l2, std, max_abs, mean, outliers_6sigma, kurtosis,
+            sparsity`` (``block`` ``None`` outside repeated blocks; ``series`` the label of
+            the depth line the tensor belongs to, ``None`` outside blocks).
+        flagged: one dict per (tensor, statistic) that stands out from its series across
+            blocks, keys ``name, kind, block, series, stat, value, median, factor, mads``
+            (``factor`` = value / median, ``None`` for a zero median; ``mads`` = the
+            deviation in scaled MADs, ``None`` when the MAD is 0).
+        notes: what was skipped or approximated.
+        blocks: the number of block indices (largest + 1; 0 without blocks).
+    """
+
+    stat_names: ClassVar[tuple[str, ...]] = STATS
+
+    source: str
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    blocks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN and inf as ``None``): the tensors, every statistic per series,
@@ -447,44 +570,10 @@ class StatsReport:
             "blocks": self.blocks,
             "stats": list(STATS),
             "tensors": [{k: _clean(v) for k, v in t.items()} for t in self.tensors],
-            "series": {
-                s: {
-                    st: [[b, v] for b, v in rows]
-                    for st, rows in self._all_series().get(s, {}).items()
-                }
-                for s in self.series()
-            },
+            "series": self.series_dict(),
             "flagged": [{k: _clean(v) for k, v in f.items()} for f in self.flagged],
             "notes": list(self.notes),
         }
-
-    def _all_series(self) -> dict[str, dict[str, list[tuple[int, float | None]]]]:
-        per: dict[str, dict[str, list[tuple[int, float | None]]]] = {}
-        for st in STATS:
-            for s, rows in self.by_kind(st).items():
-                per.setdefault(s, {})[st] = rows
-        return per
-
-    def sparkline(self, series: str, stat: str = "l2") -> str:
-        """One character per block index (0 … :attr:`blocks` − 1) for a series: ``▁``…``█``
-        scaled from the series' smallest to its largest value, ``·`` where the series has no
-        tensor in that block or the value is NaN / inf, ``▄`` throughout for a flat series.
-
-        Args:
-            series: a label from :meth:`series`.
-            stat: one of :data:`STATS`.
-
-        Returns:
-            The sparkline, :attr:`blocks` characters long.
-
-        Example:
-            >>> import torch
-            >>> sd = {f"h.{i}.attn.q_proj.weight": torch.full((4,), float(i)) for i in range(8)}
-            >>> weight_stats(sd).sparkline("q", "max_abs")
-            '▁▂▃▄▅▆▇█'
-        """
-        rows = dict(self.by_kind(stat).get(series, []))
-        return _spark([rows.get(b) for b in range(self.blocks)])
 
     def to_text(self, width: int | None = None, *, stat: str = "l2") -> str:
         """The human form ``inspect --stats`` prints: one row per depth line (series) with a
@@ -508,32 +597,11 @@ class StatsReport:
         """
         from .._text import printable
 
-        by = self.by_kind(stat)
-        labels = [printable(s) for s in self.series()]
-        lw = max((len(s) for s in labels), default=0)
         head = (
             f"weight statistics of {printable(self.source)}: {len(self.tensors)} tensors, "
             f"{self.blocks} blocks; {stat} over block 0..{max(self.blocks - 1, 0)}"
         )
-        lines = [_cut(head, width)]
-        tails = {}
-        for s in self.series():
-            got = [v for _, v in by[s] if v is not None]
-            tails[s] = f"  {stat} {_fmt(min(got))}..{_fmt(max(got))}" if got else f"  {stat} -"
-        tw = max((len(t) for t in tails.values()), default=0)
-        for label, s in zip(labels, self.series(), strict=True):
-            vals = dict(by[s])
-            line_vals = [vals.get(b) for b in range(self.blocks)]
-            tail = tails[s]
-            lab = label
-            spark_vals: list[float | None] = line_vals
-            if width is not None:  # the same room for every sparkline, so the rows align
-                labw = min(lw, max(8, width // 3))
-                lab = _cut(label, labw).ljust(labw)
-                spark_vals = _bin(line_vals, max(1, width - labw - 4 - tw))
-            else:
-                lab = lab.ljust(lw)
-            lines.append(f"  {lab}  {_spark(spark_vals)}{tail}")
+        lines = [_cut(head, width), *self.spark_rows(stat, width)]
         outside = [t for t in self.tensors if t["series"] is None]
         if outside:
             lines.append("outside blocks:")
@@ -582,17 +650,21 @@ def _bin(vals: list[float | None], room: int) -> list[float | None]:
     return out
 
 
-def _spark(vals: list[float | None]) -> str:
+def _spark(vals: list[float | None], floor: float | None = None) -> str:
+    """``▁``…``█`` from the smallest value (or ``floor``, when lower) to the largest; ``·``
+    for ``None``; a flat series is ``▄`` throughout, or ``▁`` when it sits on ``floor``."""
     got = [v for v in vals if v is not None]
     if not got:
         return "·" * len(vals)
     lo, hi = min(got), max(got)
+    if floor is not None:
+        lo = min(lo, floor)
     out = []
     for v in vals:
         if v is None:
             out.append("·")
         elif hi == lo:
-            out.append(_SPARK[3])
+            out.append(_SPARK[0] if lo == floor else _SPARK[3])
         else:
             out.append(_SPARK[min(7, int((v - lo) / (hi - lo) * 8))])
     return "".join(out)
