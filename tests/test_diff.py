@@ -213,8 +213,13 @@ def test_cli_exit_codes_and_json(cli, tmp_path: Path) -> None:
     code, out, err = cli("diff", str(a), str(b), "--json")
     d = json.loads(out)
     assert code == 1 and err == ""
-    assert set(d) == KEYS | {"a", "b"} and d["same"] is False
+    assert set(d) == KEYS | {"a", "b", "layers", "html"} and d["same"] is False
+    layers, html = d.pop("layers"), d.pop("html")
     assert d == json.loads(json.dumps(diff(str(a), str(b)).to_dict()))  # the library's report
+    # the per-layer change across depth: the library's layer_changes, no page unless asked
+    assert layers == json.loads(json.dumps(paramscope.layer_changes(str(a), str(b)).to_dict()))
+    assert html is None
+    assert [t["name"] for t in layers["tensors"] if t["diff_l2"] != 0] == ["enc.bias"]
     (row,) = d["value_changed"]
     assert row["name"] == "enc.bias" and row["changed"] == 1 and row["max_abs_diff"] == 1.0
     ref = paramscope.load(b)["enc.bias"].double()  # relative to b: |a - b| / |b|
@@ -233,3 +238,36 @@ def test_cli_missing_file_is_one_stderr_line(cli, tmp_path: Path) -> None:
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "nope.safetensors" in lines[0] and "no such" in lines[0]
+
+
+def test_cli_layers_sparklines_and_html(cli, tmp_path: Path) -> None:
+    """`diff` prints the per-layer change over depth (one modified block stands out) and with
+    --html writes the visual diff, the same page as `report A --against B`."""
+    import re
+
+    g = torch.Generator().manual_seed(0)
+    base = {
+        f"model.layers.{i}.{k}.weight": torch.randn(8, 8, generator=g)
+        for i in range(6)
+        for k in ("self_attn.q_proj", "mlp.up_proj")
+    }
+    b = _save(paramscope.ParamDict(base), tmp_path / "b.safetensors")
+    mod = dict(base)
+    mod["model.layers.3.mlp.up_proj.weight"] = base["model.layers.3.mlp.up_proj.weight"] * 2
+    a = _save(paramscope.ParamDict(mod), tmp_path / "a.safetensors")
+    page = tmp_path / "d.html"
+    r = cli("diff", str(a), str(b), "--html", str(page))
+    assert r.code == 1 and r.err == "", r
+    lines = r.out.splitlines()
+    assert "  up  ▁▁▁█▁▁  rel_change 0..1" in lines  # |2w - w| / |w| = 1 at block 3 only
+    assert "  unchanged: q" in lines
+    assert lines[-1] == f"wrote {page}"
+    blob = re.search(r'id="paramscope-data">(.*?)</script>', page.read_text("utf-8"), re.S)
+    assert blob is not None
+    data = json.loads(blob.group(1))
+    assert data["against"] == str(b)
+    assert data["change"] == json.loads(
+        json.dumps(paramscope.layer_changes(str(a), str(b)).to_dict())
+    )
+    code, out, _ = cli("diff", str(a), str(a))
+    assert code == 0 and "rel_change" not in out  # the same: no per-layer view

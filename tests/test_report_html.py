@@ -290,10 +290,13 @@ def test_browser_offline(tmp_path: Path) -> None:
                     "#treemap [data-path]", "els => els.map(e => e.style.background)"
                 )
 
-            before = colours()
+            assert page.eval_on_selector("#color-mode", "s => s.value") == "kind"  # default
+            by_kind = colours()
+            assert len(set(by_kind)) > 1  # conv, batch norm, linear
+            page.select_option("#color-mode", "trainable")
+            assert colours() != by_kind and len(set(colours())) == 1  # all trainable
             page.select_option("#color-mode", "kind")
-            after = colours()
-            assert before != after and len(set(after)) > 1
+            assert colours() == by_kind
 
             page.click('#treemap [data-path="layer1.0"]', force=True)
             layer1 = next(c for c in tree.children if c.path == "layer1")
@@ -479,3 +482,86 @@ def test_treemap_opens_where_repeated_blocks_become_visible() -> None:
     assert len(_frontier(summary(zoo.build("gpt2")).root, 2)[0]) < AUTO_CELLS <= len(cells)
     assert build_report_data("zoo:gpt2", depth=1)["depth"] == 1  # asked for: kept
     assert build_report_data("zoo:mlp-3-5-2")["depth"] == 1  # never deeper than it changes
+
+
+def _tiny_gpt2(tmp_path: Path) -> tuple[Any, Path]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=4, n_embd=32, n_head=4, vocab_size=97, n_positions=16)
+    model = GPT2LMHeadModel(cfg)
+    path = tmp_path / "gpt2-tiny.safetensors"
+    paramscope.save(model.state_dict(), path)
+    return model, path
+
+
+def test_measures_are_the_public_functions(tmp_path: Path) -> None:
+    """--stats / --spectral put exactly weight_stats / spectral_stats in the page; the blocks
+    are transformers' own blocks with their parameter counts."""
+    from paramscope.reporting._html import build_report_data
+
+    model, path = _tiny_gpt2(tmp_path)
+    d = build_report_data(path, stats=True, spectral=True)
+    assert d["stats"] == json.loads(json.dumps(paramscope.weight_stats(path).to_dict()))
+    assert d["spectral"] == json.loads(json.dumps(paramscope.spectral_stats(path).to_dict()))
+    assert d["change"] is None and d["against"] is None
+    blocks = [(b["path"], b["index"], b["params"]) for b in d["blocks"]]
+    assert blocks == [
+        (f"transformer.h.{i}", i, sum(p.numel() for p in h.parameters()))
+        for i, h in enumerate(model.transformer.h)
+    ]
+    plain = build_report_data(path)
+    assert plain["stats"] is None and plain["spectral"] is None and plain["change"] is None
+    # the same from the module in memory
+    m = build_report_data(model, stats=True)
+    assert {t["name"] for t in m["stats"]["tensors"]} >= {
+        n for n, p in model.named_parameters() if n != "lm_head.weight"
+    }
+
+
+def test_measures_refuse_meta_models(cli, tmp_path: Path) -> None:
+    out = tmp_path / "z.html"
+    for flag in ("--stats", "--spectral"):
+        r = cli("report", "zoo:mlp-3-5-2", "-o", out, flag)
+        assert r.code == 2 and r.out == "", r
+        assert "meta device" in r.err and flag.removeprefix("--") in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_report_title_is_the_models_name(cli, tmp_path: Path) -> None:
+    _, path = _tiny_gpt2(tmp_path)
+    out = tmp_path / "r.html"
+    r = cli("report", str(path), "-o", out, "--stats")
+    assert r.code == 0, r
+    d = _blob(out.read_text("utf-8"))
+    assert d["title"] == "gpt2-tiny.safetensors" and d["source"] == str(path)
+    assert d["stats"]["blocks"] == 4
+    r = cli("report", str(path), "-o", out, "--title", "mine")
+    assert r.code == 0 and _blob(out.read_text("utf-8"))["title"] == "mine"
+
+
+def test_blocks_carry_flops_and_activations() -> None:
+    """Per block: parameters from the model, FLOPs from paramscope.flops' own module tree,
+    activations from estimate_memory's formula (one layer's worth)."""
+    from paramscope.reporting._html import build_report_data
+
+    d = build_report_data("zoo:gpt2", flops=True, seq=64)
+    fr = paramscope.flops("zoo:gpt2", seq=64)
+    by_path = {}
+    stack = [fr.root]
+    while stack:
+        n = stack.pop()
+        by_path[n.path] = n.flops
+        stack.extend(n.children)
+    mem = paramscope.estimate_memory(
+        "zoo:gpt2", training=True, mixed_precision=True, optimizer="adamw", seq=64
+    )
+    per_layer = mem.details["activations"]["per_layer"]
+    assert len(d["blocks"]) == 12
+    for b in d["blocks"]:
+        assert b["flops"] == by_path[b["path"]] > 0
+        assert b["activations"] == per_layer
+    assert any(n.startswith("activations per block: ") for n in d["notes"])
+    plain = build_report_data("zoo:gpt2")
+    assert all(b["flops"] is None and b["activations"] is None for b in plain["blocks"])

@@ -733,15 +733,36 @@ def diff(
     rtol: Annotated[
         float, typer.Option(min=0.0, help="Relative tolerance (to B): |a-b| <= atol + rtol*|b|.")
     ] = 0.0,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Also write the visual diff: the report of A against B (change across depth, "
+            "treemap coloured by change), as `report A --against B -o FILE`.",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Compare two checkpoints: added, removed, renamed, shape/dtype/tie changes, and value
-    differences (max |a-b|, relative L2, changed elements). Exit 0 when they are the same
-    (entries within --atol/--rtol count as the same), 1 when they differ, 2 on bad input."""
+    differences (max |a-b|, relative L2, changed elements), with the per-layer change across
+    depth as sparklines. Exit 0 when they are the same (entries within --atol/--rtol count as
+    the same), 1 when they differ, 2 on bad input."""
     from .._diff import diff as diff_
 
     report = diff_(a, b, values=values, atol=atol, rtol=rtol)
-    _output.emit(report, json=json)
+    view = _output.DiffView(report)
+    if values and not report.same:  # also a quantised A against its source: SQNR by layer
+        from ..reporting._change import layer_changes
+
+        layers = layer_changes(a, b)
+        view.layers = layers if layers.tensors else None
+    if html is not None:
+        from ..reporting._html import _display_name
+        from ..reporting._html import report as report_
+
+        view.html = str(report_(a, html, title=_display_name(a, a), against=b))
+    _output.emit(view, json=json)
     if not report.same:
         raise typer.Exit(1)
 
@@ -825,10 +846,41 @@ def report(
         int | None,
         typer.Option("--context", min=1, help="Inference tokens per sequence: a KV cache row."),
     ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="Weight statistics across depth (L2, std, max |w|, outliers, kurtosis, "
+            "sparsity per tensor kind over the block index); reads every value once.",
+        ),
+    ] = False,
+    spectral: Annotated[
+        bool,
+        typer.Option(
+            "--spectral",
+            help="Spectral health: the power-law alpha of each weight matrix across depth, "
+            "alpha outside 2..6 flagged.",
+        ),
+    ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="B",
+            help="A second checkpoint: the per-layer change of TARGET against B "
+            "(|A-B|/|B|, cosine, sign flips; SQNR and bits per weight for a quantised TARGET).",
+        ),
+    ] = None,
+    title: Annotated[
+        str | None,
+        typer.Option("--title", help="The page title (default: the model's name)."),
+    ] = None,
     arg: ArgOpt = None,
 ) -> None:
     """Write a self-contained offline HTML report: counts, memory, a zoomable treemap, ties,
-    and a sortable tensor table with value histograms. Prints the path written."""
+    and a sortable tensor table with value histograms; with --stats, --spectral and --against
+    charts across depth. Prints the path written."""
+    from ..reporting._html import _display_name
     from ..reporting._html import report as report_
 
     written = report_(
@@ -836,12 +888,15 @@ def report(
         output,
         depth=depth,
         values=not no_values,
-        title=target,
+        title=title or _display_name(target, target),
         flops=flops,
         input_shape=_shape(input_shape),
         seq=seq,
         batch=batch,
         context=context,
+        stats=stats,
+        spectral=spectral,
+        against=against,
     )
     _output.emit(_output.Wrote(str(written), verb=""))
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Result", "Text", "Wrote", "emit", "emit_json"]
+__all__ = ["DiffView", "Result", "Text", "Wrote", "emit", "emit_json"]
 
 
 class Result(Protocol):
@@ -31,6 +31,34 @@ class Result(Protocol):
     def to_text(self, width: int | None = None) -> str:
         """The human form, without a final newline."""
         ...  # pragma: no cover
+
+
+@dataclass
+class DiffView:
+    """What ``paramscope diff`` prints: the diff, the per-layer change across depth (when
+    values changed) and the visual diff's path (``--html``)."""
+
+    diff: Any
+    layers: Any = None
+    html: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The diff's JSON, with ``layers`` (the per-layer change, or ``None``) and ``html``."""
+        out = self.diff.to_dict()
+        out["layers"] = None if self.layers is None else self.layers.to_dict()
+        out["html"] = self.html
+        return out
+
+    def to_text(self, width: int | None = None) -> str:
+        """The diff's text, then the per-layer sparklines and the page written."""
+        parts = [self.diff.to_text(width)]
+        if self.layers is not None:
+            parts.append(self.layers.to_text(width))
+        if self.html is not None:
+            from .._text import printable
+
+            parts.append(f"wrote {printable(self.html)}")
+        return "\n".join(parts)
 
 
 def emit(result: Result, *, json: bool = False, stream: bool = False) -> None:
