@@ -312,6 +312,15 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     # Security is SECURITY.md; the images were made, not left blank.
     security = (site / "security" / "index.html").read_text(encoding="utf-8")
     assert "What paramscope trusts" in security
-    for shot in ("report-gpt2.png", "report-gpt2-zoom.png", "report-gpt2-table.png"):
+    for shot in (
+        "report-gpt2.png",
+        "report-gpt2-zoom.png",
+        "report-gpt2-table.png",
+        "report-depth.png",
+        "report-spectral.png",
+        "report-change.png",
+        "report-change-treemap.png",
+        "report-memory.png",
+    ):
         assert (site / "assets" / "show" / shot).stat().st_size > 10_000, shot
     assert "<svg" in (site / "assets" / "show" / "gpt2.svg").read_text(encoding="utf-8")
