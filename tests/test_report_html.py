@@ -565,3 +565,32 @@ def test_blocks_carry_flops_and_activations() -> None:
     assert any(n.startswith("activations per block: ") for n in d["notes"])
     plain = build_report_data("zoo:gpt2")
     assert all(b["flops"] is None and b["activations"] is None for b in plain["blocks"])
+
+
+def test_quantize_html_is_sqnr_by_layer(cli, tmp_path: Path) -> None:
+    """`quantize --html` writes DST's report against SRC: per layer the SQNR the quantize run
+    itself measured, bits per weight from the stored bytes, the worst layers named."""
+    _, src = _tiny_gpt2(tmp_path)
+    dst, page = tmp_path / "q.safetensors", tmp_path / "q.html"
+    r = cli("quantize", str(src), str(dst), "--bits", "4", "--html", str(page), "--json")
+    assert r.code == 0, r
+    run = json.loads(r.out)
+    assert run["html"] == str(page)
+    change = _blob(page.read_text("utf-8"))["change"]
+    rows = {t["name"]: t for t in change["tensors"]}
+    measured = {t["name"]: t for t in run["tensors"]}
+    assert measured and set(measured) <= set(rows)
+    for name, m in measured.items():
+        assert rows[name]["quantized"]
+        assert rows[name]["sqnr_db"] == pytest.approx(m["sqnr_db"], rel=1e-6)
+    manifest = paramscope.read_manifest(dst)
+    for name, row in rows.items():
+        if not row["quantized"]:
+            continue
+        rec = manifest[name].extra["quant"]
+        stored = sum(manifest[n].nbytes for n in (name, rec["scale"], rec.get("zero")) if n)
+        assert row["bits_per_weight"] == pytest.approx(stored * 8 / row["numel"])
+    lowest = min(measured.values(), key=lambda m: m["sqnr_db"])["name"]
+    assert change["worst"]["sqnr_db"][0]["name"] == lowest
+    r = cli("quantize", str(src), str(dst), "--bits", "8", "--html", str(page))
+    assert r.code == 0 and r.out.splitlines()[-1] == f"wrote {page}"

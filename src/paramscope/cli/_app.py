@@ -611,6 +611,15 @@ def quantize(
     ] = None,
     select: SelectOpt = None,
     skip: SkipOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Also write the report of DST against SRC: SQNR and bits per weight across "
+            "depth, the worst layers named (as `report DST --against SRC -o FILE`).",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Quantise SRC into a self-describing DST (streaming) with SQNR and error per tensor."""
@@ -627,6 +636,13 @@ def quantize(
         skip=skip or None,
         show_progress=False if json else None,
     )
+    if html is not None:
+        from ..reporting._html import _display_name
+        from ..reporting._html import report as report_
+
+        page = report_(dst, html, title=_display_name(dst, dst), against=src)
+        _output.emit(_output.Also(report, {"html": str(page)}), json=json)
+        return
     _output.emit(report, json=json)
 
 
@@ -751,17 +767,17 @@ def diff(
     from .._diff import diff as diff_
 
     report = diff_(a, b, values=values, atol=atol, rtol=rtol)
-    view = _output.DiffView(report)
+    view = _output.Also(report, {"layers": None, "html": None})
     if values and not report.same:  # also a quantised A against its source: SQNR by layer
         from ..reporting._change import layer_changes
 
         layers = layer_changes(a, b)
-        view.layers = layers if layers.tensors else None
+        view.extra["layers"] = layers if layers.tensors else None
     if html is not None:
         from ..reporting._html import _display_name
         from ..reporting._html import report as report_
 
-        view.html = str(report_(a, html, title=_display_name(a, a), against=b))
+        view.extra["html"] = str(report_(a, html, title=_display_name(a, a), against=b))
     _output.emit(view, json=json)
     if not report.same:
         raise typer.Exit(1)

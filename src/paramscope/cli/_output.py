@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["DiffView", "Result", "Text", "Wrote", "emit", "emit_json"]
+__all__ = ["Also", "Result", "Text", "Wrote", "emit", "emit_json"]
 
 
 class Result(Protocol):
@@ -34,30 +34,48 @@ class Result(Protocol):
 
 
 @dataclass
-class DiffView:
-    """What ``paramscope diff`` prints: the diff, the per-layer change across depth (when
-    values changed) and the visual diff's path (``--html``)."""
+class Also:
+    """A command's result and what it also made: keys added to its JSON (a value with
+    ``to_dict`` as that dict), a value with ``to_text`` printed below its text, and ``html``,
+    a page written (``wrote FILE``).
 
-    diff: Any
-    layers: Any = None
-    html: str | None = None
+    Attributes:
+        result: the command's own result.
+        extra: ``{key: value}``, in order; ``None`` values stay in the JSON (a stable schema)
+            and print nothing.
+    """
+
+    result: Any
+    extra: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """The diff's JSON, with ``layers`` (the per-layer change, or ``None``) and ``html``."""
-        out = self.diff.to_dict()
-        out["layers"] = None if self.layers is None else self.layers.to_dict()
-        out["html"] = self.html
+        """The result's JSON with the extra keys.
+
+        Returns:
+            ``result.to_dict()`` plus one key per extra.
+        """
+        out = self.result.to_dict()
+        for k, v in self.extra.items():
+            out[k] = v.to_dict() if hasattr(v, "to_dict") else v
         return out
 
     def to_text(self, width: int | None = None) -> str:
-        """The diff's text, then the per-layer sparklines and the page written."""
-        parts = [self.diff.to_text(width)]
-        if self.layers is not None:
-            parts.append(self.layers.to_text(width))
-        if self.html is not None:
-            from .._text import printable
+        """The result's text, each extra's text below it, and ``wrote FILE`` for ``html``.
 
-            parts.append(f"wrote {printable(self.html)}")
+        Args:
+            width: the terminal width (``None``: piped).
+
+        Returns:
+            The text, without a final newline.
+        """
+        from .._text import printable
+
+        parts = [self.result.to_text(width)]
+        for k, v in self.extra.items():
+            if hasattr(v, "to_text"):
+                parts.append(v.to_text(width))
+            elif k == "html" and v is not None:
+                parts.append(f"wrote {printable(v)}")
         return "\n".join(parts)
 
 
