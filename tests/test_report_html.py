@@ -297,6 +297,28 @@ def test_browser_offline(tmp_path: Path) -> None:
             assert colours() != by_kind and len(set(colours())) == 1  # all trainable
             page.select_option("#color-mode", "kind")
             assert colours() == by_kind
+            # labels carry the count and its share of the model where the cell has room
+            labels = page.eval_on_selector_all(
+                "#treemap [data-path]",
+                "els => els.map(e => [e.dataset.path, e.querySelector('.share')?.textContent])",
+            )
+            nodes, todo = {}, [tree]
+            while todo:
+                n_ = todo.pop()
+                nodes[n_.path] = n_
+                todo.extend(n_.children)
+            labelled = [(p_, t) for p_, t in labels if t is not None]
+            assert len(labelled) >= 4, labels
+            total = paramscope.count(model).params
+            for p_, text in labelled:
+                count_, pct = text.split(" · ")
+                v = nodes[p_].params
+                assert abs(float(pct.rstrip("%")) - 100 * v / total) <= 0.051 * max(
+                    1, 100 * v / total
+                )
+                unit = {"K": 1e3, "M": 1e6, "B": 1e9}.get(count_[-1], 1)
+                num = float(count_.rstrip("KMB"))
+                assert abs(num * unit - v) <= 0.005 * v, (p_, text, v)
 
             page.click('#treemap [data-path="layer1.0"]', force=True)
             layer1 = next(c for c in tree.children if c.path == "layer1")

@@ -23,6 +23,20 @@ function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
 }
 const TOTAL = Math.max(D.counts.params, 1);
+// 7.09M, 38.6K, 512: a treemap label's count (the tooltip has the exact number)
+function compact(n) {
+  const v = Number(n);
+  for (const [div, s] of [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "K"]]) {
+    if (Math.abs(v) >= div) return trimZeros((v / div).toPrecision(3)) + s;
+  }
+  return String(v);
+}
+function trimZeros(t) { return t.includes(".") ? t.replace(/0+$/, "").replace(/\.$/, "") : t; }
+// a count's share of the model's parameters: 5.8%, 0.04%
+function share(n) {
+  const p = (100 * Number(n)) / TOTAL;
+  return (p >= 10 ? p.toFixed(0) : p >= 1 ? p.toFixed(1) : p.toPrecision(1)) + "%";
+}
 
 // ---- header, counts, memory, ties -------------------------------------------------------
 $("title").textContent = D.title;
@@ -223,6 +237,11 @@ function cell(n, r, own) {
   el.style.background = colour(n, own);
   if (CHANGE) el.dataset.change = String(changeOf(n, own));
   if (r.w > 36 && r.h > 14) el.textContent = own ? n.n + " (own)" : n.n;
+  if (r.w > 56 && r.h > 28) { // the count and its share of the whole model, below the name
+    const v = own ? n.o : n.v, sub = document.createElement("span");
+    sub.className = "share"; sub.textContent = compact(v) + " · " + share(v);
+    el.appendChild(document.createElement("br")); el.appendChild(sub);
+  }
   tm.appendChild(el);
 }
 function place(n, level, r) {
