@@ -125,7 +125,7 @@ def test_real_model_histograms_zeros_ties(tmp_path: Path) -> None:
 
 
 def test_large_tensor_is_sampled() -> None:
-    from paramscope.reporting._html import _value_stats
+    from paramscope.reporting._stats import value_histogram as _value_stats
 
     t = torch.zeros(SAMPLE_LIMIT + 10)
     t[:5] = 1.0
@@ -616,3 +616,26 @@ def test_quantize_html_is_sqnr_by_layer(cli, tmp_path: Path) -> None:
     assert change["worst"]["sqnr_db"][0]["name"] == lowest
     r = cli("quantize", str(src), str(dst), "--bits", "8", "--html", str(page))
     assert r.code == 0 and r.out.splitlines()[-1] == f"wrote {page}"
+
+
+def test_stats_report_reads_each_tensor_once(tmp_path: Path, monkeypatch) -> None:
+    """With --stats the table's histograms and zero counts come from the statistics' pass:
+    every tensor is read once, and the page's numbers are those of a plain report."""
+    from paramscope.io._reader import SourceReader
+    from paramscope.reporting._html import build_report_data
+
+    _, path = _tiny_gpt2(tmp_path)
+    plain = build_report_data(path)
+    reads: list[str] = []
+    real = SourceReader.read
+
+    def spy(self, e):  # type: ignore[no-untyped-def]
+        reads.append(e.name)
+        return real(self, e)
+
+    monkeypatch.setattr(SourceReader, "read", spy)
+    both = build_report_data(path, stats=True)
+    assert sorted(reads) == sorted(set(reads)) == sorted(t["name"] for t in plain["tensors"])
+    assert both["tensors"] == plain["tensors"]  # the same histograms, zeros, everything
+    assert sum("hist" in t for t in both["tensors"]) == len(both["stats"]["tensors"]) > 0
+    assert all("hist" not in t and "zeros" not in t for t in both["stats"]["tensors"])

@@ -331,3 +331,22 @@ def test_public_api_and_cli_inspect_stats(tmp_path: Path) -> None:
     for bad in (["zoo:gpt2", "--stats"], [str(path), "--stats", "--stat", "nope"]):
         r = run_cli("inspect", *bad)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_histograms_in_the_same_pass() -> None:
+    """histograms=True adds each tensor's value histogram and zero count, as the report's
+    table makes them (value_histogram), and changes nothing else."""
+    import torch
+
+    from paramscope.reporting._stats import value_histogram
+
+    g = torch.Generator().manual_seed(3)
+    sd = {f"h.{i}.mlp.c_fc.weight": torch.randn(40, 30, generator=g) for i in range(3)}
+    sd["h.1.mlp.c_fc.weight"][:5] = 0
+    plain = weight_stats(sd)
+    with_h = weight_stats(sd, histograms=True)
+    for p_row, h_row in zip(plain.tensors, with_h.tensors, strict=True):
+        extra = {k: h_row[k] for k in h_row if k not in p_row}
+        assert extra == value_histogram(sd[h_row["name"]])
+        assert {k: h_row[k] for k in p_row} == p_row
+    assert with_h.tensors[1]["zeros"] == 5 * 30

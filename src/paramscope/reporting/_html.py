@@ -48,6 +48,9 @@ from typing import TYPE_CHECKING, Any
 from .._enums import Role
 from .._errors import ArgumentError, ArgumentTypeError
 from .._quantstore import quant_record
+from ._stats import BINS as _BINS
+from ._stats import SAMPLE_LIMIT
+from ._stats import value_histogram as _value_stats
 
 if TYPE_CHECKING:
     import torch
@@ -56,10 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLE_LIMIT", "build_report_data", "render_html", "report"]
 
-SAMPLE_LIMIT = 1_000_000
-"""The most elements of one tensor a histogram is computed from."""
-
-_BINS = 32
 _DEFAULT_DEPTH = 2
 
 
@@ -356,7 +355,16 @@ def build_report_data(
     if not values:
         values_note = "values not read (values=False / --no-values)"
     try:
-        tensors = _tensor_rows(manifest.values(), getter)
+        # the measures first: --stats also makes the table's histograms in its one pass
+        extras, done = _measures(
+            obj,
+            title or default_title,
+            stats=stats,
+            spectral=spectral,
+            against=against,
+            histograms=getter is not None,
+        )
+        tensors = _tensor_rows(manifest.values(), getter, done)
     finally:
         if reader_ctx is not None:
             reader_ctx.close()
@@ -380,7 +388,6 @@ def build_report_data(
         fr = flops_(obj, input_shape=input_shape, batch=batch, seq=seq)
         flops_data = _add_flops(tree, fr)
         notes.extend(f"FLOPs: {n}" for n in fr.notes)
-    extras = _measures(obj, title or default_title, stats=stats, spectral=spectral, against=against)
     return {
         "title": title or _display_name(source, default_title),
         "source": c.source or default_title,
@@ -430,12 +437,17 @@ def build_report_data(
     }
 
 
-def _measures(obj: Any, what: str, *, stats: bool, spectral: bool, against: Any) -> dict[str, Any]:
+def _measures(
+    obj: Any, what: str, *, stats: bool, spectral: bool, against: Any, histograms: bool
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The value measures a report adds: ``stats``, ``spectral``, ``change`` and
-    ``against`` (each ``None`` unless asked), each from the public function that defines it."""
+    ``against`` (each ``None`` unless asked), each from the public function that defines it;
+    and with ``stats`` and ``histograms`` the zero counts and histograms of the tensors that
+    pass measured, by name (so the table does not read them again)."""
     out: dict[str, Any] = {"stats": None, "spectral": None, "change": None, "against": None}
+    done: dict[str, dict[str, Any]] = {}
     if not (stats or spectral or against is not None):
-        return out
+        return out, done
     if not isinstance(obj, str) and any(t.is_meta for t in _source_tensors(obj)):
         asked = ", ".join(
             n
@@ -450,7 +462,12 @@ def _measures(obj: Any, what: str, *, stats: bool, spectral: bool, against: Any)
     if stats:
         from ._stats import weight_stats
 
-        out["stats"] = weight_stats(obj).to_dict()
+        d = weight_stats(obj, histograms=histograms).to_dict()
+        for row in d["tensors"]:  # the table shows them: not twice in the page
+            got = {k: row.pop(k) for k in ("zeros", "hist") if k in row}
+            if got:
+                done[row["name"]] = got
+        out["stats"] = d
     if spectral:
         from ._spectral import spectral_stats
 
@@ -469,7 +486,7 @@ def _measures(obj: Any, what: str, *, stats: bool, spectral: bool, against: Any)
             if isinstance(against, (str, os.PathLike))
             else (type(against).__name__)
         )
-    return out
+    return out, done
 
 
 def _source_tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -648,10 +665,13 @@ def _add_dtypes(tree: dict[str, Any], tensors: list[dict[str, Any]]) -> None:
 
 
 def _tensor_rows(
-    entries: Iterable[Entry], getter: Callable[[Entry], Any] | None
+    entries: Iterable[Entry],
+    getter: Callable[[Entry], Any] | None,
+    done: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per entry: name, shape, dtype, params, bytes, role, trainable, tie, quant,
-    and with ``getter`` zeros and a histogram."""
+    and with ``getter`` zeros and a histogram (taken from ``done`` where a pass over the
+    values already made them, else read with ``getter``)."""
     rows = []
     for e in entries:
         row: dict[str, Any] = {
@@ -673,57 +693,12 @@ def _tensor_rows(
                 if k in quant
             }
         if getter is not None and e.tie is None and "packed" not in e.tags and not quant:
-            t = getter(e)
-            if t is not None:
+            if done and e.name in done:
+                row.update(done[e.name])
+            elif (t := getter(e)) is not None:
                 row.update(_value_stats(t))
         rows.append(row)
     return rows
-
-
-def _value_stats(t: torch.Tensor) -> dict[str, Any]:
-    """Zero count over the whole tensor and a histogram of a sample of it.
-
-    Args:
-        t: the tensor.
-
-    Returns:
-        ``{}`` for meta or empty tensors, else ``zeros`` and (for finite values) ``hist`` =
-        ``{"min", "max", "counts", "sampled", "nonfinite"}``.
-    """
-    import torch
-
-    if t.is_meta or t.numel() == 0 or t.is_complex():
-        return {}
-    from .._values import widen
-
-    with torch.no_grad():
-        flat = widen(t.detach()).reshape(-1)  # F8, U64, FP4: the same values, computable
-        n = flat.numel()
-        out: dict[str, Any] = {"zeros": n - int(torch.count_nonzero(flat))}
-        if n > SAMPLE_LIMIT:
-            g = torch.Generator().manual_seed(0)
-            idx = torch.randint(n, (SAMPLE_LIMIT,), generator=g).to(flat.device)
-            sample = flat[idx]
-        else:
-            sample = flat
-        sample = sample.to("cpu", torch.float32)
-        finite = sample[torch.isfinite(sample)]
-        nonfinite = sample.numel() - finite.numel()
-        if finite.numel() == 0:
-            return out
-        lo, hi = float(finite.min()), float(finite.max())
-        if lo == hi:
-            counts = [finite.numel()]
-        else:
-            counts = torch.histc(finite, bins=_BINS, min=lo, max=hi).to(torch.int64).tolist()
-        out["hist"] = {
-            "min": lo,
-            "max": hi,
-            "counts": counts,
-            "sampled": int(sample.numel()),
-            "nonfinite": nonfinite,
-        }
-    return out
 
 
 def _json_for_script(data: dict[str, Any]) -> str:

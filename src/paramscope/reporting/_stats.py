@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
     from .._names import Pattern
 
+#: The most elements of one tensor a value histogram is computed from.
+SAMPLE_LIMIT = 1_000_000
+
+#: Bins of a value histogram.
+BINS = 32
+
 #: Elements per float64 chunk (1 Mi elements: 8 MiB of float64 per temporary).
 CHUNK = 1 << 20
 
@@ -344,6 +350,59 @@ def tensor_stats(t: torch.Tensor, chunk: int | None = None) -> dict[str, Any]:
         "kurtosis": kurt,
         "sparsity": zeros / n,
     }
+
+
+def value_histogram(t: torch.Tensor) -> dict[str, Any]:
+    """Zero count over the whole tensor and a histogram of a sample of it.
+
+    Args:
+        t: the tensor.
+
+    Returns:
+        ``{}`` for meta or empty tensors, else ``zeros`` and (for finite values) ``hist`` =
+        ``{"min", "max", "counts", "sampled", "nonfinite"}`` (:data:`BINS` counts over
+        ``[min, max]`` of a seeded sample of at most :data:`SAMPLE_LIMIT` elements).
+
+    Example:
+        >>> import torch
+        >>> h = value_histogram(torch.tensor([0.0, 1.0, 1.0, 2.0]))
+        >>> h["zeros"], h["hist"]["min"], h["hist"]["max"], sum(h["hist"]["counts"])
+        (1, 0.0, 2.0, 4)
+    """
+    import torch
+
+    if t.is_meta or t.numel() == 0 or t.is_complex():
+        return {}
+    from .._values import widen
+
+    with torch.no_grad():
+        flat = widen(t.detach()).reshape(-1)  # F8, U64, FP4: the same values, computable
+        n = flat.numel()
+        out: dict[str, Any] = {"zeros": n - int(torch.count_nonzero(flat))}
+        if n > SAMPLE_LIMIT:
+            g = torch.Generator().manual_seed(0)
+            idx = torch.randint(n, (SAMPLE_LIMIT,), generator=g).to(flat.device)
+            sample = flat[idx]
+        else:
+            sample = flat
+        sample = sample.to("cpu", torch.float32)
+        finite = sample[torch.isfinite(sample)]
+        nonfinite = sample.numel() - finite.numel()
+        if finite.numel() == 0:
+            return out
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo == hi:
+            counts = [finite.numel()]
+        else:
+            counts = torch.histc(finite, bins=BINS, min=lo, max=hi).to(torch.int64).tolist()
+        out["hist"] = {
+            "min": lo,
+            "max": hi,
+            "counts": counts,
+            "sampled": int(sample.numel()),
+            "nonfinite": nonfinite,
+        }
+    return out
 
 
 def _clean(v: Any) -> Any:
@@ -804,7 +863,9 @@ def walk_tensors(
     return walk, taken()
 
 
-def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
+def weight_stats(
+    source: Any, *, select: Pattern | None = None, histograms: bool = False
+) -> StatsReport:
     """Per-tensor weight statistics, by kind and block, with the tensors that stand out.
 
     Values are read one tensor at a time from files (memory bounded by the largest tensor
@@ -820,6 +881,9 @@ def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
         source: a checkpoint path (any format :class:`~paramscope.io._reader.SourceReader`
             reads), a ParamDict, a dict of tensors or a ``torch.nn.Module``.
         select: optional glob / ``re:`` pattern (or list) on names; only matching tensors.
+        histograms: also give each tensor row ``zeros`` and ``hist``, the value histogram
+            of :func:`value_histogram`, in the same pass (the HTML report's table takes them
+            from here instead of reading the file again).
 
     Returns:
         A :class:`StatsReport`.
@@ -862,6 +926,7 @@ def weight_stats(source: Any, *, select: Pattern | None = None) -> StatsReport:
                 "numel": s["numel"],
                 "dtype": str(t.dtype).removeprefix("torch."),
                 **{k: s[k] for k in STATS},
+                **(value_histogram(t) if histograms else {}),
             }
         )
     if walk.skipped:
