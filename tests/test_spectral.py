@@ -150,3 +150,89 @@ def test_public_api_and_cli_inspect_spectral(tmp_path: Path) -> None:
     assert json_.loads(r.stdout)["matrices"] == json_.loads(json_.dumps(rep.to_dict()))["matrices"]
     r = run_cli("inspect", "zoo:mlp-3-5-2", "--spectral")
     assert r.returncode == 2 and "give a checkpoint" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((300, 40), torch.float32), ((40, 300), torch.float32), ((517, 517), torch.float16),
+     ((1000, 700), torch.bfloat16), ((3, 200), torch.float64)],
+)  # fmt: skip
+def test_gram_upper_triangle_equals_float64_product(monkeypatch, shape, dtype) -> None:
+    from paramscope.reporting import _spectral
+
+    monkeypatch.setattr(_spectral, "GRAM_CHUNK", 4096)  # several chunks along the long side
+    g = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(*shape, generator=g).to(dtype)
+    w64 = w.to(torch.float64)
+    want = w64.T @ w64 if shape[0] >= shape[1] else w64 @ w64.T
+    got = _spectral._gram(w)
+    assert got.dtype == torch.float64 and got.shape == want.shape
+    upper = torch.ones_like(want, dtype=torch.bool).triu()
+    assert torch.allclose(got[upper], want[upper], rtol=1e-12, atol=1e-12 * want.abs().max())
+    # what lies below the diagonal is not read: eigvalsh(UPLO="U") gives WᵀW's eigenvalues
+    want_ev = torch.linalg.eigvalsh(want)
+    got_ev = torch.linalg.eigvalsh(got, UPLO="U")
+    assert torch.allclose(got_ev, want_ev, rtol=0, atol=1e-12 * float(want_ev.max()))
+
+
+def _mixed(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    for i, (n, m, a) in enumerate([(300, 120, 1.5), (90, 260, 2.5), (64, 64, 0.9), (400, 50, 3)]):
+        sd[f"layers.{i}.weight"] = _heavy(n, m, a, g)
+        sd[f"layers.{i}.bias"] = torch.zeros(n)
+    sd["conv.weight"] = torch.randn(32, 16, 3, 3, generator=g)
+    sd["low.weight"] = _heavy(500, 300, 2.0, g)
+    return sd
+
+
+def test_matrices_side_by_side_equal_one_at_a_time() -> None:
+    sd = _mixed(7)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one worker: the matrices one after the other
+        seq = spectral_stats(sd)
+        seq_low = spectral_stats(sd, select="low.*", method="lowrank", k=100)
+        torch.set_num_threads(2)  # two workers, one torch thread each
+        par = spectral_stats(sd)
+        par_low = spectral_stats(sd, select="low.*", method="lowrank", k=100)
+        assert torch.get_num_threads() == 2  # the caller's setting is given back
+    finally:
+        torch.set_num_threads(before)
+    assert [m["name"] for m in par.matrices] == [m["name"] for m in seq.matrices]
+    assert len(par.matrices) == 6 and par.notes == seq.notes
+    for a, b in zip(par.matrices, seq.matrices, strict=True):
+        assert a["n_tail"] == b["n_tail"] and a["num_evals"] == b["num_evals"], a["name"]
+        for key in ("alpha", "xmin", "D"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9), (a["name"], key)
+    # the randomised SVD draws from the global generator: still the same values side by side
+    assert par_low.matrices[0]["alpha"] == pytest.approx(seq_low.matrices[0]["alpha"], rel=1e-9)
+
+
+def test_file_entries_outside_limits_are_counted_not_read(tmp_path, monkeypatch) -> None:
+    from paramscope.io._reader import SourceReader
+
+    g = torch.Generator().manual_seed(2)
+    sd = {
+        "wide.weight": torch.randn(50001, 8, generator=g),  # larger dimension above MAX_N
+        "tiny.weight": torch.randn(30, 4, generator=g),  # 4 eigenvalues
+        "ok.weight": _heavy(200, 80, 2.0, g),
+        "ok.bias": torch.zeros(200),
+    }
+    path = paramscope.save(sd, tmp_path / "m.safetensors")
+    read: list[str] = []
+    stream = SourceReader.stream
+
+    def spy(self, entries=None, **kw):
+        read.extend(e.name for e in (entries if entries is not None else self.entries))
+        return stream(self, entries, **kw)
+
+    monkeypatch.setattr(SourceReader, "stream", spy)
+    disk = spectral_stats(path)
+    mem = spectral_stats(sd)
+    assert read == ["ok.weight"]
+    assert [m["name"] for m in disk.matrices] == ["ok.weight"]
+    assert disk.notes == mem.notes
+    assert any(n.startswith("2 matrices outside weightwatcher's limits") for n in disk.notes)
+    assert any(n.startswith("1 entries that are not 2-D/4-D") for n in disk.notes)
+    assert disk.matrices[0]["alpha"] == mem.matrices[0]["alpha"]

@@ -25,17 +25,26 @@ defaults) does, so the two can be compared layer by layer:
   to a small-sample fit (bias-corrected ``α = 1 + (n-1)/Σ``, tails of at least 8, ``xmin`` by the
   then, as its ``WWFit`` does, the least ``D`` again); that is reproduced too.
 * **Method**: ``"eigh"`` computes every eigenvalue of the smaller Gram matrix (``WᵀW``, ``M × M``)
-  in float64 with ``torch.linalg.eigvalsh``; ``"lowrank"`` takes the ``k`` largest singular
+  in float64 with ``torch.linalg.eigvalsh`` (the Gram matrix's upper triangle only, built from
+  float64 chunks of ``W``: see :func:`_gram`); ``"lowrank"`` takes the ``k`` largest singular
   values with ``torch.svd_lowrank`` (randomised SVD, float64). ``"auto"`` uses ``eigh`` up to
   ``min(dim) ≤`` :data:`EXACT_MAX` and ``lowrank`` above. Each candidate ``xmin``'s α and D
   depend only on the eigenvalues ``≥ xmin``, so the randomised fit equals the exact one whenever
   the best tail has fewer than ``k`` eigenvalues; a tail that reaches ``k`` is noted.
 * **Flagged**: α outside ``[ALPHA_LOW, ALPHA_HIGH]`` (2 … 6).
+* **Threads**: with torch allowed ``T ≥ 2`` threads, :data:`WORKERS` matrices are worked on at
+  once, each with ``T // WORKERS`` torch threads (restored afterwards): one matrix's eigenvalues
+  use two cores poorly, and on a shared machine a multi-threaded LAPACK call that loses a core
+  to another process slows down many times; independent matrices side by side do not.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +74,15 @@ EXACT_MAX = 4096
 LOWRANK_K = 1024
 
 METHODS = ("auto", "eigh", "lowrank")
+#: Matrices worked on at once (each with its share of torch's threads).
+WORKERS = 2
+#: float64 elements per chunk of ``W`` that :func:`_gram` converts at a time (32 MiB).
+GRAM_CHUNK = 1 << 22
+#: :func:`_gram` splits the Gram matrix into this many row blocks (5/8 of the full product).
+GRAM_BLOCKS = 4
+
+#: ``torch.svd_lowrank`` draws from the global generator: one randomised SVD at a time.
+_RNG_LOCK = threading.Lock()
 
 
 def fit_power_law(evals: Any) -> dict[str, Any] | None:
@@ -133,6 +151,27 @@ def fit_power_law(evals: Any) -> dict[str, Any] | None:
     }
 
 
+def _dims(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``(N, M, rf)`` of the matrices :func:`_matrices` makes of a weight of this shape."""
+    if len(shape) == 2:
+        return max(shape), min(shape), 1
+    if len(shape) != 4:
+        return None
+    a, b, ih, jw = shape
+    if a + b >= ih + jw:
+        return max(a, b), min(a, b), ih * jw
+    return max(ih, jw), min(ih, jw), a * b
+
+
+def _in_limits(shape: tuple[int, ...]) -> bool:
+    """Whether weightwatcher analyses a weight of this shape (see the module docstring)."""
+    dims = _dims(shape)
+    if dims is None:
+        return False
+    n, m, rf = dims
+    return MIN_EVALS <= m * rf <= MAX_EVALS and n <= MAX_N
+
+
 def _matrices(t: torch.Tensor) -> tuple[list[torch.Tensor], int, int, int, float] | None:
     """weightwatcher's ``(Wmats, N, M, rf, eigenvalue scale)`` for a 2-D or 4-D weight."""
     if t.ndim == 2:
@@ -151,6 +190,82 @@ def _matrices(t: torch.Tensor) -> tuple[list[torch.Tensor], int, int, int, float
     return mats, n, m, rf, 0.5  # conv2d_norm: W · √(count/2) with count = 1
 
 
+def _gram(w: torch.Tensor) -> torch.Tensor:
+    """The float64 Gram matrix of ``w`` on its smaller side (``M × M``), upper triangle only.
+
+    ``w`` is converted to float64 :data:`GRAM_CHUNK` elements at a time (no float64 copy of
+    the whole matrix), and of the Gram matrix only the blocks on and above the diagonal of a
+    :data:`GRAM_BLOCKS` × :data:`GRAM_BLOCKS` split are computed (5/8 of the multiply-adds of
+    ``WᵀW``); what lies below the diagonal is incomplete: read it with
+    ``eigvalsh(..., UPLO="U")``. The entries are the same float64 dot products as ``WᵀW``'s,
+    summed chunk by chunk.
+
+    Args:
+        w: a 2-D floating-point tensor on the CPU.
+
+    Returns:
+        An ``M × M`` float64 tensor, ``M = min(w.shape)``.
+    """
+    import torch
+
+    a = w.T if w.shape[0] >= w.shape[1] else w  # M × N, M ≤ N: G = a·aᵀ = WᵀW (W tall)
+    m, n = a.shape
+    g = torch.zeros(m, m, dtype=torch.float64)
+    parts = max(1, min(GRAM_BLOCKS, m // 128))
+    cuts = [m * i // parts for i in range(parts + 1)]
+    step = max(64, GRAM_CHUNK // max(m, 1))
+    for c0 in range(0, n, step):
+        blk = a[:, c0 : c0 + step].to(torch.float64)
+        for r0, r1 in itertools.pairwise(cuts):
+            g[r0:r1, r0:].addmm_(blk[r0:r1], blk[r0:].T)
+    return g
+
+
+def _threads_each() -> tuple[int, int]:
+    """``(matrices at once, torch threads for each)`` within torch's thread count."""
+    import torch
+
+    total = torch.get_num_threads()
+    workers = max(1, min(WORKERS, total))
+    return workers, max(1, total // workers)
+
+
+def _ordered_map(fn: Callable[..., Any], items: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+    """``fn(*item)`` for each item, in order; matrices side by side when torch has several
+    threads (see the module docstring), at most that many items taken ahead of the results."""
+    import torch
+
+    workers, each = _threads_each()
+    if workers == 1:
+        for item in items:
+            yield fn(*item)
+        return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(each)
+    try:
+        with ThreadPoolExecutor(
+            workers,
+            thread_name_prefix="paramscope-spectral",
+            initializer=torch.set_num_threads,
+            initargs=(each,),
+        ) as pool:
+            pending: deque[Future[Any]] = deque()
+            try:
+                for item in items:
+                    pending.append(pool.submit(fn, *item))
+                    if len(pending) >= workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for f in pending:
+                    f.cancel()
+    finally:
+        torch.set_num_threads(before)
+
+
 def _eigenvalues(mats: list[torch.Tensor], method: str, k: int) -> tuple[np.ndarray, str]:
     """Combined eigenvalues of ``WᵀW`` over the slices, ascending, and the method's name."""
     import numpy as np
@@ -160,18 +275,18 @@ def _eigenvalues(mats: list[torch.Tensor], method: str, k: int) -> tuple[np.ndar
     m = min(mats[0].shape)
     how = method if method != "auto" else ("eigh" if m <= EXACT_MAX else "lowrank")
     for w in mats:
-        w = w.detach().to(device="cpu", dtype=torch.float64)
-        if w.shape[0] < w.shape[1]:
-            w = w.T
+        w = w.detach().to(device="cpu")
         if how == "eigh":
-            ev = torch.linalg.eigvalsh(w.T @ w)
+            ev = torch.linalg.eigvalsh(_gram(w), UPLO="U")
         else:
+            w = w.to(dtype=torch.float64)
+            if w.shape[0] < w.shape[1]:
+                w = w.T
             q = min(m, k)
             if q >= m:
                 ev = torch.linalg.svdvals(w) ** 2
             else:
-                gen = torch.random.fork_rng()
-                with gen:
+                with _RNG_LOCK, torch.random.fork_rng():
                     torch.manual_seed(0)
                     _, s, _ = torch.svd_lowrank(w, q=min(m, q + 10), niter=6)
                 ev = (s[:q]) ** 2
@@ -206,12 +321,10 @@ def layer_spectrum(
         >>> r["M"], r["num_evals"], r["method"].split(" ")[0]
         (50, 50, 'eigh')
     """
-    got = _matrices(t)
+    got = _matrices(t) if _in_limits(tuple(t.shape)) else None
     if got is None:
         return None
-    mats, n, m, rf, scale = got
-    if m * rf < MIN_EVALS or m * rf > MAX_EVALS or n > MAX_N:
-        return None
+    mats, n, m, _rf, scale = got
     evals, how = _eigenvalues(mats, method, k)
     evals = evals * scale
     fit = fit_power_law(evals[evals > EVALS_THRESH])
@@ -333,10 +446,11 @@ def spectral_stats(
 ) -> SpectralReport:
     """Power-law α of every weight matrix's eigenvalue spectrum, as weightwatcher computes it.
 
-    Files are read one tensor at a time (memory: the largest tensor plus its float64 Gram
-    matrix). Tensors other than 2-D/4-D floats, tensors without values (meta), tied duplicates
-    in memory and layers weightwatcher skips (fewer than 8 or more than 15000 eigenvalues, a
-    dimension above 50000) are left out and counted in the notes.
+    Files are read one tensor at a time and :data:`WORKERS` matrices worked on at once
+    (memory: about two of the largest tensors, each with its float64 Gram matrix). Tensors
+    other than 2-D/4-D floats, tensors without values (meta), tied duplicates in memory and
+    layers weightwatcher skips (fewer than 8 or more than 15000 eigenvalues, a dimension
+    above 50000; in a file never read) are left out and counted in the notes.
 
     Args:
         source: a checkpoint path (any format :class:`~paramscope.io._reader.SourceReader`
@@ -371,18 +485,31 @@ def spectral_stats(
     if not isinstance(k, int) or k < 1:
         raise ArgumentError(f"spectral_stats: k must be a positive integer, found {k!r}")
     notes: list[str] = []
+    outside: set[str] = set()  # file entries weightwatcher would skip: never read
+
+    def entry_ok(e: Any) -> bool:
+        if not (e.dtype.is_float and len(e.shape) in (2, 4)):
+            return False
+        if not _in_limits(tuple(e.shape)):
+            outside.add(e.name)
+            return False
+        return True
+
     walk, items = walk_tensors(
         source,
         what="spectral_stats",
-        entry_ok=lambda e: e.dtype.is_float and len(e.shape) in (2, 4),
+        entry_ok=entry_ok,
         tensor_ok=lambda t: t.ndim in (2, 4) and torch.is_floating_point(t),
         select=select,
         notes=notes,
     )
     rows: list[dict[str, Any]] = []
     small = 0
-    for name, t in items:
-        row = layer_spectrum(name, t, method=method, k=k)
+
+    def one(name: str, t: torch.Tensor) -> tuple[str, dict[str, Any] | None]:
+        return name, layer_spectrum(name, t, method=method, k=k)
+
+    for name, row in _ordered_map(one, items):
         if row is None:
             small += 1
             continue
@@ -394,8 +521,10 @@ def spectral_stats(
                 f"{name}: the tail reaches all {k} computed values; "
                 "α may differ from the full spectrum"
             )
-    if walk.skipped:
-        notes.append(f"{len(walk.skipped)} entries that are not 2-D/4-D float weights skipped")
+    skipped = [n for n in walk.skipped if n not in outside]
+    small += len(walk.skipped) - len(skipped)
+    if skipped:
+        notes.append(f"{len(skipped)} entries that are not 2-D/4-D float weights skipped")
     notes += walk.novalue_note()
     if small:
         notes.append(
