@@ -537,7 +537,50 @@ def test_at_most_one_tensor_per_side_is_held(
         mine.append((e.name, weakref.ref(t)))
         return t
 
+    parts: list[int] = []
+    real_part = SourceReader.read_raw_part
+
+    def spy_part(self: SourceReader, e: Any, start: int, n: int) -> bytearray:
+        parts.append(n)
+        return real_part(self, e, start, n)
+
     monkeypatch.setattr(SourceReader, "read", spy)
+    monkeypatch.setattr(SourceReader, "read_raw_part", spy_part)
     r = layer_changes(dst, src)
-    assert len(r.tensors) > 40 and len(peak) == 2
+    # the quantised side: whole logical tensors, one at a time; the float side stored raw:
+    # pieces of at most CHUNK elements, never a whole large tensor
+    assert len(r.tensors) > 40 and len(peak) == 1
     assert max(peak.values()) == 1, peak
+    from paramscope.reporting._stats import CHUNK
+
+    assert parts and max(parts) <= CHUNK * 4
+    monkeypatch.setattr("paramscope.reporting._change.CHUNK", 100)
+    parts.clear()
+    small = layer_changes(dst, src)
+    assert max(parts) <= 400 and len(parts) > len(small.tensors)  # large tensors in pieces
+    for x, y in zip(small.tensors, r.tensors, strict=True):
+        assert x["name"] == y["name"]
+        assert x["diff_l2"] == pytest.approx(y["diff_l2"], rel=1e-12)
+        assert x["cosine"] == pytest.approx(y["cosine"], rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_files_read_in_pieces_equal_tensors_in_memory(tmp_path: Path, dtype: torch.dtype) -> None:
+    """A file side is read a piece at a time; its numbers equal those of the same tensors
+    given in memory, for every float dtype a file stores."""
+    g = torch.Generator().manual_seed(7)
+    b = {f"h.{i}.mlp.c_fc.weight": torch.randn(300, 70, generator=g).to(dtype) for i in range(3)}
+    a = {
+        k: (v.double() + 0.01 * torch.randn(v.shape, generator=g, dtype=torch.float64)).to(dtype)
+        for k, v in b.items()
+    }
+    pa = paramscope.save(a, tmp_path / "a.safetensors")
+    pb = paramscope.save(b, tmp_path / "b.safetensors")
+    on_disk = layer_changes(pa, pb).to_dict()["tensors"]
+    in_memory = layer_changes(a, b).to_dict()["tensors"]
+    assert len(on_disk) == 3
+    for x, y in zip(on_disk, in_memory, strict=True):
+        for k in ("rel_change", "cosine", "sign_flips", "max_abs_change", "diff_l2", "ref_l2"):
+            assert x[k] == pytest.approx(y[k], rel=1e-12, abs=1e-15), (k, dtype)
+        ref = b[x["name"]].double()
+        assert x["diff_l2"] == pytest.approx(float((a[x["name"]].double() - ref).norm()))

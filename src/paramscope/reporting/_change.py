@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -105,8 +105,6 @@ def tensor_change(a: torch.Tensor, b: torch.Tensor, chunk: int | None = None) ->
         >>> tensor_change(torch.ones(3), torch.ones(3))["sqnr_db"]
         inf
     """
-    import torch
-
     from .._errors import ShapeMismatchError
     from .._values import widen
 
@@ -118,12 +116,30 @@ def tensor_change(a: torch.Tensor, b: torch.Tensor, chunk: int | None = None) ->
         raise ShapeMismatchError(
             f"tensor_change: expected tensors with as many elements, found {n} and {fb.numel()}"
         )
+    return _change_of(n, _slices(fa, chunk), _slices(fb, chunk))
+
+
+def _slices(flat: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """``flat`` in pieces of ``chunk`` elements (views)."""
+    for s in range(0, flat.numel(), chunk):
+        yield flat[s : s + chunk]
+
+
+def _change_of(
+    n: int, pieces_a: Iterable[torch.Tensor], pieces_b: Iterable[torch.Tensor]
+) -> dict[str, Any]:
+    """:func:`tensor_change`'s numbers from two sequences of aligned pieces (the same
+    element counts, in order) of ``n`` elements in all."""
+    import torch
+
+    from .._values import widen
+
     a2 = b2 = ab = d2 = 0.0
     flips = 0
     mx = 0.0
-    for s in range(0, n, chunk):
-        ca = fa[s : s + chunk].to(torch.float64, copy=True)  # never the inputs themselves
-        cb = fb[s : s + chunk].to(torch.float64, copy=True)
+    for pa, pb in zip(pieces_a, pieces_b, strict=True):
+        ca = widen(pa).to(torch.float64, copy=True)  # never the inputs themselves
+        cb = widen(pb).to(torch.float64, copy=True)
         a2 += float(torch.dot(ca, ca))
         b2 += float(torch.dot(cb, cb))
         ab += float(torch.dot(ca, cb))
@@ -496,6 +512,38 @@ def _method(m: Any, layout: Mapping[str, Any]) -> Any:
     return layout.get("method")
 
 
+class _Unreadable(Exception):
+    """A side's values could not be read (the message says which side and why)."""
+
+
+def _pieces(side: _Side, item: _Item, chunk: int, label: str) -> Iterator[torch.Tensor]:
+    """The values of a logical tensor in pieces of ``chunk`` elements: from a file stored
+    raw, each piece read on its own (memory: one piece, however large the tensor); otherwise
+    (a quantised entry, GGUF blocks, tensors in memory) slices of the whole tensor. A read
+    that fails raises :class:`_Unreadable` naming the side (``label``)."""
+    try:
+        yield from _pieces_of(side, item, chunk)
+    except ParamscopeError as exc:
+        raise _Unreadable(f"{label}: {exc}") from None
+
+
+def _pieces_of(side: _Side, item: _Item, chunk: int) -> Iterator[torch.Tensor]:
+    import torch
+
+    reader = side.reader
+    if item.record is None and reader is not None and reader.raw_ok:
+        e = side.stored(item.name)
+        bits = e.dtype.bits
+        if bits % 8 == 0 and e.location is not None and not e.dtype.value.startswith("C"):
+            dtype, size = e.dtype.to_torch(), bits // 8
+            n = math.prod(e.shape)
+            for s in range(0, n, chunk):
+                k = min(chunk, n - s)
+                yield torch.frombuffer(reader.read_raw_part(e, s * size, k * size), dtype=dtype)
+            return
+    yield from _slices(_values(side, item).reshape(-1), chunk)
+
+
 def _values(side: _Side, item: _Item) -> torch.Tensor:
     """The float values of a logical tensor (a quantised one dequantised)."""
     if item.record is None:
@@ -655,28 +703,20 @@ def _changes(sa: _Side, sb: _Side, select: Pattern | None) -> ChangeReport:
             aliases.append(f"{name} = {done[key]}")
             continue
         done[key] = name
+        numel = math.prod(ia.shape)
         try:
-            x = _values(sa, ia)
-        except ParamscopeError as exc:
-            refuse(name, f"a: {exc}")
+            # a piece of each side at a time: memory stays one piece per side
+            c = _change_of(numel, _pieces(sa, ia, CHUNK, "a"), _pieces(sb, ib, CHUNK, "b"))
+        except _Unreadable as exc:
+            refuse(name, str(exc))
             continue
-        try:
-            y = _values(sb, ib)
-        except ParamscopeError as exc:
-            del x
-            refuse(name, f"b: {exc}")
+        except ValueError:  # zip(strict=True): the two sides' values differ in length
+            refuse(name, "the two sides' values have different element counts")
             continue
-        if x.numel() != y.numel() or x.is_complex() or y.is_complex():
-            refuse(name, f"values of {x.numel()} and {y.numel()} elements ({x.dtype}, {y.dtype})")
-            del x, y
-            continue
-        c = tensor_change(x, y)
-        del x, y
         if not all(math.isfinite(c[k]) for k in ("diff_l2", "ref_l2")):
             nonfinite.append(name)
         elif c["rel_change"] == math.inf:
             zero_ref.append(name)
-        numel = math.prod(ia.shape)
         report.tensors.append(
             {
                 "name": name,
