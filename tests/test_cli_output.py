@@ -538,7 +538,10 @@ CASES: list[tuple[list[str], Callable[[], Any]]] = [
     ),
     (
         ["diff", "a.safetensors", "b.safetensors"],
-        lambda: paramscope.diff("a.safetensors", "b.safetensors"),
+        lambda: _output.Also(  # the diff, then the per-layer change across depth
+            paramscope.diff("a.safetensors", "b.safetensors"),
+            {"layers": paramscope.layer_changes("a.safetensors", "b.safetensors"), "html": None},
+        ),
     ),
     (["verify", "src.safetensors"], lambda: paramscope.verify("src.safetensors")),
     (["zoo"], _listing),

@@ -336,8 +336,7 @@ class ChangeReport(DepthReport):
             self.by_kind(stat)  # the one error for a statistic that is not one
         head = (
             f"change of {printable(self.a)} against {printable(self.b)}: "
-            f"{len(self.tensors)} tensors compared, {self.blocks} blocks; "
-            f"{stat} over block 0..{max(self.blocks - 1, 0)}"
+            f"{len(self.tensors)} tensors compared, {self.depth_phrase(stat)}"
         )
 
         def cut(s: str) -> str:

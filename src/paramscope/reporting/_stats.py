@@ -549,6 +549,25 @@ class DepthReport:
         rows = dict(self.by_kind(stat).get(series, []))
         return _spark([rows.get(b) for b in range(self.blocks)])
 
+    def depth_phrase(self, stat: str) -> str:
+        """What the sparklines span, for a header: ``12 blocks; l2 over block 0..11``, or
+        ``no repeated blocks`` (nothing is drawn over depth then).
+
+        Args:
+            stat: the statistic drawn.
+
+        Returns:
+            The phrase.
+
+        Example:
+            >>> import torch
+            >>> weight_stats({"w": torch.ones(2)}).depth_phrase("l2")
+            'no repeated blocks'
+        """
+        if not self.blocks:
+            return "no repeated blocks"
+        return f"{self.blocks} blocks; {stat} over block 0..{self.blocks - 1}"
+
     def spark_rows(
         self, stat: str, width: int | None = None, *, only: list[str] | None = None
     ) -> list[str]:
@@ -673,7 +692,7 @@ class StatsReport(DepthReport):
 
         head = (
             f"weight statistics of {printable(self.source)}: {len(self.tensors)} tensors, "
-            f"{self.blocks} blocks; {stat} over block 0..{max(self.blocks - 1, 0)}"
+            f"{self.depth_phrase(stat)}"
         )
         lines = [_cut(head, width), *self.spark_rows(stat, width)]
         outside = [t for t in self.tensors if t["series"] is None]
