@@ -1,0 +1,657 @@
+"""Students from a teacher: the parameter side of distillation.
+
+:func:`student` makes a model of the teacher's family with fewer blocks, initialised from the
+teacher's chosen blocks, its embeddings and its head, as DistilBERT was initialised from BERT
+(every other layer of ``bert-base``, without the pooler and the token-type embeddings).
+
+The block stack is found as :func:`paramscope.shrink` finds it (``unit="layers"``): an
+``nn.ModuleList`` / ``nn.Sequential`` of at least two blocks of one class with identical
+parameters. When the teacher holds a ``config`` whose layer count (``num_hidden_layers``,
+``n_layer`` …) equals the stack's length (zoo models, transformers models), the student is a
+new model of the teacher's class built from a copy of that config with the new count (and
+``layer_types`` sliced), on the meta device, and the teacher's tensors are then put in it by
+name: so the student *is* a model of the family, the one its config describes. A teacher
+without such a config is copied with only the kept blocks in its stack.
+
+Weights are copies (the teacher is never changed); a meta teacher gives a meta student
+(counting a student of a 70B model costs nothing). Ties inside the kept part stay ties.
+
+``drop`` removes submodules DistilBERT-style: each is replaced by a stand-in without
+parameters (an embedding by zeros, anything else by ``None``), so the forward still runs.
+
+A student written with :func:`save_student` is a ``.safetensors`` file and a JSON spec beside
+it; :func:`build_student` reads the spec (with :func:`paramscope.building.read_spec`) and
+rebuilds the student with its weights. For a teacher made of plain ``torch.nn`` layers the
+spec is an ordinary build spec (``paramscope.build`` reads it); for a zoo / transformers
+teacher it names the teacher TARGET and the selection, since a build spec names ``torch.nn``
+classes only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ArgumentError, ArgumentTypeError, TargetError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["StudentResult", "build_student", "save_student", "student", "student_with_report"]
+
+#: ``drop="distilbert"``: what DistilBERT does not have that BERT has.
+DISTILBERT_DROP = ("pooler", "token_type_embeddings")
+
+
+@dataclass
+class StudentResult:
+    """A student and what it was made from.
+
+    Attributes:
+        model: the student.
+        teacher: the teacher's TARGET string, or its class name when given as a module.
+        args: the TARGET's arguments (zoo overrides …), for rebuilding it.
+        stack: the name of the block stack (``encoder.layer``).
+        layers: the teacher's block indices the student's blocks come from, in order.
+        teacher_blocks: how many blocks the teacher has.
+        drop: the submodules replaced by stand-ins without parameters.
+        params_teacher: unique parameters of the teacher.
+        params_student: unique parameters of the student.
+        config: the student's config changes (``{"num_hidden_layers": 6}``); empty when the
+            student was copied without a config.
+        notes: what the user should know (how it was built, what was written).
+        from_target: ``teacher`` is a TARGET string that rebuilds the teacher (else a class
+            name).
+    """
+
+    model: torch.nn.Module
+    teacher: str
+    args: dict[str, Any]
+    stack: str
+    layers: list[int]
+    teacher_blocks: int
+    drop: list[str] = field(default_factory=list)
+    params_teacher: int = 0
+    params_student: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    from_target: bool = False
+
+    def spec(self, weights: str | None = None) -> dict[str, Any]:
+        """The JSON spec that :func:`build_student` rebuilds this student from.
+
+        Args:
+            weights: the weights file, as the spec's ``"load"`` (relative to the spec's folder).
+
+        Returns:
+            ``{"student": {"teacher", "args", "layers", "drop"}, "load": weights}``; for a
+            teacher of plain ``torch.nn`` layers, an ordinary build spec with ``"load"``.
+
+        Raises:
+            TargetError: the teacher was given as a module of classes a spec cannot name
+                (pass it as a TARGET string to get a spec).
+
+        Example:
+            >>> import torch
+            >>> block = lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+            >>> t = torch.nn.Sequential(*[block() for _ in range(4)])
+            >>> spec = student_with_report(t, every=2).spec("s.safetensors")
+            >>> len(spec["layers"]), spec["layers"][1]["layers"][0], spec["load"]
+            (2, {'type': 'Linear', 'in_features': 2, 'out_features': 2}, 's.safetensors')
+        """
+        try:
+            from ._spec_export import model_spec
+
+            out = model_spec(self.model)
+        except TargetError:
+            if not self.from_target:  # a module, not a TARGET: nothing names its class
+                raise TargetError(
+                    f"student: the teacher is a {self.teacher} module, which a spec cannot "
+                    "name; pass the teacher as a TARGET (zoo:NAME, package.module:callable, "
+                    "config.json) to get a spec"
+                ) from None
+            out = {
+                "description": f"student of {self.teacher}: blocks {self.layers} of {self.stack}",
+                "student": {
+                    "teacher": self.teacher,
+                    "args": dict(self.args),
+                    "layers": list(self.layers),
+                    "drop": list(self.drop),
+                },
+            }
+        if weights is not None:
+            out["load"] = weights
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (what ``paramscope student --json`` prints).
+
+        Returns:
+            Every attribute but the model.
+        """
+        return {
+            "teacher": self.teacher,
+            "args": dict(self.args),
+            "stack": self.stack,
+            "layers": list(self.layers),
+            "teacher_blocks": self.teacher_blocks,
+            "drop": list(self.drop),
+            "params_teacher": self.params_teacher,
+            "params_student": self.params_student,
+            "config": dict(self.config),
+            "notes": list(self.notes),
+        }
+
+    def to_text(self, width: int | None = None) -> str:
+        """The human form ``paramscope student`` prints.
+
+        Args:
+            width: unused (the same signature as every report's ``to_text``).
+
+        Returns:
+            A few lines, without a final newline.
+        """
+        from .._text import printable
+        from .._units import format_count, format_short_count
+
+        def n(x: int) -> str:
+            return f"{format_count(x)} ({format_short_count(x)})"
+
+        ratio = self.params_student / self.params_teacher if self.params_teacher else 0.0
+        lines = [
+            f"teacher  {self.teacher}: {n(self.params_teacher)} parameters, "
+            f"{self.teacher_blocks} blocks in {self.stack}",
+            f"student  {n(self.params_student)} parameters ({ratio:.1%} of the teacher), "
+            f"blocks {', '.join(map(str, self.layers))}",
+        ]
+        if self.drop:
+            lines.append(f"dropped  {', '.join(self.drop)}")
+        if self.config:
+            lines.append("config   " + ", ".join(f"{k}={v}" for k, v in self.config.items()))
+        lines += [f"note     {x}" for x in self.notes]
+        return "\n".join(printable(x) for x in lines)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _unique_params(model: torch.nn.Module) -> int:
+    return sum({id(p): p.numel() for p in model.parameters()}.values())
+
+
+def _indices(n: int, layers: Sequence[int] | None, every: int | None) -> list[int]:
+    if (layers is None) == (every is None):
+        raise ArgumentError("student: give exactly one of layers=[indices] and every=k")
+    if every is not None:
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ArgumentError(f"student: every={every!r}: expected an int >= 1")
+        return list(range(0, n, every))
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise ArgumentTypeError(
+            f"student: layers={layers!r}: expected a list of block indices such as [0, 2, 4]"
+        )
+    out = list(layers)
+    bad = [i for i in out if not isinstance(i, int) or isinstance(i, bool)]
+    if bad:
+        raise ArgumentTypeError(f"student: layers: {bad[0]!r} is not an int block index")
+    if not out:
+        raise ArgumentError("student: layers=[]: keep at least one block")
+    outside = [i for i in out if not 0 <= i < n]
+    if outside:
+        raise ArgumentError(
+            f"student: layers: block {outside[0]} does not exist; the teacher has {n} blocks "
+            f"(0..{n - 1})"
+        )
+    if any(b <= a for a, b in itertools.pairwise(out)):
+        raise ArgumentError(
+            f"student: layers={out}: expected strictly increasing block indices (each once, "
+            "in the teacher's order)"
+        )
+    return out
+
+
+def _stack(model: torch.nn.Module) -> tuple[str, Any]:
+    from ..compress._shrink_blocks import _find_stacks  # the stack `shrink` removes layers of
+
+    found, refused = _find_stacks(model)
+    if not found:
+        why = f" ({refused[0][1]})" if refused else ""
+        raise TargetError(
+            f"student: the teacher ({type(model).__name__}) has no stack of identical blocks "
+            f"(an nn.ModuleList / nn.Sequential of two or more){why}"
+        )
+    if len(found) > 1:
+        names = ", ".join(f[0] or "the model" for f in found)
+        raise TargetError(
+            f"student: the teacher ({type(model).__name__}) has {len(found)} block stacks "
+            f"({names}); a student keeps blocks of one stack"
+        )
+    return found[0][0], found[0][1]
+
+
+def _new_config(model: torch.nn.Module, n: int, keep: list[int]) -> tuple[Any, dict[str, Any]]:
+    """A copy of the teacher's config describing ``len(keep)`` blocks, and what changed; or
+    ``(None, {})`` when the teacher has no config whose layer count is the stack's length."""
+    from ..compress._shrink_blocks import LAYER_COUNT_KEYS
+
+    config = model.__dict__.get("config")
+    if config is None or not any(getattr(config, k, None) == n for k in LAYER_COUNT_KEYS):
+        return None, {}
+    changes: dict[str, Any] = {k: len(keep) for k in LAYER_COUNT_KEYS if hasattr(config, k)}
+    changes = {k: v for k, v in changes.items() if getattr(config, k) == n}
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, (list, tuple)) and len(types) == n:
+        changes["layer_types"] = type(types)(types[i] for i in keep)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        try:
+            return dataclasses.replace(config, **changes), changes
+        except (TypeError, ValueError) as exc:
+            raise TargetError(
+                f"student: {type(config).__name__} refuses {changes}: {exc}"
+            ) from None
+    new = copy.deepcopy(config)
+    for k, v in changes.items():
+        setattr(new, k, v)
+    return new, changes
+
+
+def _from_config(teacher: torch.nn.Module, config: Any) -> torch.nn.Module | None:
+    """The teacher's class built from ``config`` on the meta device, or None if it cannot be."""
+    import torch
+
+    from .zoo._meta import skip_init_on_meta
+
+    try:
+        with torch.device("meta"), skip_init_on_meta():
+            return type(teacher)(config)
+    except Exception:  # a class whose constructor takes something else: copy instead
+        return None
+
+
+def _copied(teacher: torch.nn.Module, name: str, stack: Any, keep: list[int]) -> torch.nn.Module:
+    """A deep copy of the teacher with only the kept blocks in its stack (renumbered)."""
+    from ..compress._shrink_blocks import _renumbering
+
+    keys = list(stack._modules)
+    saved = stack._modules
+    renumber = _renumbering(keys)
+    stack._modules = type(saved)(
+        ((renumber(pos) if renumber else keys[i]), saved[keys[i]]) for pos, i in enumerate(keep)
+    )
+    try:
+        new = copy.deepcopy(teacher)
+    finally:
+        stack._modules = saved
+    blocks = list(new.get_submodule(name)) if name else list(new)
+    for pos, (i, block) in enumerate(zip(keep, blocks, strict=True)):
+        for m in block.modules():  # as shrink(unit="layers") renumbers them
+            for attr in ("layer_idx", "layer_id"):
+                if m.__dict__.get(attr) == i:
+                    setattr(m, attr, pos)
+    return new
+
+
+def _fill(student: torch.nn.Module, teacher: torch.nn.Module, name_map: Any) -> None:
+    """Put copies of the teacher's tensors in the student, by mapped name, keeping ties."""
+    import torch
+
+    t_params = dict(teacher.named_parameters(remove_duplicate=False))
+    t_buffers = dict(teacher.named_buffers(remove_duplicate=False))
+    made: dict[int, Any] = {}
+    for mod_name, mod in student.named_modules(remove_duplicate=False):
+        for kind, table, source in (
+            ("parameter", mod._parameters, t_params),
+            ("buffer", mod._buffers, t_buffers),
+        ):
+            for attr, value in list(table.items()):
+                if value is None:
+                    continue
+                name = f"{mod_name}.{attr}" if mod_name else attr
+                src = source.get(name_map(name))
+                if src is None or tuple(src.shape) != tuple(value.shape):
+                    found = "nothing" if src is None else f"shape {tuple(src.shape)}"
+                    raise TargetError(
+                        f"student: the student's {kind} {name!r} {tuple(value.shape)} has no "
+                        f"counterpart in the teacher ({name_map(name)!r}: {found})"
+                    )
+                if id(value) not in made:
+                    data = src.detach().clone()
+                    if kind == "parameter":
+                        data = torch.nn.Parameter(data, requires_grad=src.requires_grad)
+                    made[id(value)] = data
+                table[attr] = made[id(value)]
+
+
+def _stand_in(mod: Any) -> Any:
+    import torch
+
+    class DroppedEmbedding(torch.nn.Module):
+        """A dropped embedding: adds nothing (zeros), holds no parameters."""
+
+        def __init__(self, dim: int, dtype: torch.dtype) -> None:
+            super().__init__()
+            self.embedding_dim = dim
+            self.dtype = dtype
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return ids.new_zeros((*ids.shape, self.embedding_dim), dtype=self.dtype)
+
+        def extra_repr(self) -> str:
+            return f"dim={self.embedding_dim} (dropped: zeros)"
+
+    class Dropped(torch.nn.Module):
+        """A dropped submodule: returns None, holds no parameters."""
+
+        def forward(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def extra_repr(self) -> str:
+            return "dropped"
+
+    if isinstance(mod, torch.nn.Embedding):
+        return DroppedEmbedding(mod.embedding_dim, mod.weight.dtype)
+    return Dropped()
+
+
+def _drop(model: torch.nn.Module, drop: Sequence[str]) -> list[str]:
+    """Replace every submodule named (full name or last part) by a stand-in; the names."""
+    names = [n for n, _ in model.named_modules() if n]
+    dropped: list[str] = []
+    for pattern in drop:
+        hits = [n for n in names if n == pattern or n.rsplit(".", 1)[-1] == pattern]
+        hits = [n for n in hits if not any(n.startswith(d + ".") for d in dropped)]
+        if not hits:
+            from .._names import missing
+
+            raise missing(pattern, names, what="submodule to drop")
+        for n in hits:
+            owner, _, attr = n.rpartition(".")
+            parent = model.get_submodule(owner) if owner else model
+            setattr(parent, attr, _stand_in(getattr(parent, attr)))
+            dropped.append(n)
+    return dropped
+
+
+def _resolve(teacher: Any, args: Mapping[str, Any] | None, meta: bool) -> tuple[Any, str]:
+    import torch
+
+    if isinstance(teacher, torch.nn.Module):
+        if args:
+            raise ArgumentError("student: args= applies to a TARGET string, not a module")
+        return teacher, type(teacher).__name__
+    if not isinstance(teacher, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            f"student: teacher: expected a torch.nn.Module or a TARGET (zoo:NAME, "
+            f"package.module:callable, config.json), found {type(teacher).__name__}"
+        )
+    from .._targets import resolve_target
+
+    model = resolve_target(teacher, dict(args or {}), meta=meta)
+    if isinstance(model, str):
+        raise TargetError(
+            f"student: {model} is a checkpoint; a teacher is a model TARGET (zoo:NAME, "
+            "package.module:callable, config.json), or a module with the weights loaded"
+        )
+    return model, os.fspath(teacher)
+
+
+# ------------------------------------------------------------------------------ public
+def student_with_report(
+    teacher: torch.nn.Module | str | os.PathLike[str],
+    *,
+    layers: Sequence[int] | None = None,
+    every: int | None = None,
+    width: Any = None,
+    drop: str | Sequence[str] = (),
+    args: Mapping[str, Any] | None = None,
+    meta: bool = False,
+) -> StudentResult:
+    """A student of the teacher (see :func:`student`), with what it was made from.
+
+    Args:
+        teacher: see :func:`student`.
+        layers: see :func:`student`.
+        every: see :func:`student`.
+        width: see :func:`student`.
+        drop: see :func:`student`.
+        args: see :func:`student`.
+        meta: see :func:`student`.
+
+    Returns:
+        A :class:`StudentResult`; ``result.model`` is the student.
+
+    Raises:
+        See :func:`student`.
+
+    Example:
+        >>> r = student_with_report("zoo:bert-base", every=2, meta=True)
+        >>> r.stack, r.layers, r.params_student
+        ('encoder.layer', [0, 2, 4, 6, 8, 10], 66955008)
+    """
+    import torch
+
+    if width is not None:
+        raise ArgumentError(
+            f"student: width={width!r} is not supported yet (the student keeps the teacher's "
+            "width); narrow it afterwards with paramscope.shrink(student, amount, "
+            "unit='neurons' or 'heads')"
+        )
+    if isinstance(drop, str):
+        drop = DISTILBERT_DROP if drop == "distilbert" else (drop,)
+    model, name = _resolve(teacher, args, meta)
+    stack_name, stack = _stack(model)
+    n = len(stack)
+    keep = _indices(n, layers, every)
+    keys = list(stack._modules)
+    config, changes = _new_config(model, n, keep)
+    new = None if config is None else _from_config(model, config)
+    notes: list[str] = []
+    if new is not None:
+        new_stack = new.get_submodule(stack_name)
+        new_keys = list(new_stack._modules)
+        if len(new_keys) != len(keep):
+            new = None  # the config's count is not this stack's length after all
+    if new is not None:
+        prefix = f"{stack_name}." if stack_name else ""
+        lookup = {f"{prefix}{new_keys[pos]}.": f"{prefix}{keys[i]}." for pos, i in enumerate(keep)}
+
+        def name_map(s: str) -> str:
+            if s.startswith(prefix):
+                head = prefix + s[len(prefix) :].split(".", 1)[0] + "."
+                if head in lookup:
+                    return lookup[head] + s[len(head) :]
+            return s
+
+        _fill(new, model, name_map)
+        new.train(model.training)
+        notes.append(f"built from {type(config).__name__} ({type(new).__name__}(config))")
+    else:
+        new = _copied(model, stack_name, stack, keep)
+        changes = {}
+        from ..compress._shrink_blocks import _layers_config
+        from ..compress._shrink_report import ShrinkReport
+
+        rep = ShrinkReport("layers", None, None, "student")
+        removed = [i for i in range(n) if i not in keep]
+        _layers_config(new, n, len(keep), removed, rep)
+        notes.append("copied from the teacher with the kept blocks (no config to build from)")
+        notes += rep.notes
+    dropped = _drop(new, list(drop)) if drop else []
+    return StudentResult(
+        model=new,
+        teacher=name,
+        args=dict(args or {}),
+        stack=stack_name,
+        layers=keep,
+        teacher_blocks=n,
+        drop=list(drop) if dropped else [],
+        params_teacher=_unique_params(model),
+        params_student=_unique_params(new),
+        config=changes,
+        notes=notes,
+        from_target=not isinstance(teacher, torch.nn.Module),
+    )
+
+
+def student(
+    teacher: torch.nn.Module | str | os.PathLike[str],
+    *,
+    layers: Sequence[int] | None = None,
+    every: int | None = None,
+    width: Any = None,
+    drop: str | Sequence[str] = (),
+    args: Mapping[str, Any] | None = None,
+    meta: bool = False,
+) -> torch.nn.Module:
+    """A model of the teacher's family with fewer blocks, initialised from the teacher.
+
+    The student's block ``i`` is a copy of the teacher's block ``layers[i]``; everything
+    outside the block stack (embeddings, final norm, head) is copied too, as DistilBERT was
+    initialised from BERT. A teacher with a config (zoo, transformers) gives a student built
+    from a copy of the config with the new layer count.
+
+    Args:
+        teacher: a ``torch.nn.Module`` (with its weights), or a model TARGET (``zoo:NAME``,
+            ``package.module:callable``, an HF ``config.json``) built with its own
+            initialisation.
+        layers: the teacher's block indices to keep, strictly increasing.
+        every: instead of ``layers``: keep blocks ``0, k, 2k, …``.
+        width: not supported yet (an :class:`ArgumentError` says so); narrow the student
+            afterwards with :func:`paramscope.shrink`.
+        drop: submodules to remove (a full module name or its last part), each replaced by a
+            stand-in without parameters; ``"distilbert"`` means ``("pooler",
+            "token_type_embeddings")``.
+        args: a TARGET's arguments (zoo overrides, callable keyword arguments).
+        meta: build a TARGET teacher on the meta device (counts only, no values).
+
+    Returns:
+        The student, on the teacher's device, in the teacher's training mode.
+
+    Raises:
+        ArgumentError: neither or both of ``layers`` / ``every``, an index out of range or
+            out of order, ``width``, or a ``drop`` name matching no submodule.
+        ArgumentTypeError: a teacher or an index of the wrong type.
+        TargetError: a checkpoint given as the teacher, or no (or more than one) stack of
+            identical blocks.
+
+    Example:
+        >>> s = student("zoo:bert-base", layers=[0, 2, 4, 6, 8, 10], drop="distilbert",
+        ...             meta=True)
+        >>> s.config.num_hidden_layers, sum(p.numel() for p in s.parameters())
+        (6, 66362880)
+    """
+    return student_with_report(
+        teacher, layers=layers, every=every, width=width, drop=drop, args=args, meta=meta
+    ).model
+
+
+def _is_path(target: str) -> bool:
+    """A TARGET that names a file or folder (a config.json), not zoo: or a callable."""
+    return not target.startswith("zoo:") and Path(target).exists()
+
+
+def save_student(
+    result: StudentResult, path: str | os.PathLike[str], spec: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path]:
+    """Write a student's weights (safetensors) and the spec that rebuilds it.
+
+    Args:
+        result: from :func:`student_with_report`.
+        path: the ``.safetensors`` file.
+        spec: the JSON spec; by default ``path`` with the suffix ``.json``.
+
+    Returns:
+        ``(weights path, spec path)``.
+
+    Raises:
+        TargetError: the teacher was a module of classes a spec cannot name.
+
+    Example:
+        >>> import tempfile, torch
+        >>> block = lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+        >>> t = torch.nn.Sequential(*[block() for _ in range(4)])
+        >>> d = tempfile.mkdtemp()
+        >>> w, s = save_student(student_with_report(t, layers=[1, 3]), f"{d}/s.safetensors")
+        >>> rebuilt = build_student(s)  # here an ordinary build spec: paramscope.build reads it
+        >>> torch.equal(rebuilt[1][0].weight, t[3][0].weight)
+        True
+    """
+    import json
+
+    from .._atomic import atomic_write
+    from ..io import save
+
+    path = Path(path)
+    spec_path = Path(spec) if spec is not None else path.with_suffix(".json")
+    if spec_path.resolve() == path.resolve():
+        raise ArgumentError(f"student: the spec {spec_path} would overwrite the weights")
+    rel = os.path.relpath(path.resolve(), spec_path.resolve().parent)
+    out = result.spec(Path(rel).as_posix())
+    recipe = out.get("student")
+    if recipe is not None and _is_path(recipe["teacher"]):  # a config.json: beside the spec
+        where = os.path.relpath(Path(recipe["teacher"]).resolve(), spec_path.resolve().parent)
+        recipe["teacher"] = Path(where).as_posix()
+    text = json.dumps(out, indent=2)
+    written = save(result.model, path)
+    with atomic_write(spec_path) as f:
+        f.write(text.encode("utf-8"))
+    return written, spec_path
+
+
+def build_student(spec: Any) -> torch.nn.Module:
+    """Rebuild a student from the spec :func:`save_student` wrote, with its weights.
+
+    Args:
+        spec: the spec: a JSON file, a dict or a JSON string (read by
+            :func:`paramscope.building.read_spec`). An ordinary build spec (no ``"student"``
+            key) is built by :func:`paramscope.build`.
+
+    Returns:
+        The student, its weights loaded strictly from the spec's ``"load"`` file.
+
+    Raises:
+        SpecError: a ``"student"`` entry of the wrong shape.
+        StrictLoadError: the weights do not fit the rebuilt student.
+
+    Example:
+        >>> s = build_student({"student": {"teacher": "zoo:bert-base", "layers": [0, 11]}})
+        >>> s.config.num_hidden_layers
+        2
+    """
+    from ._spec import build
+    from ._spec_errors import SpecError
+    from ._spec_read import _read
+
+    raw, folder = _read(spec)
+    if "student" not in raw:
+        return build(raw, base_dir=folder)
+    recipe = raw["student"]
+    if not isinstance(recipe, Mapping) or not isinstance(recipe.get("teacher"), str):
+        raise SpecError("student", 'expected {"teacher": TARGET, "layers": [...], ...}')
+    unknown = sorted(set(recipe) - {"teacher", "args", "layers", "every", "drop"})
+    if unknown:
+        raise SpecError("student", f'unknown key "{unknown[0]}"')
+    weights = raw.get("load")
+    teacher = recipe["teacher"]
+    if folder is not None and _is_path(str(folder / teacher)):
+        teacher = str(folder / teacher)  # written relative to the spec's folder
+    model = student(
+        teacher,
+        layers=recipe.get("layers"),
+        every=recipe.get("every"),
+        drop=tuple(recipe.get("drop") or ()),
+        args=recipe.get("args") or None,
+        meta=weights is not None,
+    )
+    if weights is not None:
+        from ..lifecycle._load import load_into
+
+        p = Path(weights)
+        if not p.is_absolute():
+            p = (folder or Path.cwd()) / p
+        load_into(model, p, strict=True)
+    return model
