@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from ._shrink_report import ShrinkReport as ShrinkReport
     from ._stream import prune_file as prune_file
     from ._stream import quantize_file as quantize_file
+    from ._subnet import SubnetReport as SubnetReport
+    from ._subnet import Supernet as Supernet
+    from ._subnet import count_subnet as count_subnet
+    from ._subnet import subnet as subnet
+    from ._subnet import trace_supernet as trace_supernet
 
 _LAZY: dict[str, str] = {
     "SparsityReport": "._prune",
@@ -45,6 +50,11 @@ _LAZY: dict[str, str] = {
     "shrink": "._shrink",
     "prune_file": "._stream",
     "quantize_file": "._stream",
+    "SubnetReport": "._subnet",
+    "Supernet": "._subnet",
+    "count_subnet": "._subnet",
+    "subnet": "._subnet",
+    "trace_supernet": "._subnet",
 }
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
@@ -55,6 +65,9 @@ __all__ = [
     "QuantizedTensor",
     "ShrinkReport",
     "SparsityReport",
+    "SubnetReport",
+    "Supernet",
+    "count_subnet",
     "dequantize",
     "dequantize_tensor",
     "keep_mask",
@@ -64,4 +77,6 @@ __all__ = [
     "quantize_file",
     "quantize_tensor",
     "shrink",
+    "subnet",
+    "trace_supernet",
 ]
