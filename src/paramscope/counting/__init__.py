@@ -37,8 +37,14 @@ if TYPE_CHECKING:
     from ._summary import ModuleNode as ModuleNode
     from ._summary import Summary as Summary
     from ._summary import summary as summary
+    from ._sweep import SweepFit as SweepFit
+    from ._sweep import SweepReport as SweepReport
+    from ._sweep import sweep as sweep
 
 _LAZY: dict[str, str] = {
+    "SweepFit": "._sweep",
+    "SweepReport": "._sweep",
+    "sweep": "._sweep",
     "Count": "._count",
     "Group": "._count",
     "Inspection": "._count",
@@ -84,6 +90,8 @@ __all__ = [
     "Node",
     "Optimizer",
     "Summary",
+    "SweepFit",
+    "SweepReport",
     "analytic_flops",
     "count",
     "count_manifest",
@@ -97,5 +105,6 @@ __all__ = [
     "register_packed",
     "scan_module",
     "summary",
+    "sweep",
     "to_manifest",
 ]
