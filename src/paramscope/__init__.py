@@ -66,18 +66,28 @@ if TYPE_CHECKING:
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
     from .building import BuildResult as BuildResult
+    from .building import StudentResult as StudentResult
     from .building import build as build
+    from .building import build_student as build_student
     from .building import build_with_report as build_with_report
     from .building import infer_model as infer_model
     from .building import model_spec as model_spec
+    from .building import save_student as save_student
+    from .building import student as student
+    from .building import student_with_report as student_with_report
     from .building import zoo as zoo
     from .compress import QuantReport as QuantReport
     from .compress import ShrinkReport as ShrinkReport
     from .compress import SparsityReport as SparsityReport
+    from .compress import SubnetReport as SubnetReport
+    from .compress import Supernet as Supernet
+    from .compress import count_subnet as count_subnet
     from .compress import dequantize as dequantize
     from .compress import prune as prune
     from .compress import quantize as quantize
     from .compress import shrink as shrink
+    from .compress import subnet as subnet
+    from .compress import trace_supernet as trace_supernet
     from .counting import Count as Count
     from .counting import FlopsNode as FlopsNode
     from .counting import FlopsReport as FlopsReport
@@ -89,6 +99,8 @@ if TYPE_CHECKING:
     from .counting import ModuleNode as ModuleNode
     from .counting import Node as Node
     from .counting import Summary as Summary
+    from .counting import SweepFit as SweepFit
+    from .counting import SweepReport as SweepReport
     from .counting import _formulas as formulas  # noqa: F401 - public submodule (__all__ is derived)
     from .counting import count as count
     from .counting import estimate_memory as estimate_memory
@@ -99,6 +111,7 @@ if TYPE_CHECKING:
     from .counting import measure_activations as measure_activations
     from .counting import register_packed as register_packed
     from .counting import summary as summary
+    from .counting import sweep as sweep
     from .io import detect_format as detect_format
     from .io import save as save
     from .lifecycle import FreezeCounts as FreezeCounts
@@ -203,6 +216,9 @@ _LAZY: dict[str, str] = {
     "FlopsNode": ".counting",
     "FlopsReport": ".counting",
     "flops": ".counting",
+    "SweepFit": ".counting",
+    "SweepReport": ".counting",
+    "sweep": ".counting",
     "measure_activations": ".counting",
     "Formula": ".counting",
     "formula_for": ".counting",
@@ -228,6 +244,11 @@ _LAZY: dict[str, str] = {
     "SparsityReport": ".compress",
     "ShrinkReport": ".compress",
     "shrink": ".compress",
+    "SubnetReport": ".compress",
+    "Supernet": ".compress",
+    "count_subnet": ".compress",
+    "subnet": ".compress",
+    "trace_supernet": ".compress",
     "dequantize": ".compress",
     "prune": ".compress",
     "quantize": ".compress",
@@ -247,6 +268,11 @@ _LAZY: dict[str, str] = {
     "BuildResult": ".building",
     "build": ".building",
     "build_with_report": ".building",
+    "StudentResult": ".building",
+    "build_student": ".building",
+    "save_student": ".building",
+    "student": ".building",
+    "student_with_report": ".building",
     "infer_model": ".building",
     "model_spec": ".building",
     "bind": ".lifecycle",

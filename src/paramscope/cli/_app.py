@@ -917,4 +917,4 @@ def report(
     _output.emit(_output.Wrote(str(written), verb=""))
 
 
-from . import _merging, _shrinking  # noqa: E402, F401 - register merge, lora, factorize, shrink
+from . import _merging, _shrinking, _student, _subnet, _sweep  # noqa: E402, F401 - register commands
