@@ -252,6 +252,11 @@ def test_cli_student_bert_base_every_2(cli, tmp_path: Path, monkeypatch) -> None
     saved = paramscope.load("student.safetensors")
     for k, v in back.state_dict().items():
         assert torch.equal(v, saved[k]), k
+    # paramscope.build reads the same spec: the student, its weights loaded strictly
+    built = paramscope.build_with_report("student.json")
+    assert built.load_report is not None and _params(built.model) == 66_955_008
+    for k, v in built.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
     # DistilBERT-style, human output
     r = cli(
         "student",

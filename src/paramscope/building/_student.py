@@ -623,12 +623,38 @@ def build_student(spec: Any) -> torch.nn.Module:
         2
     """
     from ._spec import build
-    from ._spec_errors import SpecError
     from ._spec_read import _read
 
     raw, folder = _read(spec)
     if "student" not in raw:
         return build(raw, base_dir=folder)
+    return student_from_spec(raw, folder)[0]
+
+
+def student_from_spec(raw: Mapping[str, Any], folder: Path | None) -> tuple[Any, Any]:
+    """The student a read spec with a ``"student"`` key describes, and the report of loading
+    its ``"load"`` weights (``None`` without them); what :func:`build_student` and
+    :func:`paramscope.build` do with such a spec.
+
+    Args:
+        raw: the spec, read (:func:`paramscope.building._spec_read._read`).
+        folder: the folder relative paths (the teacher's, the weights') resolve against
+            (``None``: the current folder).
+
+    Returns:
+        ``(model, load report or None)``.
+
+    Raises:
+        SpecError: a ``"student"`` entry of the wrong shape.
+        StrictLoadError: the weights do not fit the rebuilt student.
+
+    Example:
+        >>> m, rep = student_from_spec({"student": {"teacher": "zoo:bert-base", "every": 6}}, None)
+        >>> m.config.num_hidden_layers, rep is None
+        (2, True)
+    """
+    from ._spec_errors import SpecError
+
     recipe = raw["student"]
     if not isinstance(recipe, Mapping) or not isinstance(recipe.get("teacher"), str):
         raise SpecError("student", 'expected {"teacher": TARGET, "layers": [...], ...}')
@@ -647,11 +673,12 @@ def build_student(spec: Any) -> torch.nn.Module:
         args=recipe.get("args") or None,
         meta=weights is not None,
     )
+    report = None
     if weights is not None:
         from ..lifecycle._load import load_into
 
         p = Path(weights)
         if not p.is_absolute():
             p = (folder or Path.cwd()) / p
-        load_into(model, p, strict=True)
-    return model
+        report = load_into(model, p, strict=True)
+    return model, report
