@@ -17,7 +17,7 @@ The floors, bottom up::
                 config.json), and the public read_manifest that takes any TARGET
     counting    count / inspect / summary / memory of any TARGET
     operations  _convert, _diff, _verify, _example, _loading (the public load)
-    merging     merge, LoRA merge / extract, factorize: new parameters from several models
+    merging     merge, LoRA merge / extract, factorize, students: new parameters from others
     reporting   HTML report, diagrams
     cli         the typer app
     facade      paramscope/__init__.py (the export list) and __main__.py

@@ -66,15 +66,10 @@ if TYPE_CHECKING:
     from ._verify import VerifyReport as VerifyReport
     from ._verify import verify as verify
     from .building import BuildResult as BuildResult
-    from .building import StudentResult as StudentResult
     from .building import build as build
-    from .building import build_student as build_student
     from .building import build_with_report as build_with_report
     from .building import infer_model as infer_model
     from .building import model_spec as model_spec
-    from .building import save_student as save_student
-    from .building import student as student
-    from .building import student_with_report as student_with_report
     from .building import zoo as zoo
     from .compress import QuantReport as QuantReport
     from .compress import ShrinkReport as ShrinkReport
@@ -135,12 +130,17 @@ if TYPE_CHECKING:
     from .merging import LoraExtractReport as LoraExtractReport
     from .merging import LoraMergeReport as LoraMergeReport
     from .merging import MergeReport as MergeReport
+    from .merging import StudentResult as StudentResult
+    from .merging import build_student as build_student
     from .merging import factorize as factorize
     from .merging import lora_extract as lora_extract
     from .merging import lora_merge as lora_merge
     from .merging import merge as merge
     from .merging import read_adapter as read_adapter
     from .merging import read_merge_spec as read_merge_spec
+    from .merging import save_student as save_student
+    from .merging import student as student
+    from .merging import student_with_report as student_with_report
     from .reporting import ChangeReport as ChangeReport
     from .reporting import SpectralReport as SpectralReport
     from .reporting import StatsReport as StatsReport
@@ -268,11 +268,11 @@ _LAZY: dict[str, str] = {
     "BuildResult": ".building",
     "build": ".building",
     "build_with_report": ".building",
-    "StudentResult": ".building",
-    "build_student": ".building",
-    "save_student": ".building",
-    "student": ".building",
-    "student_with_report": ".building",
+    "StudentResult": ".merging",
+    "build_student": ".merging",
+    "save_student": ".merging",
+    "student": ".merging",
+    "student_with_report": ".merging",
     "infer_model": ".building",
     "model_spec": ".building",
     "bind": ".lifecycle",

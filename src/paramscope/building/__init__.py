@@ -21,11 +21,6 @@ if TYPE_CHECKING:
     from ._spec_export import model_spec as model_spec
     from ._spec_module import SpecModule as SpecModule
     from ._spec_read import read_spec as read_spec
-    from ._student import StudentResult as StudentResult
-    from ._student import build_student as build_student
-    from ._student import save_student as save_student
-    from ._student import student as student
-    from ._student import student_with_report as student_with_report
 
 _LAZY: dict[str, str] = {
     "InferError": ".._errors",
@@ -37,11 +32,6 @@ _LAZY: dict[str, str] = {
     "build_with_report": "._spec",
     "read_spec": "._spec_read",
     "model_spec": "._spec_export",
-    "StudentResult": "._student",
-    "build_student": "._student",
-    "save_student": "._student",
-    "student": "._student",
-    "student_with_report": "._student",
 }
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY, {"zoo": ".zoo"})
@@ -51,15 +41,10 @@ __all__ = [
     "InferError",
     "SpecError",
     "SpecModule",
-    "StudentResult",
     "build",
-    "build_student",
     "build_with_report",
     "infer_model",
     "model_spec",
     "read_spec",
-    "save_student",
-    "student",
-    "student_with_report",
     "zoo",
 ]

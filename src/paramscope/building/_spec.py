@@ -295,13 +295,6 @@ def build_with_report(
         ('Linear', True)
     """
     raw, folder = _read(spec)
-    if "student" in raw:  # a student of a teacher, as `paramscope student` writes its spec
-        from ._student import student_from_spec
-
-        model, load_report = student_from_spec(
-            raw, Path(base_dir) if base_dir is not None else folder
-        )
-        return BuildResult(model=model, load_report=load_report)
     _check_top(raw)
     seed = raw.get("seed")
     root = {k: v for k, v in raw.items() if k not in _TOP_KEYS}

@@ -72,7 +72,7 @@ def student(
     blocks, embeddings and head), write it to OUTPUT with a spec beside it, and report the
     counts."""
     from .._targets import parse_args, resolve_target
-    from ..building._student import save_student, student_with_report
+    from ..merging._student import save_student, student_with_report
 
     kept = None if layers is None else _ints(layers)
     teacher = resolve_target(target, parse_args(arg or []), meta=False)

@@ -1,6 +1,8 @@
-"""New parameters from several models: merging, LoRA merge / extract, low-rank factorisation.
+"""New parameters from other models: merging, LoRA merge / extract, low-rank factorisation,
+and students initialised from a teacher's blocks (``student``; the one part that knows a
+model's block stack, found as ``shrink(unit="layers")`` finds it).
 
-Everything here is architecture-free: tensors are matched by name, shape and dtype, never by a
+Everything else here is architecture-free: tensors are matched by name, shape and dtype, never by a
 per-model template. The file functions stream one tensor (per source) at a time, so memory is
 bounded by the largest tensor, not the model; every operation returns a report with numbers
 (cosines, sign conflicts, density kept, relative errors). Names load on first use (PEP 562):
@@ -25,8 +27,18 @@ if TYPE_CHECKING:
     from ._merge import MergeReport as MergeReport
     from ._merge import merge as merge
     from ._merge import read_merge_spec as read_merge_spec
+    from ._student import StudentResult as StudentResult
+    from ._student import build_student as build_student
+    from ._student import save_student as save_student
+    from ._student import student as student
+    from ._student import student_with_report as student_with_report
 
 _LAZY: dict[str, str] = {
+    "StudentResult": "._student",
+    "build_student": "._student",
+    "save_student": "._student",
+    "student": "._student",
+    "student_with_report": "._student",
     "MergeReport": "._merge",
     "merge": "._merge",
     "read_merge_spec": "._merge",
@@ -48,10 +60,15 @@ __all__ = [
     "LoraExtractReport",
     "LoraMergeReport",
     "MergeReport",
+    "StudentResult",
+    "build_student",
     "factorize",
     "lora_extract",
     "lora_merge",
     "merge",
     "read_adapter",
     "read_merge_spec",
+    "save_student",
+    "student",
+    "student_with_report",
 ]

@@ -106,7 +106,7 @@ class StudentResult:
             (2, {'type': 'Linear', 'in_features': 2, 'out_features': 2}, 's.safetensors')
         """
         try:
-            from ._spec_export import model_spec
+            from ..building._spec_export import model_spec
 
             out = model_spec(self.model)
         except TargetError:
@@ -263,7 +263,7 @@ def _from_config(teacher: torch.nn.Module, config: Any) -> torch.nn.Module | Non
     """The teacher's class built from ``config`` on the meta device, or None if it cannot be."""
     import torch
 
-    from .zoo._meta import skip_init_on_meta
+    from ..building.zoo._meta import skip_init_on_meta
 
     try:
         with torch.device("meta"), skip_init_on_meta():
@@ -622,8 +622,8 @@ def build_student(spec: Any) -> torch.nn.Module:
         >>> s.config.num_hidden_layers
         2
     """
-    from ._spec import build
-    from ._spec_read import _read
+    from ..building._spec import build
+    from ..building._spec_read import _read
 
     raw, folder = _read(spec)
     if "student" not in raw:
@@ -653,7 +653,7 @@ def student_from_spec(raw: Mapping[str, Any], folder: Path | None) -> tuple[Any,
         >>> m.config.num_hidden_layers, rep is None
         (2, True)
     """
-    from ._spec_errors import SpecError
+    from ..building._spec_errors import SpecError
 
     recipe = raw["student"]
     if not isinstance(recipe, Mapping) or not isinstance(recipe.get("teacher"), str):
