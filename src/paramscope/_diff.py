@@ -15,9 +15,10 @@ rather than changed (the ``numpy.isclose`` rule, ``b`` as the reference).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -407,21 +408,36 @@ def diff(
     """
     if not (atol >= 0 and rtol >= 0):
         raise ArgumentError(f"diff: atol={atol}, rtol={rtol}: expected non-negative numbers")
-    sa = _Side(a, "a")
-    try:
-        sb = _Side(b, "b")
-    except BaseException:
-        sa.close()
-        raise
-    try:
+    with sides(a, b) as (sa, sb):
         report = _diff(sa, sb, values=values, atol=atol, rtol=rtol)
-    finally:
-        sa.close()
-        sb.close()
     report.a, report.b = (
         os.fspath(s) if isinstance(s, (str, os.PathLike)) else None for s in (a, b)
     )
     return report
+
+
+@contextlib.contextmanager
+def sides(
+    a: Any, b: Any, make: Callable[[Any, str], _Side] | None = None
+) -> Iterator[tuple[_Side, _Side]]:
+    """Both sides of a comparison, opened as ``"a"`` and ``"b"`` and closed on the way out
+    (``a`` too when opening ``b`` fails).
+
+    Args:
+        a: the first source.
+        b: the second source.
+        make: opens one side from ``(source, label)`` (default :class:`_Side`).
+
+    Yields:
+        ``(side a, side b)``.
+    """
+    opener = _Side if make is None else make
+    with contextlib.ExitStack() as stack:
+        sa = opener(a, "a")
+        stack.callback(sa.close)
+        sb = opener(b, "b")
+        stack.callback(sb.close)
+        yield sa, sb
 
 
 def _diff(sa: _Side, sb: _Side, *, values: bool, atol: float, rtol: float) -> DiffReport:

@@ -628,17 +628,10 @@ def layer_changes(a: Any, b: Any, *, select: Pattern | None = None) -> ChangeRep
         >>> r.same
         False
     """
-    sa = _side(a, "a")
-    try:
-        sb = _side(b, "b")
-    except BaseException:
-        sa.close()
-        raise
-    try:
+    from .._diff import sides
+
+    with sides(a, b, _side) as (sa, sb):
         report = _changes(sa, sb, select)
-    finally:
-        sa.close()
-        sb.close()
     report.a, report.b = (
         os.fspath(s) if isinstance(s, (str, os.PathLike)) else IN_MEMORY for s in (a, b)
     )
