@@ -14,6 +14,43 @@ from ._app import ArgOpt, JsonOpt, _shape, app
 __all__: list[str] = []
 
 
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(help="A checkpoint to load into the TARGET first (strict)."),
+]
+InputShapeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-shape",
+        help="Example input (seeded noise) for shapes and the output deviation: 1,3,224,224.",
+    ),
+]
+SeqOpt = Annotated[
+    int | None, typer.Option("--seq", min=1, help="Example token ids of 1 × seq instead.")
+]
+SpecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--spec",
+        help="Also write the smaller model's architecture as a build spec (JSON; plain "
+        "torch.nn layers only).",
+    ),
+]
+
+
+def _write_spec(model: Any, spec: str, notes: list[str]) -> None:
+    """Write ``model``'s architecture as a build spec to ``spec`` (atomically), and say so."""
+    import json
+
+    from .._atomic import atomic_write
+    from ..building import model_spec
+
+    text = json.dumps(model_spec(model), indent=2)
+    with atomic_write(spec) as f:
+        f.write(text.encode("utf-8"))
+    notes.append(f"wrote the architecture to {spec} (paramscope.build({spec!r}))")
+
+
 def _model(target: str, args: list[str] | None, weights: str | None) -> Any:
     """The TARGET built with values: zoo / callable / config.json on the CPU with their own
     initialisation (then ``weights`` loaded strictly), or an MLP/CNN checkpoint rebuilt by
@@ -89,28 +126,10 @@ def shrink(
             "conv / linear, the attention module, or the block. Repeatable.",
         ),
     ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(help="A checkpoint to load into the TARGET first (strict)."),
-    ] = None,
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            "--input-shape",
-            help="Example input (seeded noise) for shapes and the output deviation: 1,3,224,224.",
-        ),
-    ] = None,
-    seq: Annotated[
-        int | None, typer.Option("--seq", min=1, help="Example token ids of 1 × seq instead.")
-    ] = None,
-    spec: Annotated[
-        str | None,
-        typer.Option(
-            "--spec",
-            help="Also write the smaller architecture as a build spec (JSON; plain torch.nn "
-            "layers only).",
-        ),
-    ] = None,
+    weights: WeightsOpt = None,
+    input_shape: InputShapeOpt = None,
+    seq: SeqOpt = None,
+    spec: SpecOpt = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -133,15 +152,7 @@ def shrink(
         example_inputs=_inputs(model, input_shape, seq),
     )
     if spec is not None:
-        import json as json_
-
-        from .._atomic import atomic_write
-        from ..building import model_spec
-
-        text = json_.dumps(model_spec(report.model), indent=2)
-        with atomic_write(spec) as f:
-            f.write(text.encode("utf-8"))
-        report.notes.append(f"wrote the architecture to {spec} (paramscope.build({spec!r}))")
+        _write_spec(report.model, spec, report.notes)
     save(report.model, output)
     report.notes.append(f"wrote {output}")
     _output.emit(report, json=json)

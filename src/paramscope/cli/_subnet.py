@@ -10,6 +10,7 @@ import typer
 
 from . import _output
 from ._app import ArgOpt, JsonOpt, app
+from ._shrinking import InputShapeOpt, SeqOpt, SpecOpt, WeightsOpt
 
 __all__: list[str] = []
 
@@ -117,28 +118,10 @@ def subnet(
     importance: Annotated[
         str, typer.Option(help="order (the first units and blocks), l1 or l2.")
     ] = "order",
-    weights: Annotated[
-        str | None,
-        typer.Option(help="A checkpoint to load into the TARGET first (strict)."),
-    ] = None,
-    input_shape: Annotated[
-        str | None,
-        typer.Option(
-            "--input-shape",
-            help="Example input (seeded noise) for shapes and the output deviation: 1,3,224,224.",
-        ),
-    ] = None,
-    seq: Annotated[
-        int | None, typer.Option("--seq", min=1, help="Example token ids of 1 × seq instead.")
-    ] = None,
-    spec: Annotated[
-        str | None,
-        typer.Option(
-            "--spec",
-            help="Also write the sub-network's architecture as a build spec (JSON; plain "
-            "torch.nn layers only).",
-        ),
-    ] = None,
+    weights: WeightsOpt = None,
+    input_shape: InputShapeOpt = None,
+    seq: SeqOpt = None,
+    spec: SpecOpt = None,
     arg: ArgOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -146,7 +129,7 @@ def subnet(
     every consumer follows), write it to OUTPUT and report the counts before and after."""
     from ..compress._subnet import subnet as subnet_
     from ..io import save
-    from ._shrinking import _inputs, _model
+    from ._shrinking import _inputs, _model, _write_spec
 
     model = _model(target, arg, weights)
     small, report = subnet_(
@@ -159,15 +142,7 @@ def subnet(
         example_inputs=_inputs(model, input_shape, seq),
     )
     if spec is not None:
-        import json as json_
-
-        from .._atomic import atomic_write
-        from ..building import model_spec
-
-        text = json_.dumps(model_spec(small), indent=2)
-        with atomic_write(spec) as f:
-            f.write(text.encode("utf-8"))
-        report.notes.append(f"wrote the architecture to {spec} (paramscope.build({spec!r}))")
+        _write_spec(small, spec, report.notes)
     if output is not None:
         save(small, output)
         report.notes.append(f"wrote {output}")
