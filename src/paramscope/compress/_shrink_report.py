@@ -108,9 +108,25 @@ class ShrinkReport:
         for r in self.refused:
             lines.append(f"refused {printable(r['name'])}: {printable(r['reason'])}")
         if self.deviation is not None:
-            lines.append(
-                f"output deviation on the example inputs: max |Δ| {self.deviation['max_abs']:.3g}"
-                f", relative {self.deviation['relative']:.3g}"
-            )
+            lines.append(deviation_line(self.deviation))
         lines += [f"note: {printable(n)}" for n in self.notes]
         return "\n".join(lines)
+
+
+def deviation_line(deviation: dict[str, float]) -> str:
+    """The report line of an output deviation (:func:`paramscope._outputs.output_deviation`).
+
+    Args:
+        deviation: ``{"max_abs", "relative"}``.
+
+    Returns:
+        The line.
+
+    Example:
+        >>> deviation_line({"max_abs": 0.5, "relative": 0.01})
+        'output deviation on the example inputs: max |Δ| 0.5, relative 0.01'
+    """
+    return (
+        f"output deviation on the example inputs: max |Δ| {deviation['max_abs']:.3g}"
+        f", relative {deviation['relative']:.3g}"
+    )

@@ -154,6 +154,7 @@ class SubnetReport:
         """
         from .._text import printable
         from .._units import format_count
+        from ._shrink_report import deviation_line
 
         gone = self.params_before - self.params_after
         pct = 100 * gone / self.params_before if self.params_before else 0.0
@@ -170,10 +171,7 @@ class SubnetReport:
         for w in self.widths:
             lines.append(f"width {printable(w['name'])}: {w['kept']}/{w['total']}")
         if self.deviation is not None:
-            lines.append(
-                f"output deviation on the example inputs: max |Δ| {self.deviation['max_abs']:.3g}"
-                f", relative {self.deviation['relative']:.3g}"
-            )
+            lines.append(deviation_line(self.deviation))
         lines += [f"note: {printable(n)}" for n in self.notes]
         return "\n".join(lines)
 
