@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from _browser import browser, chromium  # noqa: F401  (fixtures for every module)
 from _servers import http_files, s3, s3_server  # noqa: F401  (fixtures for every module)
 
 GOLDEN = Path(__file__).parent / "golden"

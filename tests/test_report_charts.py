@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import pytest
 import torch
 
 import paramscope
+from _browser import Browser
 from paramscope.reporting._html import build_report_data, render_html
 
-CHROMIUM = Path("/usr/bin/chromium")
 N_LAYER = 4
 #: the one tensor the modified copy changes
 MODIFIED = "transformer.h.2.mlp.c_fc.weight"
@@ -48,60 +47,6 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tensors[MODIFIED] = w + 0.05 * torch.randn(w.shape, generator=g)
     b = paramscope.save(paramscope.ParamDict(tensors), tmp / "b.safetensors")
     return {"a": Path(a), "b": Path(b), "dir": tmp, "model": model}
-
-
-class Browser:
-    """One headless Chromium for the module; each page records blocked requests and errors."""
-
-    def __init__(self, browser: Any) -> None:
-        self.browser = browser
-        self.errors: list[str] = []
-        self.blocked: list[str] = []
-
-    def open(self, html: Path) -> Any:
-        def route(r: Any) -> None:
-            if r.request.url.startswith("file:"):
-                r.continue_()
-            else:
-                self.blocked.append(r.request.url)
-                r.abort()
-
-        context = self.browser.new_context(viewport={"width": 1280, "height": 900})
-        context.route("**/*", route)
-        page = context.new_page()
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.goto(html.as_uri())
-        page.wait_for_selector("#treemap [data-path]")
-        return page
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    assert CHROMIUM.exists(), (
-        "the browser test needs Chromium at /usr/bin/chromium (apt-get install chromium)"
-    )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - a missing test dependency must fail, not skip
-        pytest.fail("the browser test needs Playwright for Python: pip install playwright")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def browser(chromium: Any) -> Iterator[Browser]:
-    """A fresh record of errors per test; the page must neither fail nor ask the network."""
-    b = Browser(chromium)
-    yield b
-    assert not b.errors, b.errors
-    assert not b.blocked, b.blocked
 
 
 def _page_file(data: dict[str, Any], path: Path) -> Path:

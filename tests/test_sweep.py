@@ -18,12 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import paramscope
+from _browser import Browser
 from paramscope._errors import ArgumentError
 from paramscope._targets import resolve_target
 from paramscope.counting._sweep import parse_grid, sweep
 from paramscope.reporting._sweep_html import sweep_chart_data, write_sweep_html
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 LLAMA_MODULE = '''
 from paramscope.building import zoo
@@ -337,45 +336,12 @@ def api_csv(target: str) -> str:
 # ----------------------------------------------------------------- the page in Chromium
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    assert CHROMIUM.exists(), "the browser test needs Chromium at /usr/bin/chromium"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - a missing test dependency must fail, not skip
-        pytest.fail("the browser test needs Playwright for Python: pip install playwright")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def test_page_in_headless_chromium(chromium: Any, tmp_path: Path) -> None:
+def test_page_in_headless_chromium(browser: Browser, tmp_path: Path) -> None:
     grid = {"n_layer": [1, 2, 3], "n_embd": [32, 64, 66], "n_head": [4]}
     r = sweep("zoo:gpt2", grid, flops=True, seq=8, memory=True)
     assert r.errors == 3  # 4 heads do not divide n_embd=66: three rows with their error
     page_file = write_sweep_html(r, tmp_path / "sweep.html")
-    errors: list[str] = []
-    blocked: list[str] = []
-
-    def route(req: Any) -> None:
-        if req.request.url.startswith("file:"):
-            req.continue_()
-        else:
-            blocked.append(req.request.url)
-            req.abort()
-
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(page_file.as_uri())
-    page.wait_for_selector("[data-chart]")
+    page = browser.open(page_file, ready="[data-chart]")
     charts = page.evaluate(
         """() => Object.entries(window.paramscopeCharts).map(([name, u]) => ({name,
             points: +document.querySelector('[data-chart="' + name + '"]').dataset.points,
@@ -400,6 +366,5 @@ def test_page_in_headless_chromium(chromium: Any, tmp_path: Path) -> None:
     rows = page.locator("#sweep-table tbody tr")
     assert rows.count() == len(r.rows)
     assert "closed form for the gpt2 family" in page.inner_text("#fit")
-    assert not errors, errors
-    assert not blocked, blocked
-    context.close()
+    assert not browser.errors, browser.errors
+    assert not browser.blocked, browser.blocked
