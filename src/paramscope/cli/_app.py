@@ -477,6 +477,14 @@ def flops(
     ] = None,
     lora: LoraOpt = None,
     arg: ArgOpt = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse/--no-reuse",
+            help="Count a repeated block identical to one already measured with its FLOPs "
+            "(the default) or run every block.",
+        ),
+    ] = True,
     json: JsonOpt = False,
 ) -> None:
     """FLOPs and MACs (FLOPs = 2 × MACs) of a forward (and backward) run on the meta device,
@@ -494,6 +502,7 @@ def flops(
         analytic=analytic or train or tokens is not None,
         tokens=tokens,
         lora=_lora(lora),
+        reuse=reuse,
     )
     report.source = target
     _output.emit(report, json=json)

@@ -338,6 +338,8 @@ def flops(
     analytic: bool = False,
     tokens: int | str | None = None,
     lora: Any = None,
+    reuse: bool = True,
+    _cache: Any = None,
 ) -> FlopsReport:
     """Count the FLOPs and MACs of one forward (and backward) of a model, per module and op.
 
@@ -361,6 +363,13 @@ def flops(
         tokens: tokens processed (``"2T"``); implies ``analytic``.
         lora: a :class:`~paramscope.LoraSpec`: run with the adapters peft would add (base
             frozen, adapters trainable) and count their FLOPs on top of the base's.
+        reuse: a forward on meta counts a repeated block (one of a stack, identical to one
+            already measured: class, parameter shapes, attributes and input shapes) with the
+            FLOPs measured for it instead of running it again; the totals, tree and op tables
+            are those of a full run and the notes say how many blocks were reused. ``False``
+            runs every block.
+        _cache: a :class:`~paramscope.counting._flops_reuse.BlockCache` shared across calls
+            (:func:`paramscope.sweep` passes one to all its points).
 
     Returns:
         A :class:`FlopsReport`.
@@ -437,9 +446,27 @@ def flops(
         adapters: Any = lora_adapters(model, lora)
     else:
         adapters = None
-    with _maybe(adapters) as lora_info, _restored(modes), _maybe(
-        fake
-    ), counter, record, stack.hooks(), torch.set_grad_enabled(backward):
+    reuser = None
+    if reuse and on_meta and not backward and adapters is None:
+        from ._flops_reuse import BlockCache, Reuser
+
+        reuser = Reuser(
+            model,
+            type(model).__name__,
+            counter,
+            record,
+            _cache if _cache is not None else BlockCache(),
+        )
+    with (
+        _maybe(adapters) as lora_info,
+        _restored(modes),
+        _maybe(fake),
+        counter,
+        record,
+        stack.hooks(),
+        torch.set_grad_enabled(backward),
+        _maybe(None if reuser is None else reuser.installed()),
+    ):
         try:
             out = model(*args, **kwargs)
         except Exception as exc:  # the model's own error: say where and with what
@@ -499,6 +526,10 @@ def flops(
             "formula), causal or not"
         )
     details: dict[str, Any] = {"backward": backward}
+    details["reused_blocks"] = 0 if reuser is None else sum(reuser.reused.values())
+    reused_note = None if reuser is None else reuser.note()
+    if reused_note:
+        notes.append(reused_note)
     if lora_info is not None:
         details["lora"] = lora_info
         notes.append(
