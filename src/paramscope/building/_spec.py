@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +108,49 @@ __all__ = [
 
 
 _TOP_KEYS = ("tie", "init", "seed", "load", "freeze", "description")
+
+#: A spec of another kind: its one top-level key → its reader, registered by the floor that
+#: builds such models (every arrow points down: ``paramscope.merging`` registers
+#: ``"student"`` here when it is imported, and ``paramscope.build`` imports it). A reader takes
+#: the read spec, the folder its relative paths resolve against and ``device``, and returns
+#: the model and the report of loading its weights (or ``None``).
+SpecReader = Callable[[dict[str, Any], "Path | None", Any], tuple[Any, Any]]
+_KINDS: dict[str, SpecReader] = {}
+#: the kinds paramscope defines, and the package whose import registers each
+_KIND_HOMES = {"student": "paramscope.merging"}
+
+
+def register_spec_kind(key: str, reader: SpecReader) -> None:
+    """Let :func:`build` read specs whose top level has ``key`` with ``reader``.
+
+    Args:
+        key: the top-level key that marks the kind (``"student"``).
+        reader: ``reader(spec, folder, device) -> (model, load report or None)``.
+
+    Example:
+        >>> import paramscope.merging  # registers "student"
+        >>> "student" in _KINDS
+        True
+    """
+    _KINDS[key] = reader
+
+
+def _other_kind(
+    raw: dict[str, Any], folder: Path | None, device: Any
+) -> BuildResult | None:
+    """The model of a spec of a registered kind, or ``None`` for a layer spec."""
+    kind = next((k for k in raw if k in _KINDS or k in _KIND_HOMES), None)
+    if kind is None:
+        return None
+    reader = _KINDS.get(kind)
+    if reader is None:
+        raise SpecError(
+            kind,
+            f'a "{kind}" spec is read by {_KIND_HOMES[kind]}; build it with paramscope.build, '
+            f"which imports it (or import {_KIND_HOMES[kind]} first)",
+        )
+    model, report = reader(raw, folder, device)
+    return BuildResult(model, load_report=report)
 
 
 # --------------------------------------------------------------------------- top level
@@ -272,7 +315,10 @@ def build_with_report(
     """Build the model a spec describes, and return it with the reports of its steps.
 
     Steps, in order: construct the layers (on ``device``), ``tie``, ``init`` (with ``seed``),
-    ``load``, ``freeze``. The module docstring describes the spec language.
+    ``load``, ``freeze``. The module docstring describes the spec language. A spec with a
+    ``"student"`` key (what ``paramscope student`` and :func:`paramscope.save_student` write)
+    rebuilds that student from its teacher and loads its weights (``paramscope.build``
+    imports :mod:`paramscope.merging`, which reads it).
 
     Args:
         spec: a dict, a JSON / YAML file path, or a JSON string (see :func:`read_spec`).
@@ -295,6 +341,9 @@ def build_with_report(
         ('Linear', True)
     """
     raw, folder = _read(spec)
+    other = _other_kind(raw, Path(base_dir) if base_dir is not None else folder, device)
+    if other is not None:
+        return other
     _check_top(raw)
     seed = raw.get("seed")
     root = {k: v for k, v in raw.items() if k not in _TOP_KEYS}

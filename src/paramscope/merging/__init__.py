@@ -11,9 +11,11 @@ importing this package never imports torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._lazy import lazy_getattr
+from ..building._spec import register_spec_kind
 
 if TYPE_CHECKING:
     from ._factorize import FactorizeReport as FactorizeReport
@@ -53,6 +55,22 @@ _LAZY: dict[str, str] = {
 }
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
+
+
+def _read_student(raw: dict[str, Any], folder: Path | None, device: Any) -> tuple[Any, Any]:
+    """The ``"student"`` spec kind of :func:`paramscope.build`."""
+    from ..building._spec_errors import SpecError
+    from ._student import student_from_spec
+
+    if device is not None:
+        raise SpecError(
+            "student",
+            f"device={device!r}: a student is built where its teacher is; build it, then move it",
+        )
+    return student_from_spec(raw, folder)
+
+
+register_spec_kind("student", _read_student)
 
 __all__ = [
     "AdapterInfo",
