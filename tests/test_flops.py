@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,39 @@ def test_a_forward_alone_runs_in_eval_mode_and_the_mode_comes_back() -> None:
     model.train()
     step = paramscope.flops(model, seq=16, backward=True)  # a training step keeps train mode
     assert step.forward_flops == r.flops and step.backward_flops > 0
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_config_without_kv_cache_counts_as_with_one(tmp_path: Path, family: str) -> None:
+    """transformers tests the position ids' values for packed sequences when no cache is
+    kept, which meta cannot; flops keeps one (use_cache=True) and says so. Oracle: torch's
+    FlopCounterMode over the same model with use_cache=True."""
+    import transformers
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if family == "llama":
+        cfg = transformers.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=100,
+            use_cache=False,
+        )
+        cfg.architectures = ["LlamaForCausalLM"]
+    else:
+        cfg = transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, vocab_size=100, use_cache=False
+        )
+        cfg.architectures = ["GPT2LMHeadModel"]
+    cfg.save_pretrained(tmp_path)
+    r = paramscope.flops(tmp_path / "config.json", seq=16)
+    assert "use_cache=True" in r.inputs
+    assert any("use_cache=false" in n for n in r.notes)
+    model_cls = getattr(transformers, cfg.architectures[0])
+    with torch.device("meta"):
+        model = model_cls(cfg).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 16, dtype=torch.long, device="meta"), use_cache=True)
+    assert r.flops == counter.get_total_flops()

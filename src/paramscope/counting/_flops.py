@@ -262,6 +262,8 @@ class _Stack:
 
 
 def _describe(x: Any) -> str:
+    if isinstance(x, (bool, int, float)):
+        return repr(x)
     shape = getattr(x, "shape", None)
     if shape is None:
         return type(x).__name__
@@ -300,11 +302,33 @@ def _make_inputs(
         if seq <= 0 or batch <= 0:
             raise ArgumentError(f"batch={batch}, seq={seq}: expected positive sizes")
         # token ids 0: inside every vocabulary (values do not matter on meta)
-        return (torch.zeros((batch, seq), dtype=torch.long, device=device),), {}
+        ids = torch.zeros((batch, seq), dtype=torch.long, device=device)
+        if _needs_cache(model):
+            return (ids,), {"use_cache": True}
+        return (ids,), {}
     raise ArgumentError(
         "flops: give input_shape (an image or feature shape, e.g. 1,3,224,224), seq (token "
         "ids of batch × seq for a language model) or inputs"
     )
+
+
+def _needs_cache(model: Any) -> bool:
+    """A transformers model whose config keeps no KV cache (``use_cache=False``). Without a
+    cache, transformers looks for packed sequences in the position ids, a test on their
+    values that cannot run on meta, so the forward on meta keeps one (``use_cache=True``:
+    the cache's writes are copies, without arithmetic, so the FLOPs are those of a run
+    without it)."""
+    import inspect
+
+    if not type(model).__module__.startswith("transformers."):
+        return False
+    if getattr(getattr(model, "config", None), "use_cache", None) is not False:
+        return False
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "use_cache" in params
 
 
 def _first_tensor(out: Any) -> Any:
@@ -433,6 +457,13 @@ def flops(
     record = _recorder()
     stack = _Stack(first)
     notes = [CONVENTION]
+    if inputs is None and kwargs.get("use_cache") is True:
+        notes.append(
+            "the config keeps no KV cache (use_cache=false), but transformers then tests the "
+            "position ids' values for packed sequences, which meta tensors do not have: ran "
+            "with use_cache=True, whose cache writes are copies without arithmetic (the same "
+            "FLOPs)"
+        )
     forward_counts: dict[str, dict[Any, int]] = {}
     # A forward alone is an inference: eval mode (no dropout ops); a training step keeps the
     # model's own mode. The mode is put back afterwards.
