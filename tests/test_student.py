@@ -215,7 +215,7 @@ def test_errors_are_one_line(bert) -> None:
         (ArgumentError, dict(every=0), "every=0"),
         (ArgumentTypeError, dict(layers=[True]), "True is not an int"),
         (ArgumentTypeError, dict(layers="0,1"), "expected a list of block indices"),
-        (ArgumentError, dict(every=1, width=0.5), "width=0.5 is not supported"),
+        (ArgumentError, dict(every=1, width=0.5), "needs a teacher with a config"),
         (MissingNameError, dict(every=1, drop="pooler"), "pooler"),
     ]
     for cls, kwargs, text in cases:
@@ -387,3 +387,388 @@ def test_cli_config_json_teacher_rebuilt_from_another_folder(
     saved = paramscope.load(tmp_path / "out" / "s.safetensors")
     for k, v in back.state_dict().items():
         assert torch.equal(v, saved[k]), k
+
+
+# ------------------------------------------------------------------ narrower students (width)
+def _first(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The oracle of "first k" selection: the teacher tensor's leading block of that shape."""
+    return t[tuple(slice(0, n) for n in shape)]
+
+
+def _bert_cfg(**kw):
+    import transformers
+
+    base = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        vocab_size=100,
+        max_position_embeddings=16,
+    )
+    return transformers.BertConfig(**{**base, **kw})
+
+
+def test_zoo_bert_base_narrowed_counts_like_transformers_and_slices_consistently(bert) -> None:
+    import dataclasses
+
+    import transformers
+
+    widths = {"hidden_size": 384, "intermediate_size": 1536, "num_attention_heads": 6}
+    r = student_with_report(bert, every=2, width=widths)
+    s = r.model
+    assert r.width == widths and r.select == "first"
+    assert s.config.hidden_size == 384 and s.config.num_hidden_layers == 6
+    with torch.device("meta"):
+        ref = transformers.BertModel(transformers.BertConfig(**dataclasses.asdict(s.config)))
+    assert r.params_student == _params(s) == sum(p.numel() for p in ref.parameters())
+    assert list(s.state_dict()) == list(
+        k for k in ref.state_dict() if k in s.state_dict()
+    )  # the same architecture, by name
+    teacher = bert.state_dict()
+    for k, v in s.state_dict().items():
+        i = k.split(".")[2] if k.startswith("encoder.layer.") else None
+        src = k if i is None else k.replace(f"encoder.layer.{i}.", f"encoder.layer.{2 * int(i)}.")
+        assert torch.equal(v, _first(teacher[src], v.shape)), k
+    b, t = s.encoder.layer[1], bert.encoder.layer[2]  # spelled out for the main tensors
+    assert torch.equal(b.attention.self.query.weight, t.attention.self.query.weight[:384, :384])
+    assert torch.equal(b.intermediate.dense.weight, t.intermediate.dense.weight[:1536, :384])
+    assert torch.equal(b.output.dense.weight, t.output.dense.weight[:384, :1536])
+    assert torch.equal(
+        s.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight[:, :384]
+    )
+    ids = torch.randint(0, 30522, (2, 7), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        hidden, _pooled = s.eval()(ids)
+    assert hidden.shape == (2, 7, 384) and torch.isfinite(hidden).all()
+    assert "width    hidden_size=384" in r.to_text() and "Xu et al." in r.to_text()
+    # the ratio form means the same sizes
+    assert student_with_report(bert, every=2, width=0.5, meta=False).width == widths
+
+
+def test_narrower_mlp_is_the_teacher_with_those_units_switched_off() -> None:
+    """Consistency, functionally: keeping the first k intermediate units of every block is
+    the teacher with the other units' weights zeroed (GELU(0) = 0 adds nothing)."""
+    import transformers
+
+    torch.manual_seed(5)
+    teacher = transformers.BertModel(_bert_cfg(hidden_dropout_prob=0.0)).eval()
+    s = student(teacher, every=1, width={"intermediate_size": 24})
+    assert s.config.intermediate_size == 24 and s.config.hidden_size == 32
+    masked = transformers.BertModel(teacher.config).eval()
+    masked.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        for layer in masked.encoder.layer:
+            layer.intermediate.dense.weight[24:] = 0
+            layer.intermediate.dense.bias[24:] = 0
+        ids = torch.tensor([[3, 9, 27, 81, 5]])
+        torch.testing.assert_close(
+            s(ids).last_hidden_state, masked(ids).last_hidden_state, rtol=1e-5, atol=1e-5
+        )
+        assert not torch.allclose(
+            teacher(ids).last_hidden_state, masked(ids).last_hidden_state, atol=1e-3
+        )  # the masked units mattered: the test can fail
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_transformers_students_count_like_the_library_and_run(kind: str) -> None:
+    import transformers
+
+    torch.manual_seed(6)
+    if kind == "bert":
+        teacher = transformers.BertModel(_bert_cfg())
+    elif kind == "gpt2":
+        teacher = transformers.GPT2Model(
+            transformers.GPT2Config(n_embd=32, n_head=4, n_layer=4, vocab_size=100, n_positions=16)
+        )
+    else:
+        teacher = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=100,
+                max_position_embeddings=16,
+            )
+        )
+    teacher.eval()
+    r = student_with_report(teacher, layers=[1, 3], width=0.5)
+    s = r.model
+    ref = type(teacher)(s.config)  # the library's model of the student's config
+    assert type(s) is type(teacher)
+    assert r.params_student == _params(s) == sum(p.numel() for p in ref.parameters())
+    assert {k: v.shape for k, v in s.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+    assert s.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
+    hidden = s.config.hidden_size
+    assert hidden == 16 and s.config.num_attention_heads == 2
+    assert hidden // s.config.num_attention_heads == 8  # the head width is kept
+    sd = teacher.state_dict()
+    for k, v in s.state_dict().items():
+        for stack in ("encoder.layer.", "h.", "model.layers."):
+            if k.startswith(stack):
+                i, rest = k[len(stack) :].split(".", 1)
+                k = f"{stack}{[1, 3][int(i)]}.{rest}"
+        if ".c_attn." in k:
+            continue  # fused: chunk-wise, checked in the GPT-2 test below
+        assert torch.equal(v, _first(sd[k], v.shape)), k
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        out = s(ids)
+    first = out[0] if isinstance(out, tuple) else out.to_tuple()[0]
+    assert torch.isfinite(first).all()
+    if kind == "llama":
+        assert s.config.num_key_value_heads == 1
+        assert s.model.layers[0].self_attn.k_proj.weight.shape == (8, 16)
+
+
+def test_gpt2_fused_qkv_is_sliced_chunk_by_chunk() -> None:
+    import transformers
+
+    torch.manual_seed(7)
+    for teacher in (
+        transformers.GPT2Model(
+            transformers.GPT2Config(n_embd=32, n_head=4, n_layer=2, vocab_size=50, n_positions=8)
+        ),
+        zoo.build("gpt2", n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=8),
+    ):
+        s = student(teacher, every=1, width={"n_embd": 16, "n_head": 2})
+        blocks = s.h if hasattr(s, "h") else s.transformer.h
+        t_blocks = teacher.h if hasattr(teacher, "h") else teacher.transformer.h
+        d, D = 16, 32
+        for b, t in zip(blocks, t_blocks, strict=True):
+            w, tw = b.attn.c_attn.weight, t.attn.c_attn.weight  # Conv1D: (in, out)
+            assert w.shape == (d, 3 * d)
+            for part in range(3):  # q, k and v separately
+                assert torch.equal(w[:, part * d : (part + 1) * d], tw[:d, part * D : part * D + d])
+                assert torch.equal(
+                    b.attn.c_attn.bias[part * d : (part + 1) * d],
+                    t.attn.c_attn.bias[part * D : part * D + d],
+                )
+            assert not torch.equal(w, tw[:d, : 3 * d])  # not the first 3d' of the fused axis
+            assert torch.equal(b.attn.c_proj.weight, t.attn.c_proj.weight[:d, :d])
+            assert torch.equal(b.mlp.c_fc.weight, t.mlp.c_fc.weight[:d, : 4 * d])
+        with torch.no_grad():
+            s.eval()(torch.tensor([[1, 2, 3]]))
+
+
+def test_full_width_is_the_same_student_as_no_width(bert) -> None:
+    base = student(bert, layers=[0, 5, 11])
+    for width in (1.0, 1, {"hidden_size": 768, "num_attention_heads": 12}):
+        r = student_with_report(bert, layers=[0, 5, 11], width=width)
+        assert r.width == {} and r.config == {"num_hidden_layers": 3}
+        _same(r.model, base)
+
+
+def test_width_errors_are_one_line(bert) -> None:
+    import transformers
+
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=50,
+        )
+    )
+    gpt = zoo.build(
+        "gpt2", n_layer=2, n_embd=16, n_head=2, n_inner=48, vocab_size=50, n_positions=8
+    )
+    plain = nn.Sequential(*[nn.Sequential(nn.Linear(2, 2), nn.Tanh()) for _ in range(3)])
+    cases = [
+        (bert, {"hiden_size": 384}, "unknown key 'hiden_size'"),
+        (bert, {"vocab_size": 100}, "'vocab_size' is not a width"),
+        (bert, {"hidden_size": 1024}, "larger than the teacher's 768"),
+        (bert, {"hidden_size": 384}, "makes heads of 32, the teacher's are 64"),
+        (bert, {"hidden_size": 400, "num_attention_heads": 7}, "does not divide"),
+        (bert, {"hidden_size": 0}, "expected an int >= 1"),
+        (bert, 0.3, "is not a whole number"),
+        (bert, 1.5, "expected a ratio in (0, 1]"),
+        (bert, "half", "expected a ratio in (0, 1]"),
+        (llama, {"num_attention_heads": 3}, "num_key_value_heads=2 does not divide"),
+        (gpt, {"n_embd": 8, "n_head": 1, "n_inner": 24}, "is both"),  # 48 -> 24: c_fc or q|k|v
+        (plain, 0.5, "paramscope.shrink"),
+    ]
+    for teacher, width, text in cases:
+        with pytest.raises(ArgumentError) as info:
+            student(teacher, every=1, width=width)
+        msg = str(info.value)
+        assert text in msg and "\n" not in msg, (width, msg)
+    assert bert.config.hidden_size == 768 and bert.encoder.layer[0].output.dense.weight.shape == (
+        768,
+        3072,
+    )
+
+
+def test_narrow_student_spec_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(8)
+    teacher = zoo.build("llama-2-7b", **_LLAMA_SMALL)
+    r = student_with_report(
+        teacher,
+        every=2,
+        width={"hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2},
+    )
+    r.teacher, r.from_target, r.args = "zoo:llama-2-7b", True, dict(_LLAMA_SMALL)
+    w, spec = save_student(r, tmp_path / "s.safetensors")
+    recipe = json.loads(spec.read_text())["student"]
+    assert recipe["width"] == r.width and recipe["select"] == "first"
+    back = build_student(spec)
+    assert back.config == r.model.config and back.config.hidden_size == 16
+    _same(back, r.model)
+    assert paramscope.count(w).params == _params(back) == r.params_student
+
+
+_LLAMA_SMALL = dict(
+    vocab_size=50,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=16,
+)
+
+
+def test_cli_student_width(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [f"--arg={k}={v}" for k, v in _LLAMA_SMALL.items()]
+    r = cli(
+        "student",
+        "zoo:llama-2-7b",
+        *args,
+        "--every",
+        "2",
+        "--width",
+        "hidden_size=16,intermediate_size=24,num_attention_heads=2,num_key_value_heads=2",
+        "-o",
+        "s.safetensors",
+        "--json",
+    )
+    assert r.code == 0, r
+    d = json.loads(r.out)
+    want = {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    }
+    assert d["width"] == want and d["select"] == "first"
+    spec = json.loads(Path("s.json").read_text())
+    assert spec["student"]["width"] == want
+    back = build_student("s.json")
+    saved = paramscope.load("s.safetensors")
+    assert back.config.hidden_size == 16 and back.config.num_hidden_layers == 2
+    assert _params(back) == d["params_student"] == paramscope.count("s.safetensors").params
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    r = cli(
+        "student",
+        "zoo:bert-base",
+        "--every",
+        "3",
+        "--width",
+        "0.5",
+        "--select",
+        "l1",
+        "-o",
+        "b.safetensors",
+    )
+    assert r.code == 0, r
+    assert json.loads(Path("b.json").read_text())["student"]["select"] == "l1"
+    assert "width    hidden_size=384, intermediate_size=1536, num_attention_heads=6" in r.out
+    assert build_student("b.json").config.hidden_size == 384
+
+
+def test_cli_bad_width_is_one_line_exit_2(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for width, needle in [
+        ("hidden_size=abc", "expected"),
+        ("hidden_size", "expected"),
+        ("2", "expected a ratio in (0, 1]"),
+        ("hidden_size=2048", "larger than the teacher's 768"),
+        ("nope=3", "unknown key 'nope'"),
+        ("0.3", "not a whole number"),
+        ("0.5 --select l3", "select='l3'"),
+    ]:
+        w, *rest = width.split()
+        r = cli(
+            "student", "zoo:bert-base", "--every", "2", "--width", w, *rest, "-o", "s.safetensors"
+        )
+        assert r.code == 2, (width, r)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (width, r.err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_select_l1_keeps_each_blocks_strongest_units_in_every_tensor() -> None:
+    import transformers
+
+    torch.manual_seed(9)
+    teacher = transformers.BertModel(_bert_cfg(hidden_dropout_prob=0.0)).eval()
+    r = student_with_report(teacher, layers=[1, 3], width={"intermediate_size": 24}, select="l1")
+    s = r.model
+    assert r.select == "l1" and "L1 norm" in r.to_text()
+    masked = transformers.BertModel(teacher.config).eval()
+    masked.load_state_dict(teacher.state_dict())
+    chosen = []
+    for i, j in enumerate([1, 3]):
+        t = teacher.encoder.layer[j]
+        w_in, b_in = t.intermediate.dense.weight, t.intermediate.dense.bias
+        w_out = t.output.dense.weight
+        score = w_in.abs().sum(1) + b_in.abs() + w_out.abs().sum(0)  # each unit's weights
+        idx = sorted(torch.argsort(score.double(), descending=True, stable=True)[:24].tolist())
+        chosen.append(idx)
+        b = s.encoder.layer[i]
+        assert torch.equal(b.intermediate.dense.weight, w_in[idx])
+        assert torch.equal(b.intermediate.dense.bias, b_in[idx])
+        assert torch.equal(b.output.dense.weight, w_out[:, idx])
+        assert torch.equal(b.output.dense.bias, t.output.dense.bias)
+        off = [u for u in range(64) if u not in idx]
+        with torch.no_grad():
+            masked.encoder.layer[j].intermediate.dense.weight[off] = 0
+            masked.encoder.layer[j].intermediate.dense.bias[off] = 0
+    assert chosen[0] != chosen[1] and chosen[0] != list(range(24))  # block-local, not first k
+    ids = torch.tensor([[3, 9, 27, 81, 5]])
+    with torch.no_grad():
+        e = masked.embeddings
+        x = e(ids)
+        for j in (1, 3):
+            x = masked.encoder.layer[j](x)
+        torch.testing.assert_close(s(ids).last_hidden_state, x, rtol=1e-5, atol=1e-5)
+    # errors: a meta teacher has no values to rank; l1 needs a narrower intermediate size
+    for kwargs, needle in [
+        (dict(meta=True, width=0.5), "needs the teacher's values"),
+        (dict(width={"hidden_size": 384, "num_attention_heads": 6}), "keeps the intermediate"),
+        (dict(width=0.5, select="l2"), "select='l2'"),
+        (dict(width=None), "give width"),
+    ]:
+        with pytest.raises(ArgumentError) as info:
+            student("zoo:bert-base", every=6, **{"select": "l1", **kwargs})
+        assert needle in str(info.value) and "\n" not in str(info.value), info.value
+
+
+def test_select_l1_gpt2_conv1d_units(tmp_path: Path) -> None:
+    torch.manual_seed(10)
+    teacher = zoo.build("gpt2", n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=8)
+    s = student(teacher, every=1, width=0.5, select="l1")
+    for b, t in zip(s.transformer.h, teacher.transformer.h, strict=True):
+        fc, proj = t.mlp.c_fc, t.mlp.c_proj  # Conv1D: c_fc (32, 128), c_proj (128, 32)
+        score = fc.weight.abs().sum(0) + fc.bias.abs() + proj.weight.abs().sum(1)
+        idx = sorted(torch.argsort(score.double(), descending=True, stable=True)[:64].tolist())
+        assert torch.equal(b.mlp.c_fc.weight, fc.weight[:16][:, idx])
+        assert torch.equal(b.mlp.c_fc.bias, fc.bias[idx])
+        assert torch.equal(b.mlp.c_proj.weight, proj.weight[idx][:, :16])
+        assert torch.equal(b.attn.c_proj.weight, t.attn.c_proj.weight[:16, :16])
+    # the spec records the rule; the rebuilt student (on meta, then its weights) is the same
+    r = student_with_report(teacher, every=1, width=0.5, select="l1")
+    r.teacher, r.from_target = "zoo:gpt2", True
+    r.args = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=8)
+    _, spec = save_student(r, tmp_path / "s.safetensors")
+    assert json.loads(spec.read_text())["student"]["select"] == "l1"
+    back = build_student(spec)
+    _same(back, s)

@@ -16,6 +16,16 @@ without such a config is copied with only the kept blocks in its stack.
 Weights are copies (the teacher is never changed); a meta teacher gives a meta student
 (counting a student of a 70B model costs nothing). Ties inside the kept part stay ties.
 
+``width`` makes the student narrower too (a config teacher only): the config copy gets the
+new sizes (``hidden_size``, ``intermediate_size``, head counts, or all of them times a
+ratio) and the teacher's tensors are sliced by consistent weight selection (Xu et al.,
+"Initializing Models with Larger Ones", ICLR 2024): each narrowed dimension, recognised by
+its teacher and student sizes, keeps the same indices in every tensor that has it, so what
+flows between layers stays aligned; by default the first k (whole heads, since heads keep
+their width), a fused q|k|v axis chunk by chunk; ``select="l1"`` keeps each block's MLP
+units of largest L1 norm instead. A size that two dimensions share but slice differently
+is refused rather than guessed.
+
 ``drop`` removes submodules DistilBERT-style: each is replaced by a stand-in without
 parameters (an embedding by zeros, anything else by ``None``), so the forward still runs.
 
@@ -68,6 +78,10 @@ class StudentResult:
         notes: what the user should know (how it was built, what was written).
         from_target: ``teacher`` is a TARGET string that rebuilds the teacher (else a class
             name).
+        width: the config sizes the student was narrowed to (``{"hidden_size": 384, …}``);
+            empty when it keeps the teacher's width.
+        select: how the kept indices of each narrowed dimension were chosen (``"first"``:
+            the first k, the same in every tensor).
     """
 
     model: torch.nn.Module
@@ -82,6 +96,8 @@ class StudentResult:
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     from_target: bool = False
+    width: dict[str, int] = field(default_factory=dict)
+    select: str = "first"
 
     def spec(self, weights: str | None = None) -> dict[str, Any]:
         """The JSON spec that :func:`build_student` rebuilds this student from.
@@ -90,8 +106,9 @@ class StudentResult:
             weights: the weights file, as the spec's ``"load"`` (relative to the spec's folder).
 
         Returns:
-            ``{"student": {"teacher", "args", "layers", "drop"}, "load": weights}``; for a
-            teacher of plain ``torch.nn`` layers, an ordinary build spec with ``"load"``.
+            ``{"student": {"teacher", "args", "layers", "drop"[, "width", "select"]},
+            "load": weights}``; for a teacher of plain ``torch.nn`` layers, an ordinary build
+            spec with ``"load"``.
 
         Raises:
             TargetError: the teacher was given as a module of classes a spec cannot name
@@ -125,6 +142,10 @@ class StudentResult:
                     "drop": list(self.drop),
                 },
             }
+            if self.width:
+                out["student"]["width"] = dict(self.width)
+                out["student"]["select"] = self.select
+                out["description"] += f", narrowed to {self.width}"
         if weights is not None:
             out["load"] = weights
         return out
@@ -145,6 +166,8 @@ class StudentResult:
             "params_teacher": self.params_teacher,
             "params_student": self.params_student,
             "config": dict(self.config),
+            "width": dict(self.width),
+            "select": self.select,
             "notes": list(self.notes),
         }
 
@@ -172,6 +195,16 @@ class StudentResult:
         ]
         if self.drop:
             lines.append(f"dropped  {', '.join(self.drop)}")
+        if self.width:
+            lines.append(
+                "width    "
+                + ", ".join(f"{k}={v}" for k, v in self.width.items())
+                + (
+                    " (select l1: MLP units by L1 norm in each block, the rest the first k)"
+                    if self.select == "l1"
+                    else " (select first: the first k, the same indices in every tensor)"
+                )
+            )
         if self.config:
             lines.append("config   " + ", ".join(f"{k}={v}" for k, v in self.config.items()))
         lines += [f"note     {x}" for x in self.notes]
@@ -233,16 +266,30 @@ def _stack(model: torch.nn.Module) -> tuple[str, Any]:
     return found[0][0], found[0][1]
 
 
-def _new_config(model: torch.nn.Module, n: int, keep: list[int]) -> tuple[Any, dict[str, Any]]:
-    """A copy of the teacher's config describing ``len(keep)`` blocks, and what changed; or
-    ``(None, {})`` when the teacher has no config whose layer count is the stack's length."""
+def _teacher_config(model: torch.nn.Module, n: int) -> Any:
+    """The teacher's config when its layer count is the stack's length ``n``, else None."""
     from ..compress._shrink_blocks import LAYER_COUNT_KEYS
 
     config = model.__dict__.get("config")
     if config is None or not any(getattr(config, k, None) == n for k in LAYER_COUNT_KEYS):
+        return None
+    return config
+
+
+def _new_config(
+    model: torch.nn.Module, n: int, keep: list[int], extra: Mapping[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """A copy of the teacher's config describing ``len(keep)`` blocks (and the ``extra``
+    changes: widths), and what changed; or ``(None, {})`` when the teacher has no config whose
+    layer count is the stack's length."""
+    from ..compress._shrink_blocks import LAYER_COUNT_KEYS
+
+    config = _teacher_config(model, n)
+    if config is None:
         return None, {}
     changes: dict[str, Any] = {k: len(keep) for k in LAYER_COUNT_KEYS if hasattr(config, k)}
     changes = {k: v for k, v in changes.items() if getattr(config, k) == n}
+    changes.update(extra or {})
     types = getattr(config, "layer_types", None)
     if isinstance(types, (list, tuple)) and len(types) == n:
         changes["layer_types"] = type(types)(types[i] for i in keep)
@@ -295,8 +342,12 @@ def _copied(teacher: torch.nn.Module, name: str, stack: Any, keep: list[int]) ->
     return new
 
 
-def _fill(student: torch.nn.Module, teacher: torch.nn.Module, name_map: Any) -> None:
-    """Put copies of the teacher's tensors in the student, by mapped name, keeping ties."""
+def _fill(
+    student: torch.nn.Module, teacher: torch.nn.Module, name_map: Any, narrow: Any = None
+) -> None:
+    """Put copies of the teacher's tensors in the student, by mapped name, keeping ties;
+    ``narrow(name, teacher tensor, student shape)`` slices a teacher tensor whose shape
+    differs (a narrower student)."""
     import torch
 
     t_params = dict(teacher.named_parameters(remove_duplicate=False))
@@ -312,6 +363,9 @@ def _fill(student: torch.nn.Module, teacher: torch.nn.Module, name_map: Any) -> 
                     continue
                 name = f"{mod_name}.{attr}" if mod_name else attr
                 src = source.get(name_map(name))
+                if src is not None and narrow is not None and src.shape != value.shape:
+                    cut = narrow(name, src.detach(), tuple(value.shape), name_map(name))
+                    src = src if cut is None else cut
                 if src is None or tuple(src.shape) != tuple(value.shape):
                     found = "nothing" if src is None else f"shape {tuple(src.shape)}"
                     raise TargetError(
@@ -319,7 +373,7 @@ def _fill(student: torch.nn.Module, teacher: torch.nn.Module, name_map: Any) -> 
                         f"counterpart in the teacher ({name_map(name)!r}: {found})"
                     )
                 if id(value) not in made:
-                    data = src.detach().clone()
+                    data = src.detach().clone(memory_format=torch.contiguous_format)
                     if kind == "parameter":
                         data = torch.nn.Parameter(data, requires_grad=src.requires_grad)
                     made[id(value)] = data
@@ -399,13 +453,287 @@ def _resolve(teacher: Any, args: Mapping[str, Any] | None, meta: bool) -> tuple[
     return model, os.fspath(teacher)
 
 
+# ------------------------------------------------------------------------------ width
+#: Config keys ``width`` may change, by role (the first present key of a role is used for a
+#: ratio; a mapping may name any of them).
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+_INTER_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
+_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
+_KV_KEYS = ("num_key_value_heads",)
+WIDTH_KEYS = _HIDDEN_KEYS + _INTER_KEYS + _HEAD_KEYS + _KV_KEYS
+#: Modules whose output is q|k|v concatenated (GPT-2's ``c_attn`` …): that axis is 3 chunks.
+_FUSED_QKV = ("c_attn", "qkv", "qkv_proj", "query_key_value", "Wqkv")
+#: ``select``: how the kept indices of a shrunk dimension are chosen.
+SELECTIONS = ("first", "l1")
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """A dimension that shrinks: its teacher and student sizes, what it is, and in how many
+    equal chunks (q|k|v) it is sliced."""
+
+    label: str
+    old: int
+    new: int
+    chunks: int = 1
+    role: str = ""
+    select: str = "first"
+
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        """``(start, length)`` of the kept indices: the first ``new / chunks`` of each chunk."""
+        step, keep = self.old // self.chunks, self.new // self.chunks
+        return tuple((c * step, keep) for c in range(self.chunks))
+
+
+def _role_key(config: Any, keys: tuple[str, ...]) -> str | None:
+    """The config's key for a role: its own field first (GPT-2's ``n_embd``), an alias of
+    transformers' ``attribute_map`` (``hidden_size``) only when there is no such field."""
+    aliases = getattr(config, "attribute_map", None) or {}
+    present = [k for k in keys if _has(config, k)]
+    return next((k for k in present if k not in aliases), present[0] if present else None)
+
+
+def _has(config: Any, key: str) -> bool:
+    try:
+        getattr(config, key)
+    except AttributeError:
+        return False
+    return True
+
+
+def _width_changes(
+    config: Any, width: Any, fused: bool
+) -> tuple[dict[str, int], list[_Dim], list[str]]:
+    """The config changes ``width`` asks for, the dimensions that shrink, and notes.
+
+    Raises one-line :class:`ArgumentError` for a bad ratio, an unknown key, a size larger than
+    the teacher's, heads that do not divide, or a head width that changes.
+    """
+    cls = type(config).__name__
+    present = [k for k in WIDTH_KEYS if _has(config, k)]
+    hidden_k = _role_key(config, _HIDDEN_KEYS)
+    inter_k = _role_key(config, _INTER_KEYS)
+    head_k = _role_key(config, _HEAD_KEYS)
+    kv_k = _role_key(config, _KV_KEYS)
+    if hidden_k is None or getattr(config, hidden_k) is None:
+        raise ArgumentError(
+            f"student: width: the teacher's config ({cls}) has no hidden size "
+            f"({', '.join(_HIDDEN_KEYS)}); narrow it with paramscope.shrink or paramscope.subnet"
+        )
+    H = int(getattr(config, hidden_k))
+    inter_raw = getattr(config, inter_k) if inter_k else None
+    I = int(inter_raw) if inter_raw is not None else (4 * H if inter_k else None)  # noqa: E741
+    nh = int(getattr(config, head_k)) if head_k else None
+    kv_raw = getattr(config, kv_k) if kv_k else None
+    nkv = int(kv_raw) if kv_raw is not None else nh
+    hd_attr = getattr(config, "head_dim", None)
+    fixed_hd = isinstance(hd_attr, int) and not isinstance(hd_attr, bool)
+    hd = hd_attr if fixed_hd else (H // nh if nh else None)
+    teacher = {hidden_k: H, inter_k: I, head_k: nh, kv_k: nkv}
+    teacher.pop(None, None)  # type: ignore[call-overload]
+
+    changes: dict[str, int] = {}
+    if isinstance(width, Mapping):
+        if not width:
+            raise ArgumentError("student: width={}: name at least one size, e.g. hidden_size")
+        roles: dict[str, str] = {}
+        for key, value in width.items():
+            if not isinstance(key, str) or not _has(config, key):
+                raise ArgumentError(
+                    f"student: width: unknown key {key!r}; {cls} has "
+                    f"{', '.join(present) or 'no width keys'}"
+                )
+            if key not in WIDTH_KEYS:
+                raise ArgumentError(
+                    f"student: width: {key!r} is not a width; expected one of {', '.join(present)}"
+                )
+            group = next(g for g in (_HIDDEN_KEYS, _INTER_KEYS, _HEAD_KEYS, _KV_KEYS) if key in g)
+            if group[0] in roles:
+                raise ArgumentError(
+                    f"student: width: {roles[group[0]]!r} and {key!r} name the same size; give one"
+                )
+            roles[group[0]] = key
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ArgumentError(f"student: width: {key}={value!r}: expected an int >= 1")
+            old = teacher[_role_key(config, group)]  # type: ignore[index]
+            if value > old:
+                raise ArgumentError(
+                    f"student: width: {key}={value} is larger than the teacher's {old}; a "
+                    "student is not wider than its teacher"
+                )
+            if value != old or getattr(config, key) is None:
+                changes[key] = value
+        new = {
+            _role_key(config, g): width[roles[g[0]]]
+            for g in (_HIDDEN_KEYS, _INTER_KEYS, _HEAD_KEYS, _KV_KEYS)
+            if g[0] in roles
+        }
+    else:
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 1:
+            raise ArgumentError(
+                f"student: width={width!r}: expected a ratio in (0, 1] or a mapping of config "
+                "keys to sizes, e.g. {'hidden_size': 384}"
+            )
+        new = {}
+        for key, old in teacher.items():
+            if old is None or (key == kv_k and kv_raw is None):
+                continue
+            exact = old * width
+            if abs(exact - round(exact)) > 1e-9 or round(exact) < 1:
+                raise ArgumentError(
+                    f"student: width={width}: {key} {old} x {width} = {exact:g} is not a whole "
+                    "number; choose a ratio that divides the sizes (heads keep their width)"
+                )
+            new[key] = round(exact)
+            if new[key] != old and not (key == inter_k and inter_raw is None):
+                changes[key] = new[key]
+    H2 = new.get(hidden_k, H)
+    nh2 = new.get(head_k, nh) if head_k else None
+    nkv2 = new.get(kv_k, nkv if kv_raw is not None else nh2) if kv_k else nh2
+    if inter_k is None:
+        I2 = None
+    elif inter_k in new:
+        I2 = new[inter_k]
+    else:
+        I2 = int(inter_raw) if inter_raw is not None else 4 * H2
+    notes: list[str] = []
+    if nh is not None and nh2 is not None and not fixed_hd:
+        if H2 % nh2:
+            raise ArgumentError(f"student: width: {head_k}={nh2} does not divide {hidden_k}={H2}")
+        if H2 // nh2 != hd:
+            hint = f": give {head_k}={H2 // hd}" if hd and H2 % hd == 0 else ""
+            raise ArgumentError(
+                f"student: width: {hidden_k}={H2} with {head_k}={nh2} makes heads of "
+                f"{H2 // nh2}, the teacher's are {hd}; a student keeps the head width{hint}"
+            )
+    if kv_k and nh2 is not None and nkv2 is not None:
+        if nh2 % nkv2:
+            raise ArgumentError(
+                f"student: width: {kv_k}={nkv2} does not divide {head_k}={nh2}"
+                + ("" if kv_k in new else f"; give {kv_k} too")
+            )
+        if nh is not None and nkv and nh2 // nkv2 != nh // nkv:
+            notes.append(
+                f"query heads per key/value head: {nh // nkv} in the teacher, "
+                f"{nh2 // nkv2} in the student"
+            )
+    dims = [_Dim(hidden_k, H, H2)]
+    if I is not None and I2 is not None:
+        dims.append(_Dim(inter_k or "", I, I2, role="intermediate"))
+    if nh is not None and nh2 is not None and hd:
+        dims.append(_Dim(f"{head_k} x head width", nh * hd, nh2 * hd))
+        if fused:
+            dims.append(
+                _Dim(f"fused q|k|v (3 x {head_k} x head width)", 3 * nh * hd, 3 * nh2 * hd, 3)
+            )
+        if kv_k and nkv is not None and nkv2 is not None:
+            dims.append(_Dim(f"{kv_k} x head width", nkv * hd, nkv2 * hd))
+    return changes, [d for d in dims if d.new != d.old], notes
+
+
+def _l1_units(
+    dim: _Dim, block: str, params: Mapping[str, torch.Tensor], shapes: Mapping[str, Any]
+) -> list[int]:
+    """``select="l1"``: the ``dim.new`` intermediate units of one block with the largest L1
+    norm of their weights (every teacher tensor of the block with that axis, summed over its
+    other axes), in the teacher's order; ties keep the lower index."""
+    import torch
+
+    score = torch.zeros(dim.old, dtype=torch.float64)
+    for tname, shape in shapes.items():
+        t = params.get(tname)
+        if t is None or not tname.startswith(block) or t.dim() != len(shape):
+            continue
+        if t.is_meta:
+            raise ArgumentError(
+                "student: select='l1' needs the teacher's values; this teacher is on the meta "
+                "device (build it with meta=False)"
+            )
+        axes = [
+            a
+            for a, (o, n) in enumerate(zip(t.shape, shape, strict=True))
+            if (o, n) == (dim.old, dim.new)
+        ]
+        if len(axes) > 1:
+            raise ArgumentError(
+                f"student: select='l1': {tname!r} has {dim.label} ({dim.old} -> {dim.new}) on "
+                "more than one axis; choose sizes that tell them apart or select='first'"
+            )
+        if axes:
+            x = t.detach().abs().to(torch.float64).movedim(axes[0], 0)
+            score += x.reshape(dim.old, -1).sum(1).cpu()
+    order = torch.sort(score, descending=True, stable=True).indices[: dim.new]
+    return sorted(order.tolist())
+
+
+def _narrower(
+    dims: list[_Dim],
+    params: Mapping[str, torch.Tensor] | None = None,
+    shapes: Mapping[str, Any] | None = None,
+    block_of: Any = None,
+) -> Any:
+    """``narrow(name, teacher tensor, student shape)``: the teacher's consistent slice.
+
+    With a dimension of ``select="l1"``, ``params`` (the teacher's parameters by name),
+    ``shapes`` (the student's shapes by teacher name) and ``block_of(teacher name)`` (its
+    block's prefix, or None) choose its indices block by block."""
+    import torch
+
+    cache: dict[tuple[str, str], list[int]] = {}
+
+    def indices(d: _Dim, name: str) -> list[int] | None:
+        if d.select == "first":
+            return None
+        block = block_of(name) if block_of else None
+        if block is None or params is None or shapes is None:
+            raise ArgumentError(
+                f"student: select='l1': {name!r} has {d.label} outside the blocks, where no "
+                "block's units choose it; use select='first'"
+            )
+        if (d.label, block) not in cache:
+            cache[d.label, block] = _l1_units(d, block, params, shapes)
+        return cache[d.label, block]
+
+    def narrow(
+        name: str, src: torch.Tensor, shape: tuple[int, ...], tname: str | None = None
+    ) -> torch.Tensor | None:
+        if src.dim() != len(shape):
+            return None
+        out = src
+        for axis, (old, new) in enumerate(zip(src.shape, shape, strict=True)):
+            if old == new:
+                continue
+            hits = [d for d in dims if d.old == old and d.new == new]
+            if not hits:
+                raise TargetError(
+                    f"student: {name!r} axis {axis}: size {old} -> {new}, which no width key "
+                    f"explains ({', '.join(f'{d.label} {d.old} -> {d.new}' for d in dims)})"
+                )
+            if len({(d.runs(), d.select) for d in hits}) > 1:
+                raise ArgumentError(
+                    f"student: width: size {old} -> {new} ({name!r} axis {axis}) is both "
+                    f"{' and '.join(d.label for d in hits)}, sliced differently; choose sizes "
+                    "that tell them apart"
+                )
+            picked = indices(hits[0], tname or name)
+            if picked is not None:
+                out = out.index_select(axis, torch.tensor(picked, device=out.device))
+                continue
+            parts = [out.narrow(axis, a, n) for a, n in hits[0].runs()]
+            out = parts[0] if len(parts) == 1 else torch.cat(parts, axis)
+        return out
+
+    return narrow
+
+
 # ------------------------------------------------------------------------------ public
 def student_with_report(
     teacher: torch.nn.Module | str | os.PathLike[str],
     *,
     layers: Sequence[int] | None = None,
     every: int | None = None,
-    width: Any = None,
+    width: Mapping[str, int] | float | None = None,
+    select: str = "first",
     drop: str | Sequence[str] = (),
     args: Mapping[str, Any] | None = None,
     meta: bool = False,
@@ -417,6 +745,7 @@ def student_with_report(
         layers: see :func:`student`.
         every: see :func:`student`.
         width: see :func:`student`.
+        select: see :func:`student`.
         drop: see :func:`student`.
         args: see :func:`student`.
         meta: see :func:`student`.
@@ -431,15 +760,18 @@ def student_with_report(
         >>> r = student_with_report("zoo:bert-base", every=2, meta=True)
         >>> r.stack, r.layers, r.params_student
         ('encoder.layer', [0, 2, 4, 6, 8, 10], 66955008)
+        >>> r = student_with_report("zoo:bert-base", every=2, width=0.5, meta=True)
+        >>> r.width, r.params_student
+        ({'hidden_size': 384, 'intermediate_size': 1536, 'num_attention_heads': 6}, 22713216)
     """
     import torch
 
-    if width is not None:
+    if select not in SELECTIONS:
         raise ArgumentError(
-            f"student: width={width!r} is not supported yet (the student keeps the teacher's "
-            "width); narrow it afterwards with paramscope.shrink(student, amount, "
-            "unit='neurons' or 'heads')"
+            f"student: select={select!r}: expected one of {', '.join(map(repr, SELECTIONS))}"
         )
+    if select != "first" and width is None:
+        raise ArgumentError(f"student: select={select!r} chooses indices of width=; give width")
     if isinstance(drop, str):
         drop = DISTILBERT_DROP if drop == "distilbert" else (drop,)
     model, name = _resolve(teacher, args, meta)
@@ -447,9 +779,26 @@ def student_with_report(
     n = len(stack)
     keep = _indices(n, layers, every)
     keys = list(stack._modules)
-    config, changes = _new_config(model, n, keep)
-    new = None if config is None else _from_config(model, config)
     notes: list[str] = []
+    widths: dict[str, int] = {}
+    dims: list[_Dim] = []
+    if width is not None:
+        t_config = _teacher_config(model, n)
+        if t_config is None:
+            raise ArgumentError(
+                f"student: width= needs a teacher with a config (zoo, transformers); "
+                f"{type(model).__name__} has none: narrow it with paramscope.shrink(model, "
+                "amount, unit='neurons' or 'heads') or paramscope.subnet(model, width=...)"
+            )
+        fused = any(m.rsplit(".", 1)[-1] in _FUSED_QKV for m, _ in model.named_modules())
+        widths, dims, width_notes = _width_changes(t_config, width, fused)
+    config, changes = _new_config(model, n, keep, widths)
+    new = None if config is None else _from_config(model, config)
+    if new is None and width is not None:
+        raise TargetError(
+            f"student: {type(model).__name__}({type(config).__name__}) cannot be built with "
+            f"{widths}, so the student cannot be narrowed"
+        )
     if new is not None:
         new_stack = new.get_submodule(stack_name)
         new_keys = list(new_stack._modules)
@@ -466,9 +815,49 @@ def student_with_report(
                     return lookup[head] + s[len(head) :]
             return s
 
-        _fill(new, model, name_map)
+        narrow = None
+        if dims:
+            if select == "l1":
+                if not any(d.role == "intermediate" for d in dims):
+                    raise ArgumentError(
+                        "student: select='l1' picks MLP intermediate units by their L1 norm; "
+                        f"width={width!r} keeps the intermediate size"
+                    )
+                dims = [dataclasses.replace(d, select="l1") if d.role else d for d in dims]
+            shapes = {name_map(k): tuple(v.shape) for k, v in new.named_parameters()}
+            t_params = dict(model.named_parameters(remove_duplicate=False))
+
+            def block_of(tname: str) -> str | None:
+                for i in keep:
+                    if tname.startswith(f"{prefix}{keys[i]}."):
+                        return f"{prefix}{keys[i]}."
+                return None
+
+            narrow = _narrower(dims, t_params, shapes, block_of)
+        _fill(new, model, name_map, narrow)
         new.train(model.training)
         notes.append(f"built from {type(config).__name__} ({type(new).__name__}(config))")
+        if dims:
+            l1 = [d.label for d in dims if d.select == "l1"]
+            fused = any(d.chunks > 1 for d in dims)
+            notes.append(
+                "narrowed by consistent weight selection (Xu et al., ICLR 2024): "
+                + ", ".join(f"{d.label} {d.old} -> {d.new}" for d in dims)
+                + "; each narrowed dimension keeps the same indices in every tensor that has it: "
+                + (
+                    f"{l1[0]} the units of largest L1 norm, chosen in each block, the others "
+                    if l1
+                    else ""
+                )
+                + "the first k (whole heads"
+                + ("; the fused q|k|v axis chunk by chunk)" if fused else ")")
+            )
+            notes += width_notes
+    elif width is not None:
+        raise TargetError(
+            f"student: width=: the config's layer count is not the length of {stack_name}, so "
+            "the student cannot be built from it"
+        )
     else:
         new = _copied(model, stack_name, stack, keep)
         changes = {}
@@ -494,6 +883,8 @@ def student_with_report(
         config=changes,
         notes=notes,
         from_target=not isinstance(teacher, torch.nn.Module),
+        width=dict(widths),
+        select=select if widths else "first",
     )
 
 
@@ -502,7 +893,8 @@ def student(
     *,
     layers: Sequence[int] | None = None,
     every: int | None = None,
-    width: Any = None,
+    width: Mapping[str, int] | float | None = None,
+    select: str = "first",
     drop: str | Sequence[str] = (),
     args: Mapping[str, Any] | None = None,
     meta: bool = False,
@@ -520,8 +912,18 @@ def student(
             initialisation.
         layers: the teacher's block indices to keep, strictly increasing.
         every: instead of ``layers``: keep blocks ``0, k, 2k, …``.
-        width: not supported yet (an :class:`ArgumentError` says so); narrow the student
-            afterwards with :func:`paramscope.shrink`.
+        width: a narrower student too: a mapping of config keys to new sizes
+            (``{"hidden_size": 384, "intermediate_size": 1536, "num_attention_heads": 6}``;
+            GPT-2's ``n_embd`` / ``n_inner`` / ``n_head``, Llama's ``num_key_value_heads``),
+            or a ratio r in (0, 1]: hidden, intermediate and head counts times r. Heads keep
+            their width. Only for a teacher with a config (zoo, transformers). Initialised by
+            consistent weight selection (Xu et al., ICLR 2024): each narrowed dimension keeps
+            the same indices in every tensor that has it (whole heads; a fused q|k|v axis is
+            sliced chunk by chunk).
+        select: how the kept indices are chosen: ``"first"`` (the first k of every narrowed
+            dimension) or ``"l1"`` (the MLP intermediate units with the largest L1 norm of
+            their teacher weights, chosen in each block for all of that block's tensors; the
+            other dimensions keep their first k). ``"l1"`` needs the teacher's values.
         drop: submodules to remove (a full module name or its last part), each replaced by a
             stand-in without parameters; ``"distilbert"`` means ``("pooler",
             "token_type_embeddings")``.
@@ -533,7 +935,10 @@ def student(
 
     Raises:
         ArgumentError: neither or both of ``layers`` / ``every``, an index out of range or
-            out of order, ``width``, or a ``drop`` name matching no submodule.
+            out of order, a ``drop`` name matching no submodule, or a bad ``width`` (an
+            unknown key, a size larger than the teacher's, heads that do not divide, a head
+            width that changes, a size two dimensions share but slice differently, a teacher
+            without a config).
         ArgumentTypeError: a teacher or an index of the wrong type.
         TargetError: a checkpoint given as the teacher, or no (or more than one) stack of
             identical blocks.
@@ -543,9 +948,19 @@ def student(
         ...             meta=True)
         >>> s.config.num_hidden_layers, sum(p.numel() for p in s.parameters())
         (6, 66362880)
+        >>> s = student("zoo:gpt2", every=2, width={"n_embd": 384, "n_head": 6}, meta=True)
+        >>> s.transformer.h[0].attn.c_attn.weight.shape
+        torch.Size([384, 1152])
     """
     return student_with_report(
-        teacher, layers=layers, every=every, width=width, drop=drop, args=args, meta=meta
+        teacher,
+        layers=layers,
+        every=every,
+        width=width,
+        select=select,
+        drop=drop,
+        args=args,
+        meta=meta,
     ).model
 
 
@@ -658,10 +1073,15 @@ def student_from_spec(raw: Mapping[str, Any], folder: Path | None) -> tuple[Any,
     recipe = raw["student"]
     if not isinstance(recipe, Mapping) or not isinstance(recipe.get("teacher"), str):
         raise SpecError("student", 'expected {"teacher": TARGET, "layers": [...], ...}')
-    unknown = sorted(set(recipe) - {"teacher", "args", "layers", "every", "drop"})
+    unknown = sorted(
+        set(recipe) - {"teacher", "args", "layers", "every", "drop", "width", "select"}
+    )
     if unknown:
         raise SpecError("student", f'unknown key "{unknown[0]}"')
     weights = raw.get("load")
+    select = recipe.get("select", "first")
+    if select not in SELECTIONS:
+        raise SpecError("student", f"select {select!r}: expected one of {', '.join(SELECTIONS)}")
     teacher = recipe["teacher"]
     if folder is not None and _is_path(str(folder / teacher)):
         teacher = str(folder / teacher)  # written relative to the spec's folder
@@ -670,6 +1090,9 @@ def student_from_spec(raw: Mapping[str, Any], folder: Path | None) -> tuple[Any,
         layers=recipe.get("layers"),
         every=recipe.get("every"),
         drop=tuple(recipe.get("drop") or ()),
+        width=recipe.get("width") or None,
+        # with "load" the weights replace the values: the shapes do not depend on the rule
+        select="first" if weights is not None and select == "l1" else select,
         args=recipe.get("args") or None,
         meta=weights is not None,
     )
