@@ -25,6 +25,8 @@ from paramscope.counting._sweep import parse_grid, sweep
 from paramscope.reporting._sweep_html import sweep_chart_data, write_sweep_html
 
 LLAMA_MODULE = '''
+import math
+
 from paramscope.building import zoo
 
 def llama(hidden, layers, heads=4, kv_heads=4, ffn=None, vocab=1000):
@@ -32,6 +34,13 @@ def llama(hidden, layers, heads=4, kv_heads=4, ffn=None, vocab=1000):
     return zoo.build("llama-2-7b", hidden_size=hidden, num_hidden_layers=layers,
                      num_attention_heads=heads, num_key_value_heads=kv_heads,
                      intermediate_size=ffn or 4 * hidden, vocab_size=vocab)
+
+def llama_rounded(hidden, layers, heads=4, kv_heads=4, vocab=1000):
+    """Llama's own intermediate size: 8/3 of the width rounded up to a multiple of 256."""
+    return llama(hidden, layers, heads, kv_heads, ffn=ffn_of(hidden), vocab=vocab)
+
+def ffn_of(hidden):
+    return 256 * math.ceil(8 * hidden / 3 / 256)
 '''
 
 
@@ -169,29 +178,129 @@ def test_gpt2_params_equal_transformers_and_fit_is_exact(
         assert row["params"] == _hf_params(hf)
     fit = r.fit
     assert fit is not None and fit.family == "gpt2"
-    assert fit.max_relative_residual < 1e-9
-    terms = dict(fit.terms)
-    # GPT-2's block: 12·d² + 13·d per layer; outside the blocks (V + n_ctx + 2)·d
-    assert terms["L·d²"] == pytest.approx(12, rel=1e-9)
-    assert terms["L·d"] == pytest.approx(13, rel=1e-9)
-    # a point outside the grid: the fitted form predicts transformers' own count
-    cfg = transformers.GPT2Config(
-        n_embd=80, n_layer=7, n_head=2, vocab_size=vocab, n_positions=positions
-    )
+    # exact, with integer coefficients: GPT-2's block is 12·d² + 13·d per layer, the final
+    # norm 2·d; the token and position embeddings are counted, not fitted (even when the
+    # vocabulary and the positions are the same number)
+    assert fit.max_relative_residual == 0
+    assert fit.terms == [("L·d²", 12), ("L·d", 13), ("d", 2)]
+    assert all(isinstance(c, float) and c.is_integer() for _, c in fit.terms)
+    assert fit.exact == [("V·d", 1), ("P·d", 1)]
+    assert fit.sizes == {"V": vocab, "P": positions}
+    assert fit.formula() == "params = 12·L·d² + 13·L·d + 2·d + V·d + P·d"
+    # points outside the grid, other vocabularies and positions too: the form gives
+    # transformers' own counts (the head is tied: GPT2Model counts the same)
+    for n_embd, n_layer, v, p in ((80, 7, vocab, positions), (96, 2, 777, 129)):
+        cfg = transformers.GPT2Config(
+            n_embd=n_embd, n_layer=n_layer, n_head=2, vocab_size=v, n_positions=p
+        )
+        with torch.device("meta"):
+            lm, base = transformers.GPT2LMHeadModel(cfg), transformers.GPT2Model(cfg)
+        assert fit.predict(n_layer, n_embd, v, positions=p) == _hf_params(lm) == _hf_params(base)
+
+
+def test_embeddings_are_exact_terms_by_name_and_size() -> None:
+    """The vocabulary and the positions swept (so V·d and P·d cannot fold into d), or equal
+    (so only the table's name tells them apart): still exact, checked against transformers."""
+    import transformers
+
+    grid = {"n_layer": [1, 2, 3], "n_embd": [32, 64, 96], "n_head": [2]}
+    same = sweep("zoo:gpt2", {**grid, "vocab_size": [40], "n_positions": [40]}).fit
+    assert same is not None and same.exact == [("V·d", 1), ("P·d", 1)]
+    assert same.max_relative_residual == 0 and same.sizes == {"V": 40, "P": 40}
+    both = sweep("zoo:gpt2", {**grid, "vocab_size": [40, 50], "n_positions": [40, 60]}).fit
+    assert both is not None and both.max_relative_residual == 0 and both.sizes == {}
+    assert both.formula() == "params = 12·L·d² + 13·L·d + 2·d + V·d + P·d"
+    cfg = transformers.GPT2Config(n_embd=128, n_layer=4, n_head=2, vocab_size=333, n_positions=77)
     with torch.device("meta"):
-        hf = transformers.GPT2LMHeadModel(cfg)
-    assert fit.predict(7, 80, vocab) == pytest.approx(_hf_params(hf), rel=1e-9)
+        want = _hf_params(transformers.GPT2Model(cfg))
+    assert both.predict(4, 128, 333, positions=77) == want
+    with pytest.raises(ArgumentError, match="positions="):
+        both.predict(4, 128, 333)
+    # a head tied at some points only: V·d is not one number of matrices, so it is left to
+    # the fit (not exact here), and the note says so
+    llama = {
+        "hidden_size": [64, 128, 192],
+        "num_hidden_layers": [1, 2],
+        "tie_word_embeddings": [False, True],
+        "num_attention_heads": [4],
+        "num_key_value_heads": [4],
+    }
+    mixed = sweep("zoo:llama-2-7b", llama).fit
+    assert mixed is not None and mixed.exact == [] and mixed.max_relative_residual > 0
+    assert mixed.note is not None and "V·d is 1 to 2 matrices" in mixed.note
 
 
 def test_fit_of_a_llama_callable_predicts_llama_2_7b(llama_target: str) -> None:
-    """Grid of small Llamas (ffn = 4·d, untied head, vocab 1000): the form extrapolates."""
+    """Grid of small Llamas (ffn = 4·d, untied head, vocab 1000): the form extrapolates, and
+    the note says that F = 4·d folds L·d·F into L·d²."""
     r = sweep(llama_target, {"hidden": [64, 128, 256], "layers": [1, 2, 4]})
     fit = r.fit
-    assert fit is not None and fit.family == "llama" and fit.max_relative_residual < 1e-9
+    assert fit is not None and fit.family == "llama" and fit.max_relative_residual == 0
+    assert fit.exact == [("V·d", 2)]  # the embedding and the untied head, counted
     big = paramscope.count(resolve_target(llama_target, {"hidden": 1024, "layers": 8})).params
-    assert fit.predict(8, 1024, 1000) == pytest.approx(big, rel=1e-9)
-    assert "closed form for the llama family" in r.to_text()
-    assert "max relative residual" in r.to_text()
+    assert fit.predict(8, 1024, 1000) == big
+    assert fit.note is not None and "L·d·F = 4·L·d²" in fit.note
+    text = r.to_text()
+    assert "closed form for the llama family" in text and "max relative residual" in text
+    assert f"note: {fit.note}" in text
+
+
+def _llama_hf(hidden: int, layers: int, heads: int, kv: int, ffn: int, vocab: int) -> int:
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+    )
+    with torch.device("meta"):
+        return _hf_params(transformers.LlamaForCausalLM(cfg))
+
+
+def _ffn(hidden: int) -> int:
+    return 256 * -(-8 * hidden // (3 * 256))  # Llama's 8/3·d rounded up to 256
+
+
+def test_llama_with_rounded_ffn_fits_exactly(llama_target: str) -> None:
+    """F = 256·ceil(8d/3/256) is not a multiple of d: L·d·F is its own term, and the form
+    is exact (the fit used to be approximate without it)."""
+    target = llama_target + "_rounded"
+    r = sweep(target, {"hidden": [256, 384, 512, 640], "layers": [1, 2, 3]})
+    fit = r.fit
+    assert fit is not None and fit.max_relative_residual == 0
+    assert fit.terms == [("L·d²", 4), ("L·d·F", 3), ("L·d", 2), ("d", 1)]
+    assert fit.exact == [("V·d", 2)]
+    assert fit.formula() == "params = 4·L·d² + 3·L·d·F + 2·L·d + d + 2·V·d"
+    for row in r.rows:
+        d, n = row["args"]["hidden"], row["args"]["layers"]
+        assert row["params"] == _llama_hf(d, n, 4, 4, _ffn(d), 1000)
+    for d, n, v in ((1024, 6, 1000), (4096, 32, 32000)):  # Llama-2-7B's own shape last
+        assert fit.predict(n, d, v, ffn=_ffn(d)) == _llama_hf(d, n, 4, 4, _ffn(d), v)
+    with pytest.raises(ArgumentError, match="ffn="):
+        fit.predict(6, 1024)  # F varied over the grid: it must be given
+    d = fit.to_dict()
+    assert set(d) >= {"family", "formula", "terms", "max_relative_residual", "points"}
+    assert d["exact"] == {"V·d": 2} and d["terms"]["L·d·F"] == 3 and d["sizes"] == {"V": 1000}
+
+
+def test_grouped_query_attention_uses_the_kv_width(llama_target: str) -> None:
+    """k/v projections are d × K (K = kv heads × head width): separable when the kv heads
+    are swept, folded (and said so) when K is a fixed share of d."""
+    target = llama_target + "_rounded"
+    grid = {"hidden": [256, 384, 512], "layers": [1, 2, 3], "kv_heads": [1, 2, 4]}
+    fit = sweep(target, grid).fit
+    assert fit is not None and fit.max_relative_residual == 0
+    assert dict(fit.terms) == {"L·d²": 2, "L·d·F": 3, "L·d·K": 2, "L·d": 2, "d": 1}
+    for d, n, kv in ((768, 5, 2), (1024, 3, 1)):
+        want = _llama_hf(d, n, 4, kv, _ffn(d), 1000)
+        assert fit.predict(n, d, ffn=_ffn(d), kv_width=kv * d // 4) == want
+    fixed = sweep(target, {**grid, "kv_heads": [2]}).fit
+    assert fixed is not None and fixed.max_relative_residual == 0
+    assert fixed.note is not None and "L·d·K = 0.5·L·d²" in fixed.note
+    assert dict(fixed.terms)["L·d²"] == 2 + 2 * 0.5  # q, o and k, v at half the width
 
 
 def test_config_json_target(tmp_path: Path) -> None:
@@ -207,13 +316,51 @@ def test_config_json_target(tmp_path: Path) -> None:
     )
     cfg.architectures = ["LlamaForCausalLM"]
     cfg.save_pretrained(tmp_path)
-    r = sweep(tmp_path / "config.json", {"num_hidden_layers": [1, 2, 3], "hidden_size": [32, 64]})
+    grid = {"num_hidden_layers": [1, 2, 3], "hidden_size": [32, 64]}
+    r = sweep(tmp_path / "config.json", grid)
     for row in r.rows:
         c2 = transformers.LlamaConfig(**{**cfg.to_dict(), **row["args"]})
         with torch.device("meta"):
             hf = transformers.LlamaForCausalLM(c2)
         assert row["params"] == _hf_params(hf)
-    assert r.fit is not None and r.fit.family == "llama"
+    fit = r.fit
+    assert fit is not None and fit.family == "llama" and fit.max_relative_residual == 0
+    assert fit.exact == [("V·d", 2)]  # read from the analytic manifest's entries
+    assert fit.note is not None and "F (intermediate size) is 100 at every point" in fit.note
+    c2 = transformers.LlamaConfig(**{**cfg.to_dict(), "hidden_size": 128, "num_hidden_layers": 5})
+    with torch.device("meta"):
+        assert fit.predict(5, 128) == _hf_params(transformers.LlamaForCausalLM(c2))
+    # the same grid built as modules (flops needs them) gives the same form; a tied head
+    # is one V·d
+    built = sweep(tmp_path / "config.json", grid, flops=True, seq=4).fit
+    assert built is not None and built.to_dict() == fit.to_dict()
+    cfg.tie_word_embeddings = True
+    cfg.save_pretrained(tmp_path)
+    for flops in (False, True):
+        tied = sweep(tmp_path / "config.json", grid, flops=flops, seq=4).fit
+        assert tied is not None and tied.exact == [("V·d", 1)]
+        assert tied.max_relative_residual == 0
+
+
+def test_an_embedding_table_of_other_rows_is_left_to_the_fit(tmp_path: Path) -> None:
+    """OPT's learned positions have P + 2 rows: not an exact term, and the note says so."""
+    import transformers
+
+    def opt(n: int, h: int) -> Any:
+        return {"num_hidden_layers": n, "hidden_size": h, "word_embed_proj_dim": h}
+
+    cfg = transformers.OPTConfig(
+        num_attention_heads=4, ffn_dim=100, vocab_size=300, max_position_embeddings=64
+    )
+    cfg.architectures = ["OPTForCausalLM"]
+    cfg.save_pretrained(tmp_path)
+    r = sweep(tmp_path / "config.json", [opt(n, h) for n in (1, 2, 3) for h in (32, 64, 128)])
+    fit = r.fit
+    assert fit is not None and fit.max_relative_residual == 0 and fit.exact == [("V·d", 1)]
+    assert fit.note is not None and "embed_positions (66 rows)" in fit.note
+    with torch.device("meta"):
+        hf = transformers.OPTForCausalLM(transformers.OPTConfig(**{**cfg.to_dict(), **opt(5, 96)}))
+    assert fit.predict(5, 96) == _hf_params(hf)
 
 
 def test_no_closed_form_for_other_families() -> None:

@@ -6,9 +6,11 @@ rules, and counts it with the functions the single-point commands use: parameter
 :func:`paramscope.count`, FLOPs from :func:`paramscope.flops`, memory from
 :func:`paramscope.estimate_memory` (never a second implementation). A point that cannot be
 built (a width the heads do not divide) is a row with its error. For transformer families
-(a config with layers and width) the parameter counts are fitted by least squares to the
-closed form ``a·L·d² + b·L·d + c·V·d + …`` so the scaling law of *this* model is printed with
-its largest relative residual.
+(a config with layers and width) the parameter counts get a closed form, so the scaling law
+of *this* model is printed with its largest relative residual: the embedding tables and an
+untied LM head are counted from every built point as exact terms (``V·d + P·d`` for GPT-2,
+``2·V·d`` for an untied Llama), and the rest is fitted by least squares over ``L·d², L·d·F,
+L·d, d, …`` (see :class:`SweepFit`), e.g. ``params = 4·L·d² + 3·L·d·F + 2·L·d + d + 2·V·d``.
 """
 
 from __future__ import annotations
@@ -28,69 +30,216 @@ __all__ = ["SweepFit", "SweepReport", "parse_grid", "sweep"]
 _LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
 _WIDTH = ("hidden_size", "n_embd", "d_model")
 _VOCAB = ("vocab_size",)
+_POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx")
+_TYPES = ("type_vocab_size",)
+_FFN = ("intermediate_size", "n_inner", "ffn_dim", "d_ff")
+_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 
-#: the closed form's terms in the order they are kept (a term that the grid cannot tell apart
-#: from the ones before it is dropped): L layers, d width, V vocabulary
-_TERMS: tuple[tuple[str, Any], ...] = (
-    ("L·d²", lambda L, d, V: L * d * d),
-    ("L·d", lambda L, d, V: L * d),
-    ("V·d", lambda L, d, V: V * d),
-    ("d", lambda L, d, V: d),
+#: what each size symbol stands for (the legend printed with the form), in legend order
+_SYMBOLS: dict[str, str] = {
+    "L": "layers",
+    "d": "width",
+    "F": "intermediate size",
+    "K": "key/value width",
+    "V": "vocabulary",
+    "P": "positions",
+    "T": "token types",
+}
+
+#: the fitted terms, as the size symbols multiplied, in the order they are kept: a term the
+#: grid cannot tell apart from the ones before it is dropped (and the fit's note says so); a
+#: term whose symbol the config does not name (no intermediate size: no F) is not tried
+_TERMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("L·d²", ("L", "d", "d")),
+    ("L·d·F", ("L", "d", "F")),
+    ("L·d", ("L", "d")),
+    ("d", ("d",)),
+    ("L·d·K", ("L", "d", "K")),
+    ("L·F", ("L", "F")),
+    ("L·K", ("L", "K")),
+    ("L", ("L",)),
+    ("d²", ("d", "d")),
+    ("1", ()),
 )
+
+#: the order the fitted terms are shown in (the blocks' terms first, the rest after)
+_SHOWN = ("L·d²", "L·d·F", "L·d·K", "L·d", "L·F", "L·K", "L", "d²", "d", "1")
+
+#: the exact terms: matrices counted from each built point, never fitted (embeddings of the
+#: vocabulary, positions and token types, an untied LM head and its bias)
+_EXACT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("V·d", ("V", "d")),
+    ("P·d", ("P", "d")),
+    ("T·d", ("T", "d")),
+    ("V", ("V",)),
+)
+
+#: a fit is exact when every point is within this relative error (then the coefficients are
+#: rounded to integers and the residual recomputed in integers)
+_EXACT_TOL = 1e-9
+
+
+def _value(symbols: tuple[str, ...], sizes: Mapping[str, int | None]) -> int | None:
+    """The product of the sizes a term names (``None`` when one is unknown)."""
+    v = 1
+    for s in symbols:
+        x = sizes.get(s)
+        if x is None:
+            return None
+        v *= x
+    return v
 
 
 @dataclass
 class SweepFit:
-    """The closed form fitted to a sweep's parameter counts.
+    """The closed form of a sweep's parameter counts: exact terms counted from each built
+    point, plus terms fitted by least squares.
+
+    The embedding matrices (vocabulary ``V·d``, positions ``P·d``, token types ``T·d``) and an
+    untied LM head (a linear layer with ``V`` outputs, ``V·d`` and its bias ``V``) are counted
+    from every built model and kept as exact terms whose coefficient is how many such matrices
+    there are. The rest is fitted over ``L·d², L·d·F, L·d, d, L·d·K, L·F, L·K, L, d², 1``
+    (those whose sizes the config names and the grid moves; as few, in this order, as give
+    every point, and fewer than the points); a term the grid cannot tell apart from the ones
+    kept is dropped and :attr:`note` says which and why.
 
     Attributes:
         family: the model family the form is for (the config's ``model_type``, or the zoo
             config's name), e.g. ``"gpt2"``, ``"llama"``.
-        terms: ``[(term, coefficient), ...]``, e.g. ``[("L·d²", 12.0), ("L·d", 13.0), ...]``;
-            ``L`` layers, ``d`` width, ``V`` vocabulary.
-        max_relative_residual: ``max |fit - params| / params`` over the grid points.
+        terms: the fitted terms ``[(term, coefficient), ...]``, e.g. ``[("L·d²", 12.0),
+            ("L·d", 13.0), ("d", 2.0)]``; integers when the fit is exact. ``L`` layers, ``d``
+            width, ``F`` intermediate size, ``K`` key/value width (``kv heads × head
+            width``).
+        max_relative_residual: ``max |form - params| / params`` over the grid points (``0.0``
+            when the form gives every point exactly).
         points: the points fitted.
+        exact: the exact terms ``[(term, matrices), ...]``, e.g. ``[("V·d", 1), ("P·d", 1)]``
+            for GPT-2, ``[("V·d", 2)]`` for an untied Llama; ``V`` vocabulary, ``P``
+            positions, ``T`` token types, as the config names them.
+        note: the terms dropped and why (a term that is a multiple or a combination of kept
+            terms over this grid), or ``None``.
+        sizes: the sizes of the form's symbols that were the same at every point, e.g.
+            ``{"V": 50257, "P": 1024}``; :meth:`predict` uses them for the sizes it is not
+            given.
     """
 
     family: str
     terms: list[tuple[str, float]]
     max_relative_residual: float
     points: int
+    exact: list[tuple[str, int]] = field(default_factory=list)
+    note: str | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
 
-    def predict(self, layers: int, width: int, vocab: int) -> float:
-        """The fitted parameter count of one configuration.
+    def predict(
+        self,
+        layers: int,
+        width: int,
+        vocab: int | None = None,
+        *,
+        positions: int | None = None,
+        ffn: int | None = None,
+        kv_width: int | None = None,
+        token_types: int | None = None,
+    ) -> float:
+        """The parameter count the form gives for one configuration.
 
         Args:
             layers: ``L``.
             width: ``d``.
-            vocab: ``V``.
+            vocab: ``V`` (``None``: the grid's, when it was the same at every point).
+            positions: ``P`` (``None``: the grid's).
+            ffn: ``F``, the intermediate size (``None``: the grid's).
+            kv_width: ``K``, key/value heads × head width (``None``: the grid's).
+            token_types: ``T`` (``None``: the grid's).
 
         Returns:
-            The fitted count.
+            The count: an ``int`` when every coefficient is an integer, else a float.
+
+        Raises:
+            ArgumentError: the form has a term whose size was not given and varied over the
+                grid.
+
+        Example:
+            >>> r = sweep("zoo:gpt2", {"n_layer": [2, 4, 6], "n_embd": [64, 128], "n_head": [4]})
+            >>> r.fit.predict(12, 768, 50257)
+            124439808
         """
-        funcs = dict(_TERMS)
-        return sum(c * funcs[t](layers, width, vocab) for t, c in self.terms)
+        given = {
+            "V": vocab,
+            "P": positions,
+            "F": ffn,
+            "K": kv_width,
+            "T": token_types,
+        }
+        sizes: dict[str, int | None] = {
+            **self.sizes,
+            **{k: v for k, v in given.items() if v is not None},
+            "L": layers,
+            "d": width,
+        }
+        names = {"V": "vocab", "P": "positions", "F": "ffn", "K": "kv_width", "T": "token_types"}
+        funcs = dict(_TERMS + _EXACT)
+        total: float = 0
+        for t, c in [*self.terms, *self.exact]:
+            v = _value(funcs[t], sizes)
+            if v is None:
+                s = next(s for s in funcs[t] if sizes.get(s) is None)
+                raise ArgumentError(
+                    f"SweepFit.predict: the form has {t} and {s} ({_SYMBOLS[s]}) varied over "
+                    f"the grid; expected {names[s]}= to be given"
+                )
+            total += (int(c) if c == int(c) else c) * v
+        return total
 
     def formula(self) -> str:
-        """The form as text, e.g. ``params ≈ 12·L·d² + 13·L·d + 1.02·V·d``.
+        """The form as text: the fitted terms, then the exact ones, e.g. ``params = 12·L·d² +
+        13·L·d + 2·d + V·d + P·d`` (``=`` when it gives every point exactly, else ``≈``).
 
         Returns:
             The formula.
+
+        Example:
+            >>> SweepFit("gpt2", [("L·d²", 12.0), ("d", 2.0)], 0.0, 6, [("V·d", 1)]).formula()
+            'params = 12·L·d² + 2·d + V·d'
         """
         parts = []
-        for i, (t, c) in enumerate(self.terms):
+        for i, (t, c) in enumerate([*self.terms, *self.exact]):
             num = f"{abs(c):.6g}"
-            body = num if t == "1" else f"{num}·{t}"
+            body = num if t == "1" else t if abs(c) == 1 else f"{num}·{t}"
             parts.append(
                 ("-" if c < 0 else "") + body if i == 0 else ("- " if c < 0 else "+ ") + body
             )
-        return "params ≈ " + " ".join(parts)
+        sign = "=" if self.max_relative_residual == 0 else "≈"
+        return f"params {sign} " + (" ".join(parts) or "0")
+
+    def legend(self) -> str:
+        """What the form's symbols stand for, with the sizes fixed over the grid.
+
+        Returns:
+            The symbols the form uses (always ``L`` and ``d``), each with its size when the
+            grid kept it fixed.
+
+        Example:
+            >>> fit = SweepFit("gpt2", [("L·d²", 12.0)], 0.0, 6, [("V·d", 1)], sizes={"V": 50257})
+            >>> fit.legend()
+            'L layers, d width, V vocabulary (50257)'
+        """
+        used = {s for t, _ in [*self.terms, *self.exact] for s in dict(_TERMS + _EXACT)[t]}
+        return ", ".join(
+            f"{s} {name}" + (f" ({self.sizes[s]})" if s in self.sizes and s not in "Ld" else "")
+            for s, name in _SYMBOLS.items()
+            if s in used or s in "Ld"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form.
 
         Returns:
-            ``family, formula, terms, max_relative_residual, points``.
+            ``family, formula, terms`` (the fitted ``{term: coefficient}``),
+            ``max_relative_residual, points``, and ``exact`` (``{term: matrices}``), ``note``,
+            ``sizes`` (the sizes fixed over the grid).
         """
         return {
             "family": self.family,
@@ -98,6 +247,9 @@ class SweepFit:
             "terms": {t: c for t, c in self.terms},
             "max_relative_residual": self.max_relative_residual,
             "points": self.points,
+            "exact": {t: n for t, n in self.exact},
+            "note": self.note,
+            "sizes": dict(self.sizes),
         }
 
 
@@ -115,7 +267,7 @@ class SweepReport:
             ``error`` (``None``, or the one-line error of a point that could not be built).
         settings: the options used (``flops``, ``seq``, ``batch``, ``analytic``, ``memory``,
             ``train``, ``dtype``, ``workers``).
-        fit: the closed form fitted to the parameters, or ``None``.
+        fit: the closed form of the parameters (exact terms and fitted ones), or ``None``.
         fit_note: why there is no closed form (``None`` when there is one).
     """
 
@@ -251,9 +403,11 @@ class SweepReport:
             f = self.fit
             lines.append(
                 f"closed form for the {printable(f.family)} family (least squares over "
-                f"{f.points} points; L layers, d width, V vocabulary): {f.formula()}; max "
+                f"{f.points} points; {f.legend()}): {f.formula()}; max "
                 f"relative residual {f.max_relative_residual:.3g}"
             )
+            if f.note:
+                lines.append(f"note: {printable(f.note)}")
         elif self.fit_note:
             lines.append(printable(self.fit_note))
         return "\n".join(lines)
@@ -360,7 +514,9 @@ def _family(obj: Any, config: Any) -> str:
 
 
 def _shape_of(obj: Any, target: str, args: dict[str, Any]) -> dict[str, Any] | None:
-    """``{layers, width, vocab, family}`` from the point's config, or ``None``."""
+    """``{layers, width, vocab, family, sizes, exact}`` from the point's config and model (the
+    size of every symbol the config names, the exact terms counted by :func:`_exact_of`), or
+    ``None``."""
     config = getattr(obj, "config", None)
     if config is None and not hasattr(obj, "parameters"):  # a Manifest from a config.json
         from pathlib import Path
@@ -375,12 +531,113 @@ def _shape_of(obj: Any, target: str, args: dict[str, Any]) -> dict[str, Any] | N
     layers, width = _config_int(config, _LAYERS), _config_int(config, _WIDTH)
     if layers is None or width is None:
         return None
+    sizes: dict[str, int | None] = {
+        "L": layers,
+        "d": width,
+        "V": _config_int(config, _VOCAB),
+        "P": _config_int(config, _POSITIONS),
+        "T": _config_int(config, _TYPES),
+        "F": _config_int(config, _FFN),
+        "K": None,
+    }
+    kv, heads = _config_int(config, _KV_HEADS), _config_int(config, _HEADS)
+    if kv is not None and heads is not None:
+        head = _config_int(config, ("head_dim",)) or width // heads
+        sizes["K"] = kv * head
     return {
         "layers": layers,
         "width": width,
-        "vocab": _config_int(config, _VOCAB) or 0,
+        "vocab": sizes["V"] or 0,
         "family": _family(obj, config),
+        "sizes": sizes,
+        **_exact_of(obj, sizes),
     }
+
+
+def _in_block(name: str) -> bool:
+    """Whether a dotted name lies inside a repeated block (a numbered segment: ``h.3.mlp``)."""
+    return any(part.isdigit() for part in name.split("."))
+
+
+def _embedding_term(name: str, rows: int, sizes: Mapping[str, int | None]) -> str | None:
+    """The exact term of an embedding table of ``rows`` rows called ``name``: positions and
+    token types by name first (a vocabulary may equal the positions), then by size."""
+    low = name.lower()
+    if rows == sizes["P"] and ("pos" in low or "wpe" in low):
+        return "P·d"
+    if rows == sizes["T"] and "type" in low:
+        return "T·d"
+    for term, s in (("V·d", "V"), ("P·d", "P"), ("T·d", "T")):
+        if rows == sizes[s]:
+            return term
+    return None
+
+
+def _exact_of(obj: Any, sizes: Mapping[str, int | None]) -> dict[str, Any]:
+    """``{"exact": {term: matrices}, "unmatched": [table, ...]}`` of one built point: the
+    embedding tables outside the blocks whose rows are the vocabulary, positions or token
+    types and whose width is ``d``, and an untied LM head (``V`` outputs from ``d``: ``V·d``,
+    its bias ``V``); a table of width ``d`` whose rows are none of those is named in
+    ``unmatched`` (``"name (rows)"``, left to the fit). Parameters shared with one already
+    counted (a tied head) are not counted again. A module is read through its layers, a
+    :class:`Manifest` (a config counted analytically) through its entries."""
+    d = sizes["d"]
+    out: dict[str, int] = {}
+    unmatched: list[str] = []
+    result = {"exact": out, "unmatched": unmatched}
+
+    def add(term: str | None, name: str = "", rows: int = 0) -> None:
+        if term is not None:
+            out[term] = out.get(term, 0) + 1
+        else:
+            unmatched.append(f"{name} ({rows} rows)")
+
+    if hasattr(obj, "named_modules"):
+        import torch
+
+        seen: set[int] = set()
+        heads: list[tuple[str, Any]] = []
+        for name, mod in obj.named_modules():
+            if _in_block(name):
+                continue
+            if isinstance(mod, torch.nn.Embedding) and mod.embedding_dim == d:
+                if id(mod.weight) not in seen:
+                    seen.add(id(mod.weight))
+                    rows = mod.num_embeddings
+                    add(_embedding_term(name, rows, sizes), name, rows)
+            elif isinstance(mod, torch.nn.Linear) and (mod.out_features, mod.in_features) == (
+                sizes["V"],
+                d,
+            ):
+                heads.append((name, mod))
+        for _, mod in heads:  # after the embeddings, so a tied head is seen as one
+            if id(mod.weight) not in seen:
+                seen.add(id(mod.weight))
+                add("V·d")
+            if mod.bias is not None and id(mod.bias) not in seen:
+                seen.add(id(mod.bias))
+                add("V")
+        return result
+    entries = getattr(obj, "values", None)
+    if entries is None:
+        return result
+    from .._enums import Role
+
+    for e in entries():
+        if e.tie is not None or e.role is not Role.PARAM or _in_block(e.name):
+            continue
+        module, _, leaf = e.name.rpartition(".")
+        last = module.rpartition(".")[2].lower()
+        if leaf == "weight" and len(e.shape) == 2 and e.shape[1] == d:
+            if "emb" in last or last in ("wte", "wpe"):
+                add(_embedding_term(module, e.shape[0], sizes), module, e.shape[0])
+            elif e.shape[0] == sizes["V"]:
+                add("V·d")
+        elif leaf == "bias" and e.shape == (sizes["V"],) and "emb" not in last:
+            head = obj.get(f"{module}.weight")
+            if head is not None and head.tie is None and head.shape == (sizes["V"], d):
+                add("V")
+    return result
 
 
 def _one(job: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
@@ -414,7 +671,7 @@ def _one(job: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
             from ._flops import flops
 
             seq, batch = opts["seq"], opts["batch"]
-            r = flops(obj, seq=seq, batch=batch, analytic=opts["analytic"])
+            r = flops(obj, seq=seq, batch=batch, analytic=opts["analytic"], _cache=_block_cache())
             row["flops"] = r.forward_flops
             row["flops_per_token"] = r.forward_flops / (seq * batch)
         if opts["memory"]:
@@ -447,12 +704,38 @@ def _auto_workers(n: int, opts: dict[str, Any]) -> int:
     return min(cpus, n // 8)
 
 
+#: The blocks this process has measured during the current sweep: a block measured at one
+#: point is reused at the others where it is identical (same class, shapes, attributes and
+#: inputs; see counting/_flops_reuse.py). Emptied when a sweep starts and ends.
+_BLOCKS: list[Any] = []
+
+
+def _block_cache() -> Any:
+    """The current sweep's :class:`~paramscope.counting._flops_reuse.BlockCache`."""
+    if not _BLOCKS:
+        from ._flops_reuse import BlockCache
+
+        _BLOCKS.append(BlockCache())
+    return _BLOCKS[0]
+
+
 def _run(
     jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int
 ) -> list[dict[str, Any]]:
     """Every job's row, in order. With several workers the first point runs here first, so
     the one-time costs of a first forward (lazy imports, the flop counter's tables) are paid
-    once, before the processes fork, not once per process."""
+    once, before the processes fork, not once per process (and the blocks it measured are
+    known to every process)."""
+    _BLOCKS.clear()
+    try:
+        return _run_points(jobs, workers)
+    finally:
+        _BLOCKS.clear()
+
+
+def _run_points(
+    jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int
+) -> list[dict[str, Any]]:
     if workers <= 1 or len(jobs) < 3:
         return [_one(j) for j in jobs]
     import multiprocessing
@@ -467,7 +750,9 @@ def _run(
 
 
 def _fit(rows: list[dict[str, Any]], target: str) -> tuple[SweepFit | None, str | None]:
-    """Least squares of the parameters over the closed form's terms."""
+    """The closed form of the parameters: the exact terms counted at every point, then least
+    squares of the rest over the terms the grid can tell apart, as few as give every point
+    (in :data:`_TERMS`' order, always fewer than the points, so the points check the form)."""
     ok = [r for r in rows if r["params"] is not None]
     if not ok:
         return None, "no closed form: no point was built"
@@ -480,31 +765,119 @@ def _fit(rows: list[dict[str, Any]], target: str) -> tuple[SweepFit | None, str 
     families = sorted({s["family"] for s in shapes})
     import numpy as np
 
-    x = np.array(
-        [[f(s["layers"], s["width"], s["vocab"]) for _, f in _TERMS] for s in shapes], dtype=float
-    )
-    y = np.array([r["params"] for r in ok], dtype=float)
-    scale = np.abs(x).max(axis=0)
+    n = len(ok)
+    params = [int(r["params"]) for r in ok]
+    sizes = [s["sizes"] for s in shapes]
+    notes: list[str] = []
+    exact: list[tuple[str, int]] = []
+    for term, _ in _EXACT:
+        counts = sorted({s["exact"].get(term, 0) for s in shapes})
+        if counts == [0]:
+            continue
+        if len(counts) > 1:
+            notes.append(
+                f"{term} is {counts[0]} to {counts[-1]} matrices over the grid (a table or a "
+                "head present, or tied, at some points only), so it is left to the fit"
+            )
+            continue
+        exact.append((term, counts[0]))
+    unmatched = sorted({u for s in shapes for u in s["unmatched"]})
+    if unmatched:
+        notes.append(
+            "embedding tables whose rows are not the vocabulary, positions or token types are "
+            "left to the fit: " + ", ".join(unmatched[:3]) + (" …" if len(unmatched) > 3 else "")
+        )
+    funcs = dict(_TERMS + _EXACT)
+    rest = [
+        p - sum(c * (_value(funcs[t], sz) or 0) for t, c in exact)
+        for p, sz in zip(params, sizes, strict=True)
+    ]
+    fixed = {
+        k: sizes[0][k]
+        for k in _SYMBOLS
+        if k not in "Ld" and sizes[0][k] is not None and all(sz[k] == sizes[0][k] for sz in sizes)
+    }
+    cand = [(t, syms) for t, syms in _TERMS if all(_value(syms, sz) for sz in sizes)]
+    for s, v in fixed.items():  # a size the same at every point is part of the coefficients
+        named = [t for t, syms in cand if s in syms and s in "FK"]
+        if named:
+            cand = [(t, syms) for t, syms in cand if t not in named]
+            notes.append(
+                f"{s} ({_SYMBOLS[s]}) is {v} at every point, so {', '.join(named)} are "
+                f"counted in {', '.join(t.replace('·' + s, '') or '1' for t in named)}"
+            )
+    x = np.array([[_value(syms, sz) for _, syms in cand] for sz in sizes], dtype=float)
+    x = x.reshape(n, len(cand))
+    y = np.array(rest, dtype=float)
+    scale = np.abs(x).max(axis=0) if cand else np.ones(0)
     scale[scale == 0] = 1.0
     xs = x / scale
     keep: list[int] = []
-    for j in range(len(_TERMS)):
-        if not np.any(xs[:, j]):
-            continue
+    dropped: list[str] = []
+    for j in range(len(cand)):
         trial = [*keep, j]
         if np.linalg.matrix_rank(xs[:, trial], tol=1e-9) == len(trial):
             keep = trial
-    if len(ok) <= len(keep):
+        else:
+            dropped.append(_relation(xs, scale, keep, j, [t for t, _ in cand]))
+    if dropped:
+        notes.append(
+            "dropped, as the grid cannot tell them apart from the terms kept (whose "
+            "coefficients include their share): " + "; ".join(dropped)
+        )
+    denom = np.maximum(np.array(params, dtype=float), 1.0)
+    cols: list[int] = []
+    coef = np.zeros(0)
+    err = float(np.max(np.abs(y) / denom))
+    for k in range(1, min(len(keep), n - 1) + 1):
+        if err <= _EXACT_TOL:
+            break
+        cols = keep[:k]
+        sol, *_ = np.linalg.lstsq(xs[:, cols], y, rcond=None)
+        coef = sol / scale[cols]
+        err = float(np.max(np.abs(x[:, cols] @ coef - y) / denom))
+    if err > _EXACT_TOL and len(cols) < len(keep):
         return None, (
-            f"no closed form: {len(ok)} point(s) for {len(keep)} term(s); sweep more values of "
+            f"no closed form: {n} point(s) for {len(keep)} term(s); sweep more values of "
             "the layers and width to fit one"
         )
-    coef, *_ = np.linalg.lstsq(xs[:, keep], y, rcond=None)
-    coef = coef / scale[keep]
-    pred = x[:, keep] @ coef
-    resid = float(np.max(np.abs(pred - y) / np.maximum(y, 1.0)))
-    terms = [(_TERMS[j][0], _round(float(c))) for j, c in zip(keep, coef, strict=True)]
-    return SweepFit(" / ".join(families), terms, resid, len(ok)), None
+    terms = sorted(
+        (
+            (cand[j][0], c)
+            for j, c in zip(cols, (_round(float(c)) for c in coef), strict=True)
+            if c != 0
+        ),
+        key=lambda tc: _SHOWN.index(tc[0]),
+    )
+    resid = 0.0
+    for p, sz in zip(params, sizes, strict=True):
+        form = sum(
+            (int(c) if c == int(c) else c) * (_value(funcs[t], sz) or 0)
+            for t, c in [*terms, *exact]
+        )
+        resid = max(resid, float(abs(form - p)) / max(p, 1))
+    used = {s for t, _ in [*terms, *exact] for s in funcs[t]}
+    fixed = {s: v for s, v in fixed.items() if s in used}
+    return (
+        SweepFit(" / ".join(families), terms, resid, n, exact, "; ".join(notes) or None, fixed),
+        None,
+    )
+
+
+def _relation(xs: Any, scale: Any, keep: list[int], j: int, names: list[str]) -> str:
+    """How the dropped term ``j`` follows from the kept ones over the grid, e.g.
+    ``"L·d·F = 4·L·d²"`` or ``"L = a combination of L·d², L·d"``."""
+    import numpy as np
+
+    if not keep:
+        return f"{names[j]} (zero at every point)"
+    a, *_ = np.linalg.lstsq(xs[:, keep], xs[:, j], rcond=None)
+    big = [(k, float(c)) for k, c in zip(keep, a, strict=True) if abs(c) > 1e-9 * np.abs(a).max()]
+    if len(big) == 1:
+        k, c = big[0]
+        r = _round(c * scale[j] / scale[k])
+        return f"{names[j]} = " + (names[k] if r == 1 else f"{r:.6g}·{names[k]}")
+    return f"{names[j]} = a combination of {', '.join(names[k] for k, _ in big)}"
 
 
 def _round(c: float) -> float:
@@ -559,8 +932,8 @@ def sweep(
         >>> r = sweep("zoo:gpt2", {"n_layer": [2, 4], "n_embd": [64, 128], "n_head": [4]})
         >>> [row["params"] for row in r.rows]
         [3382080, 6960768, 3482048, 7357312]
-        >>> r.fit.terms[:2]
-        [('L·d²', 12.0), ('L·d', 13.0)]
+        >>> r.fit.formula()
+        'params = 12·L·d² + 13·L·d + 2·d + V·d + P·d'
     """
     if flops and seq is None:
         raise ArgumentError("sweep: flops=True needs seq= (the tokens of one forward), e.g. 2048")

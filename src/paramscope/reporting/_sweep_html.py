@@ -110,7 +110,8 @@ def render_sweep_html(report: Any, *, title: str | None = None) -> str:
             if report.fit is None
             else f"closed form for the {report.fit.family} family: {report.fit.formula()} "
             f"(max relative residual {report.fit.max_relative_residual:.3g}, "
-            f"{report.fit.points} points; L layers, d width, V vocabulary)"
+            f"{report.fit.points} points; {report.fit.legend()})"
+            + (f"; note: {report.fit.note}" if report.fit.note else "")
         ),
     }
     pieces = {
