@@ -49,7 +49,8 @@ its blocks in order, each once, with an output the shape of its input: checked b
 or the stack is an ``nn.Sequential`` the owner calls). Whole blocks are removed; the kept
 blocks are renumbered, ``layer_idx`` attributes follow, and config objects whose layer count
 (``num_hidden_layers``, ``num_layers``, ``n_layer``, ``n_layers``) equals the stack's length
-are updated (``layer_types`` too).
+are updated (``layer_types`` too). Finding stacks and removing blocks is :mod:`._stacks`'s,
+shared with ``subnet`` and ``student``.
 
 Importance. ``"l1"`` / ``"l2"``: the norm of a head unit's weight slices; for a block, the
 relative change ``||f(x) - x|| / ||x||`` it makes on ``example_inputs`` (in that norm), else
@@ -63,18 +64,26 @@ mean importance of their group, until the model has at most that many parameters
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
-import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ArgumentError, TargetError
 from .._names import Pattern, compile_pattern
-from .._outputs import call_model, first_tensor
+from .._outputs import call_model
+from ._stacks import (
+    call_importance,
+    configs,
+    find_stacks,
+    observe_blocks,
+    param_count,
+    remove_blocks,
+    runs_in_order,
+    set_config,
+    source_text,
+    tensor_norm,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -86,8 +95,6 @@ __all__ = ["shrink_heads", "shrink_layers"]
 
 Importance = str | Callable[[str, int, dict[str, Any]], float]
 
-#: Config fields that count the layers of a stack.
-LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 #: Attributes that hold a head count: a module that has one looks like attention.
 _HEAD_ATTRS = ("num_heads", "n_head", "n_heads", "num_attention_heads")
 
@@ -114,31 +121,6 @@ def _check_args(op: str, amount: float | None, target_params: int | None, import
             f"{op}: importance={importance!r}: expected 'l1', 'l2' or a callable "
             "f(name, index, tensors) -> float"
         )
-
-
-def _param_count(model: nn.Module) -> int:
-    """Parameters with ties once (``len({id(p)})``)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def _norm(tensors: list[torch.Tensor], importance: str) -> float:
-    import torch
-
-    if importance == "l1":
-        return float(sum(float(t.detach().abs().sum(dtype=torch.float64)) for t in tensors))
-    sq = sum(float(t.detach().double().pow(2).sum()) for t in tensors)
-    return math.sqrt(sq)
-
-
-def _call_importance(fn: Callable[..., Any], name: str, index: int, tensors: dict) -> float:
-    value = fn(name, index, tensors)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ArgumentError(
-            f"importance: {name!r} unit {index}: expected the callable to return a number, "
-            f"found {type(value).__name__}"
-        ) from None
 
 
 def _runs(op: str, model: nn.Module, example_inputs: Any) -> None:
@@ -235,13 +217,6 @@ def _linear_ok(mod: Any) -> bool:
     return type(mod) is nn.Linear
 
 
-def _source(fn: Any) -> str:
-    try:
-        return inspect.getsource(inspect.unwrap(fn))
-    except (OSError, TypeError):
-        return ""
-
-
 def _llama_slices(name: str, mod: Any, n_heads: int, n_kv: int, hd: int) -> list[_Slice]:
     g = n_heads // n_kv
     q_idx = [list(range(u * g * hd, (u + 1) * g * hd)) for u in range(n_kv)]
@@ -311,7 +286,7 @@ def _classify_gpt2(cls: str, name: str, mod: Any) -> tuple[str, list[_Slice], in
     cross = bool(getattr(mod, "is_cross_attention", False)) or hasattr(mod, "q_attn")
     if cross and not _conv1d_ok(getattr(mod, "q_attn", None)):
         return f"{cls}: cross-attention without a Conv1D q_attn"
-    src = _source(type(mod).forward)
+    src = source_text(type(mod).forward)
     if "self.split_size" not in src or "self.head_dim" not in src:
         return f"{cls}: its forward does not read split_size / head_dim"
     if any(c in src for c in _CONFIG_WIDTHS):
@@ -355,12 +330,12 @@ def _classify_bert(
     """transformers' ``BertAttention`` layout (RoBERTa, ELECTRA, XLM-R ... copy it)."""
     icls = type(inner).__name__
     n, hd = inner.num_attention_heads, inner.attention_head_size
-    src = _source(type(inner).forward)
+    src = source_text(type(inner).forward)
     if "self.attention_head_size" not in src:
         return f"{icls}: its forward does not read attention_head_size"
     if any(c in src for c in _CONFIG_WIDTHS):
         return f"{icls}: its forward reads the config's widths"
-    outer = _source(type(mod).forward)
+    outer = source_text(type(mod).forward)
     if f"self.{attr}(" not in outer or "self.output(" not in outer:
         return f"{cls}: its forward does not call self.{attr} and self.output"
     extra = _own_params_outside(inner, ("query", "key", "value"))
@@ -410,7 +385,7 @@ def _classify_attention(name: str, mod: Any) -> tuple[str, list[_Slice], int] | 
     if has_projs and all(
         isinstance(getattr(mod, a, None), int) for a in ("num_heads", "num_kv_heads", "head_dim")
     ):
-        src = _source(type(mod).forward)
+        src = source_text(type(mod).forward)
         if "self.num_heads" not in src or "self.num_kv_heads" not in src:
             return f"{cls}: its forward does not read num_heads / num_kv_heads"
         n, kv, hd = mod.num_heads, mod.num_kv_heads, mod.head_dim
@@ -439,7 +414,7 @@ def _classify_attention(name: str, mod: Any) -> tuple[str, list[_Slice], int] | 
         and isinstance(getattr(mod, "head_dim", None), int)
         and (isinstance(groups, int) or no_gqa)
     ):
-        src = _source(type(mod).forward)
+        src = source_text(type(mod).forward)
         if "-1, self.head_dim" not in src:
             return f"{cls}: its forward does not reshape to (..., -1, self.head_dim)"
         if no_gqa and any(True for _ in mod.buffers()):
@@ -608,13 +583,13 @@ def shrink_heads(
             }
             unit_params.append(sum(t.numel() for t in parts.values()))
             if callable(importance):
-                scores.append(_call_importance(importance, name, u, parts))
+                scores.append(call_importance(importance, name, u, parts))
             else:
-                scores.append(_norm(list(parts.values()), importance))
+                scores.append(tensor_norm(list(parts.values()), importance))
         g = _Group(name, mod, kind, units, unit_params, scores, list(range(units)))
         groups.append(g)
         slices_of[id(g)] = slices
-    _choose(groups, amount, target_params, _param_count(model), report)
+    _choose(groups, amount, target_params, param_count(model), report)
     for g in groups:
         if g.remove:
             was_root = g.module is model
@@ -759,58 +734,17 @@ def _heads_config(model: nn.Module, groups: list[_Group], report: ShrinkReport) 
         a smaller head count there would change the head size on a rebuild."""
         return getattr(c, "head_dim", None) is None and getattr(c, "hidden_size", None) != nh * hd
 
-    _set_config(
+    set_config(
         model,
         {"num_attention_heads": nh, "num_key_value_heads": kv, "head_dim": hd},
         lambda c: hasattr(c, "num_attention_heads") and not derived(c),
         report,
     )
-    if any(derived(c) for c in _configs(model) if hasattr(c, "num_attention_heads")):
+    if any(derived(c) for c in configs(model) if hasattr(c, "num_attention_heads")):
         report.notes.append(
             f"config.num_attention_heads was left as it was: the config has no head_dim and "
             f"derives it from hidden_size / num_attention_heads: setting {nh} would change "
             f"the head size {hd}; the heads kept per module are groups[i]['kept_units']"
-        )
-
-
-def _configs(model: nn.Module) -> list[Any]:
-    """The distinct ``config`` objects held by the model's modules."""
-    seen: dict[int, Any] = {}
-    for _, mod in model.named_modules(remove_duplicate=False):
-        c = mod.__dict__.get("config")
-        if c is not None:
-            seen.setdefault(id(c), c)
-    return list(seen.values())
-
-
-def _set_config(
-    model: nn.Module, values: dict[str, Any], want: Callable[[Any], bool], report: ShrinkReport
-) -> None:
-    """Set ``values`` on every distinct ``config`` object of the model that ``want``s them
-    (in place; a frozen dataclass is replaced on every module holding it)."""
-    seen: dict[int, Any] = {}
-    for _, mod in model.named_modules(remove_duplicate=False):
-        c = mod.__dict__.get("config")
-        if c is not None and id(c) not in seen and want(c):
-            seen[id(c)] = c
-    for old in seen.values():
-        fields = {k: v for k, v in values.items() if hasattr(old, k)}
-        params = getattr(type(old), "__dataclass_params__", None)
-        if dataclasses.is_dataclass(old) and params is not None and params.frozen:
-            try:
-                new = dataclasses.replace(old, **fields)
-            except Exception as exc:  # a config that validates itself and says no
-                report.notes.append(f"config {type(old).__name__} not updated: {exc}")
-                continue
-            for _, mod in model.named_modules(remove_duplicate=False):
-                if mod.__dict__.get("config") is old:
-                    mod.config = new
-        else:
-            for k, v in fields.items():
-                setattr(old, k, v)
-        report.notes.append(
-            f"config {type(old).__name__} updated: "
-            + ", ".join(f"{k}={v}" for k, v in fields.items())
         )
 
 
@@ -960,103 +894,6 @@ def __getattr__(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------- layers
-def _signature(mod: Any) -> tuple:
-    return tuple((n, tuple(t.shape)) for n, t in mod.state_dict(keep_vars=True).items())
-
-
-def _find_stacks(model: nn.Module) -> tuple[list[tuple[str, Any, Any, str]], list[tuple[str, str]]]:
-    """``(name, stack, owner, attr)`` of every block stack (outermost only), and the refused."""
-    from torch import nn
-
-    found: list[tuple[str, Any, Any, str]] = []
-    refused: list[tuple[str, str]] = []
-    owners: dict[int, tuple[Any, str]] = {}
-    for _, parent in model.named_modules():
-        for attr, child in parent._modules.items():
-            if child is not None:
-                owners.setdefault(id(child), (parent, attr))
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList | nn.Sequential) or len(mod) < 2:
-            continue
-        if any(name.startswith(f[0] + ".") or not f[0] for f in found):
-            continue
-        blocks = list(mod)
-        if len({type(b) for b in blocks}) != 1 or not any(True for _ in blocks[0].children()):
-            continue  # layers of a pipeline, not a stack of blocks
-        sigs = [_signature(b) for b in blocks]
-        if any(s != sigs[0] for s in sigs):
-            odd = next(i for i, s in enumerate(sigs) if s != sigs[0])
-            refused.append(
-                (
-                    name,
-                    f"{name or 'the stack'}.{odd} has other parameters than "
-                    f"{name or 'the stack'}.0; only identical blocks can go",
-                )
-            )
-            continue
-        owner, attr = owners.get(id(mod), (None, ""))
-        found.append((name, mod, owner, attr))
-    return found, refused
-
-
-def _iterates(owner: Any, attr: str, stack: Any) -> bool:
-    """The owner's forward runs the stack's blocks in order (read from its source)."""
-    from torch import nn
-
-    if owner is None:
-        return isinstance(stack, nn.Sequential)
-    if isinstance(owner, nn.Sequential):
-        return True
-    src = _source(type(owner).forward)
-    a = re.escape(attr)
-    if re.search(rf"for\s+[^\n]+\s+in\s+[^\n]*self\.{a}\b", src):
-        return True
-    return isinstance(stack, nn.Sequential) and re.search(rf"self\.{a}\(", src) is not None
-
-
-def _observe(
-    model: nn.Module, stacks: list[tuple[str, Any, Any, str]], inputs: Any, importance: str
-) -> dict[int, tuple[list[int], list[float], list[bool]]]:
-    """Per stack: the order blocks ran in, their relative change and whether shapes held."""
-    import torch
-
-    calls: dict[int, tuple[list[int], list[float], list[bool]]] = {
-        id(s): ([], [0.0] * len(s), [True] * len(s)) for _, s, _, _ in stacks
-    }
-    hooks = []
-
-    def hook(stack_id: int, i: int) -> Callable[..., None]:
-        def fn(_m: Any, args: tuple, kwargs: dict, out: Any) -> None:
-            x = first_tensor(list(args) + list(kwargs.values()))
-            y = first_tensor(out)
-            order, change, same = calls[stack_id]
-            order.append(i)
-            if x is None or y is None or x.shape != y.shape:
-                same[i] = False
-                return
-            p = 1 if importance == "l1" else 2
-            d = torch.linalg.vector_norm((y - x).double(), ord=p)
-            nx = torch.linalg.vector_norm(x.double(), ord=p)
-            change[i] += float(d / nx) if float(nx) else float(d)
-
-        return fn
-
-    for _, s, _, _ in stacks:
-        for i, b in enumerate(s):
-            hooks.append(b.register_forward_hook(hook(id(s), i), with_kwargs=True))
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            call_model(model, inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, training in modes:
-            m.training = training
-    return calls
-
-
 def shrink_layers(
     model: nn.Module,
     amount: float | None = None,
@@ -1107,7 +944,7 @@ def shrink_layers(
         (2, 40)
     """
     _check_args("shrink layers", amount, target_params, importance)
-    stacks, refused = _find_stacks(model)
+    stacks, refused = find_stacks(model)
     if not stacks and not refused:
         raise TargetError(
             f"shrink layers: {type(model).__name__} has no stack of identical blocks; expected "
@@ -1132,9 +969,9 @@ def shrink_layers(
         report.refused.append({"name": n, "reason": reason})
     observed = None
     if example_inputs is not None and chosen:
-        observed = _observe(
+        observed = observe_blocks(
             model,
-            [c[:4] for c in chosen],
+            [c[1] for c in chosen],
             example_inputs,
             importance if isinstance(importance, str) else "l2",
         )
@@ -1166,7 +1003,7 @@ def shrink_layers(
                     }
                 )
                 continue
-        elif not _iterates(owner, attr, s):
+        elif not runs_in_order(owner, attr, s):
             report.refused.append(
                 {
                     "name": name,
@@ -1187,13 +1024,13 @@ def shrink_layers(
         ]
         if callable(importance):
             scores = [
-                _call_importance(importance, name, i, dict(b.named_parameters()))
+                call_importance(importance, name, i, dict(b.named_parameters()))
                 for i, b in enumerate(s)
             ]
         elif observed is not None:
             scores = observed[id(s)][1]
         else:
-            scores = [_norm(list(b.parameters()), importance) for b in s]
+            scores = [tensor_norm(list(b.parameters()), importance) for b in s]
         groups.append(_Group(name, s, "stack", len(s), unit_params, scores, eligible))
         if callable(importance):
             how = "the importance callable"
@@ -1202,10 +1039,10 @@ def shrink_layers(
         else:
             how = f"the {importance} norm of its parameters (no example inputs)"
         report.notes.append(f"{name}: blocks ranked by {how}")
-    _choose(groups, amount, target_params, _param_count(model), report)
+    _choose(groups, amount, target_params, param_count(model), report)
     for g in groups:
         if g.remove:
-            _apply_layers(model, g, report)
+            remove_blocks(model, g.name, g.module, g.remove, report)
     _runs("shrink layers", model, example_inputs)
     return model
 
@@ -1233,75 +1070,3 @@ def _owned_outside(model: nn.Module) -> dict[int, list[set[int]]]:
                 )
             result[id(mod)] = per
     return result
-
-
-def _apply_layers(model: nn.Module, g: _Group, report: ShrinkReport) -> None:
-    stack = g.module
-    keys = list(stack._modules)
-    old_len = len(keys)
-    before_p = _param_count(model)
-    before_b = sum(b.numel() for b in model.buffers())
-    members = []
-    for i in sorted(g.remove):
-        prefix = f"{g.name}.{keys[i]}" if g.name else keys[i]
-        members.extend(f"{prefix}.{n}" for n in stack._modules[keys[i]].state_dict())
-    kept = [(k, stack._modules[k]) for i, k in enumerate(keys) if i not in g.remove]
-    renumber = _renumbering(keys)
-    new: OrderedDict[str, Any] = OrderedDict()
-    for pos, (k, b) in enumerate(kept):
-        new[renumber(pos) if renumber else k] = b
-        old_pos = keys.index(k)
-        if old_pos != pos:
-            for m in b.modules():
-                for attr in ("layer_idx", "layer_id"):
-                    if m.__dict__.get(attr) == old_pos:
-                        setattr(m, attr, pos)
-    stack._modules = new
-    after_p = _param_count(model)
-    after_b = sum(b.numel() for b in model.buffers())
-    report.groups.append(
-        {
-            "name": g.name,
-            "kept": len(kept),
-            "removed": len(g.remove),
-            "total": g.total,
-            "params_removed": before_p - after_p,
-            "buffers_removed": before_b - after_b,
-            "members": members,
-            "units": sorted(g.remove),
-        }
-    )
-    _layers_config(model, old_len, len(kept), sorted(g.remove), report)
-
-
-def _renumbering(keys: list[str]) -> Callable[[int], str] | None:
-    """Keys ``0, 1, …`` or ``prefix_0, prefix_1, …`` are renumbered after a removal."""
-    m = [re.fullmatch(r"(.*?)(\d+)", k) for k in keys]
-    if not all(m):
-        return None
-    prefixes = {x.group(1) for x in m if x}
-    if len(prefixes) != 1 or [int(x.group(2)) for x in m if x] != list(range(len(keys))):
-        return None
-    prefix = prefixes.pop()
-    return lambda i: f"{prefix}{i}"
-
-
-def _layers_config(
-    model: nn.Module, old_len: int, new_len: int, removed: list[int], report: ShrinkReport
-) -> None:
-    def counts(c: Any) -> bool:
-        return any(getattr(c, k, None) == old_len for k in LAYER_COUNT_KEYS)
-
-    seen: dict[int, Any] = {}
-    for _, mod in model.named_modules(remove_duplicate=False):
-        c = mod.__dict__.get("config")
-        if c is not None and counts(c):
-            seen.setdefault(id(c), c)
-    for c in seen.values():
-        values: dict[str, Any] = {
-            k: new_len for k in LAYER_COUNT_KEYS if getattr(c, k, None) == old_len
-        }
-        types = getattr(c, "layer_types", None)
-        if isinstance(types, list | tuple) and len(types) == old_len:
-            values["layer_types"] = type(types)(t for i, t in enumerate(types) if i not in removed)
-        _set_config(model, values, lambda x, c=c: x is c, report)

@@ -10,7 +10,7 @@ search can score thousands of candidates.
 
 Both stand on the traced dependency graph of :mod:`._depgraph` (consumers follow their
 producers: narrowing ``layer1.0.conv1`` narrows its BatchNorm and ``conv2``'s input; a residual
-stream is one joined space) and on the block stacks of :mod:`._shrink_blocks` (an
+stream is one joined space) and on the block stacks of :mod:`._stacks` (an
 ``nn.ModuleList`` / ``nn.Sequential`` of blocks of one class that its owner runs in order).
 A block whose parameters differ from the stack's last block (ResNet's first block of a stage,
 with its ``downsample``) changes the shape and is always kept.
@@ -181,7 +181,7 @@ def _find_stacks(model: torch.nn.Module, example_inputs: Any) -> tuple[list[_Sta
     """Block stacks whose blocks can be left out (outermost only), and notes."""
     from torch import nn
 
-    from ._shrink_blocks import _iterates, _observe, _signature
+    from ._stacks import block_signature, observe_blocks, runs_in_order
 
     owners: dict[int, tuple[Any, str]] = {}
     for _, parent in model.named_modules():
@@ -199,7 +199,7 @@ def _find_stacks(model: torch.nn.Module, example_inputs: Any) -> tuple[list[_Sta
         if len({type(b) for b in blocks}) != 1 or not any(True for _ in blocks[0].children()):
             continue
         owner, attr = owners.get(id(mod), (None, ""))
-        if example_inputs is None and not _iterates(owner, attr, mod):
+        if example_inputs is None and not runs_in_order(owner, attr, mod):
             notes.append(
                 f"{name}: the forward of {type(owner).__name__} does not visibly run it block "
                 "by block; its blocks are all kept (pass example_inputs to check by running it)"
@@ -207,7 +207,7 @@ def _find_stacks(model: torch.nn.Module, example_inputs: Any) -> tuple[list[_Sta
             continue
         found.append((name, mod))
     if example_inputs is not None and found:
-        seen = _observe(model, [(n, s, None, "") for n, s in found], example_inputs, "l1")
+        seen = observe_blocks(model, [s for _, s in found], example_inputs, "l1")
         ok = []
         for n, s in found:
             order, _, same = seen[id(s)]
@@ -222,7 +222,7 @@ def _find_stacks(model: torch.nn.Module, example_inputs: Any) -> tuple[list[_Sta
         ok = [(n, s, [True] * len(s)) for n, s in found]
     stacks = []
     for n, s, same in ok:
-        sigs = [_signature(b) for b in s]
+        sigs = [block_signature(b) for b in s]
         keys = list(s._modules)
         fixed = [sig != sigs[-1] or not same[i] for i, sig in enumerate(sigs)]
         if all(fixed[:-1]):
@@ -425,13 +425,13 @@ def _choose_blocks(
         else:
             key = f"fn:{id(importance)}" if callable(importance) else str(importance)
             if key not in st.norms:
-                from ._shrink_blocks import _call_importance, _norm
+                from ._stacks import call_importance, tensor_norm
 
                 blocks = list(sn.model.get_submodule(st.name)) if st.name else list(sn.model)
                 st.norms[key] = [
-                    _call_importance(importance, st.name, i, dict(b.named_parameters()))
+                    call_importance(importance, st.name, i, dict(b.named_parameters()))
                     if callable(importance)
-                    else _norm(list(b.parameters()), str(importance))
+                    else tensor_norm(list(b.parameters()), str(importance))
                     for i, b in enumerate(blocks)
                 ]
             s = st.norms[key]
@@ -709,8 +709,8 @@ def subnet(
         True
     """
     from .._outputs import output_deviation
-    from ._shrink_blocks import _apply_layers, _Group
     from ._shrink_report import ShrinkReport
+    from ._stacks import remove_blocks
 
     name = _check_importance(importance)
     if not isinstance(share, bool):
@@ -737,8 +737,7 @@ def subnet(
     for si, kept in blocks.items():
         st = sn._stacks[si]
         stack = new.get_submodule(st.name) if st.name else new
-        g = _Group(st.name, stack, "stack", st.size, [], remove=set(range(st.size)) - set(kept))
-        _apply_layers(new, g, scratch)
+        remove_blocks(new, st.name, stack, set(range(st.size)) - set(kept), scratch)
     params = {id(p): p.numel() for p in model.parameters()}
     report = SubnetReport(
         sum(params.values()),

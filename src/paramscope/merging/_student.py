@@ -248,9 +248,9 @@ def _indices(n: int, layers: Sequence[int] | None, every: int | None) -> list[in
 
 
 def _stack(model: torch.nn.Module) -> tuple[str, Any]:
-    from ..compress._shrink_blocks import _find_stacks  # the stack `shrink` removes layers of
+    from ..compress._stacks import find_stacks  # the stack `shrink` removes layers of
 
-    found, refused = _find_stacks(model)
+    found, refused = find_stacks(model)
     if not found:
         why = f" ({refused[0][1]})" if refused else ""
         raise TargetError(
@@ -258,17 +258,17 @@ def _stack(model: torch.nn.Module) -> tuple[str, Any]:
             f"(an nn.ModuleList / nn.Sequential of two or more){why}"
         )
     if len(found) > 1:
-        names = ", ".join(f[0] or "the model" for f in found)
+        names = ", ".join(f.name or "the model" for f in found)
         raise TargetError(
             f"student: the teacher ({type(model).__name__}) has {len(found)} block stacks "
             f"({names}); a student keeps blocks of one stack"
         )
-    return found[0][0], found[0][1]
+    return found[0].name, found[0].stack
 
 
 def _teacher_config(model: torch.nn.Module, n: int) -> Any:
     """The teacher's config when its layer count is the stack's length ``n``, else None."""
-    from ..compress._shrink_blocks import LAYER_COUNT_KEYS
+    from ..compress._stacks import LAYER_COUNT_KEYS
 
     config = model.__dict__.get("config")
     if config is None or not any(getattr(config, k, None) == n for k in LAYER_COUNT_KEYS):
@@ -282,7 +282,7 @@ def _new_config(
     """A copy of the teacher's config describing ``len(keep)`` blocks (and the ``extra``
     changes: widths), and what changed; or ``(None, {})`` when the teacher has no config whose
     layer count is the stack's length."""
-    from ..compress._shrink_blocks import LAYER_COUNT_KEYS
+    from ..compress._stacks import LAYER_COUNT_KEYS
 
     config = _teacher_config(model, n)
     if config is None:
@@ -321,11 +321,11 @@ def _from_config(teacher: torch.nn.Module, config: Any) -> torch.nn.Module | Non
 
 def _copied(teacher: torch.nn.Module, name: str, stack: Any, keep: list[int]) -> torch.nn.Module:
     """A deep copy of the teacher with only the kept blocks in its stack (renumbered)."""
-    from ..compress._shrink_blocks import _renumbering
+    from ..compress._stacks import reindex, renumbering
 
     keys = list(stack._modules)
     saved = stack._modules
-    renumber = _renumbering(keys)
+    renumber = renumbering(keys)
     stack._modules = type(saved)(
         ((renumber(pos) if renumber else keys[i]), saved[keys[i]]) for pos, i in enumerate(keep)
     )
@@ -335,10 +335,7 @@ def _copied(teacher: torch.nn.Module, name: str, stack: Any, keep: list[int]) ->
         stack._modules = saved
     blocks = list(new.get_submodule(name)) if name else list(new)
     for pos, (i, block) in enumerate(zip(keep, blocks, strict=True)):
-        for m in block.modules():  # as shrink(unit="layers") renumbers them
-            for attr in ("layer_idx", "layer_id"):
-                if m.__dict__.get(attr) == i:
-                    setattr(m, attr, pos)
+        reindex(block, i, pos)  # as shrink(unit="layers") renumbers them
     return new
 
 
@@ -861,12 +858,12 @@ def student_with_report(
     else:
         new = _copied(model, stack_name, stack, keep)
         changes = {}
-        from ..compress._shrink_blocks import _layers_config
         from ..compress._shrink_report import ShrinkReport
+        from ..compress._stacks import set_layer_count
 
         rep = ShrinkReport("layers", None, None, "student")
         removed = [i for i in range(n) if i not in keep]
-        _layers_config(new, n, len(keep), removed, rep)
+        set_layer_count(new, n, len(keep), removed, rep)
         notes.append("copied from the teacher with the kept blocks (no config to build from)")
         notes += rep.notes
     dropped = _drop(new, list(drop)) if drop else []
