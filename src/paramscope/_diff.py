@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ._paramdict import ParamDict
     from .io._reader import SourceReader
 
-__all__ = ["DiffReport", "diff"]
+__all__ = ["DiffReport", "Side", "diff", "sides"]
 
 XXH3 = "xxh3-128"
 _CHUNK = 1 << 22  # elements compared at a time (32 MiB per float64 side)
@@ -218,8 +218,23 @@ def format_lines(d: dict[str, Any], limit: int = _SHOW, title: str = "") -> list
     return lines
 
 
-class _Side:
-    """One source: its manifest, and its tensors on demand (one at a time)."""
+class Side:
+    """One side of a comparison (:func:`paramscope.diff`, :func:`paramscope.layer_changes`):
+    its manifest, and its tensors on demand, one at a time.
+
+    Args:
+        source: a checkpoint path or URL, a model TARGET (structure only, built on meta), a
+            :class:`~paramscope.Manifest`, a ``ParamDict``, a dict of tensors or an
+            ``nn.Module``.
+        label: the side's name in messages (``"a"``, ``"b"``).
+
+    Example:
+        >>> import torch
+        >>> s = Side({"w": torch.ones(2)}, "a")
+        >>> s.manifest["w"].shape, s.read("w").sum().item()
+        ((2,), 2.0)
+        >>> s.close()
+    """
 
     def __init__(self, source: Any, label: str) -> None:
         self.label = label
@@ -254,6 +269,7 @@ class _Side:
             self.manifest = self.pd.manifest()
 
     def close(self) -> None:
+        """Close the file reader, if the side has one."""
         if self.reader is not None:
             self.reader.close()
 
@@ -418,20 +434,20 @@ def diff(
 
 @contextlib.contextmanager
 def sides(
-    a: Any, b: Any, make: Callable[[Any, str], _Side] | None = None
-) -> Iterator[tuple[_Side, _Side]]:
+    a: Any, b: Any, make: Callable[[Any, str], Side] | None = None
+) -> Iterator[tuple[Side, Side]]:
     """Both sides of a comparison, opened as ``"a"`` and ``"b"`` and closed on the way out
     (``a`` too when opening ``b`` fails).
 
     Args:
         a: the first source.
         b: the second source.
-        make: opens one side from ``(source, label)`` (default :class:`_Side`).
+        make: opens one side from ``(source, label)`` (default :class:`Side`).
 
     Yields:
         ``(side a, side b)``.
     """
-    opener = _Side if make is None else make
+    opener = Side if make is None else make
     with contextlib.ExitStack() as stack:
         sa = opener(a, "a")
         stack.callback(sa.close)
@@ -440,7 +456,7 @@ def sides(
         yield sa, sb
 
 
-def _diff(sa: _Side, sb: _Side, *, values: bool, atol: float, rtol: float) -> DiffReport:
+def _diff(sa: Side, sb: Side, *, values: bool, atol: float, rtol: float) -> DiffReport:
     ma, mb = sa.manifest, sb.manifest
     report = DiffReport()
     only_a = [n for n in ma if n not in mb]
@@ -484,7 +500,7 @@ def _diff(sa: _Side, sb: _Side, *, values: bool, atol: float, rtol: float) -> Di
 
 
 def _compare_values(
-    sa: _Side, sb: _Side, name: str, atol: float, rtol: float
+    sa: Side, sb: Side, name: str, atol: float, rtol: float
 ) -> tuple[str, dict[str, Any] | None]:
     """``("identical" | "close" | "changed", row)`` for one name in both sides."""
     ha, hb = sa.stored(name).hash, sb.stored(name).hash
@@ -502,7 +518,7 @@ def _compare_values(
     return ("close" if within and (atol or rtol) else "changed"), row
 
 
-def _renames(sa: _Side, sb: _Side, only_a: list[str], only_b: list[str]) -> list[tuple[str, str]]:
+def _renames(sa: Side, sb: Side, only_a: list[str], only_b: list[str]) -> list[tuple[str, str]]:
     """Pairs ``(name in a, name in b)`` with the same shape, dtype and content."""
     ma, mb = sa.manifest, sb.manifest
 

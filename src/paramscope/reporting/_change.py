@@ -57,7 +57,7 @@ from ._stats import (
 if TYPE_CHECKING:
     import torch
 
-    from .._diff import _Side
+    from .._diff import Side
     from .._manifest import Entry
     from .._names import Pattern
 
@@ -429,7 +429,7 @@ def _dtype_name(e: Entry) -> str:
         return e.dtype.value
 
 
-def _items(side: _Side, rejected: dict[str, str]) -> dict[str, _Item]:
+def _items(side: Side, rejected: dict[str, str]) -> dict[str, _Item]:
     """The logical tensors of a side by name; entries that cannot be compared as such go to
     ``rejected`` (name → why)."""
     from .._dtypes import DType
@@ -515,7 +515,7 @@ class _Unreadable(Exception):
     """A side's values could not be read (the message says which side and why)."""
 
 
-def _pieces(side: _Side, item: _Item, chunk: int, label: str) -> Iterator[torch.Tensor]:
+def _pieces(side: Side, item: _Item, chunk: int, label: str) -> Iterator[torch.Tensor]:
     """The values of a logical tensor in pieces of ``chunk`` elements: from a file stored
     raw, each piece read on its own (memory: one piece, however large the tensor); otherwise
     (a quantised entry, GGUF blocks, tensors in memory) slices of the whole tensor. A read
@@ -526,7 +526,7 @@ def _pieces(side: _Side, item: _Item, chunk: int, label: str) -> Iterator[torch.
         raise _Unreadable(f"{label}: {exc}") from None
 
 
-def _pieces_of(side: _Side, item: _Item, chunk: int) -> Iterator[torch.Tensor]:
+def _pieces_of(side: Side, item: _Item, chunk: int) -> Iterator[torch.Tensor]:
     import torch
 
     reader = side.reader
@@ -543,7 +543,7 @@ def _pieces_of(side: _Side, item: _Item, chunk: int) -> Iterator[torch.Tensor]:
     yield from _slices(_values(side, item).reshape(-1), chunk)
 
 
-def _values(side: _Side, item: _Item) -> torch.Tensor:
+def _values(side: Side, item: _Item) -> torch.Tensor:
     """The float values of a logical tensor (a quantised one dequantised)."""
     if item.record is None:
         return side.read(item.name)
@@ -567,8 +567,8 @@ def _values(side: _Side, item: _Item) -> torch.Tensor:
     return dequantize_tensor(q)
 
 
-def _side(source: Any, label: str) -> _Side:
-    from .._diff import _Side
+def _side(source: Any, label: str) -> Side:
+    from .._diff import Side
     from .._manifest import Manifest
 
     ok = isinstance(source, (str, os.PathLike, Mapping)) or hasattr(source, "named_parameters")
@@ -582,7 +582,7 @@ def _side(source: Any, label: str) -> _Side:
             f"layer_changes: {label} is a Manifest, which has no values; expected a "
             "checkpoint path, a ParamDict, a dict of tensors or an nn.Module"
         )
-    side = _Side(source, label)
+    side = Side(source, label)
     if side.reader is None and side.pd is None:
         side.close()
         raise TargetError(
@@ -638,7 +638,7 @@ def layer_changes(a: Any, b: Any, *, select: Pattern | None = None) -> ChangeRep
     return report
 
 
-def _changes(sa: _Side, sb: _Side, select: Pattern | None) -> ChangeReport:
+def _changes(sa: Side, sb: Side, select: Pattern | None) -> ChangeReport:
     rej_a: dict[str, str] = {}
     rej_b: dict[str, str] = {}
     items_a = _items(sa, rej_a)
@@ -767,7 +767,7 @@ def _changes(sa: _Side, sb: _Side, select: Pattern | None) -> ChangeReport:
     return report
 
 
-def _why_not(sa: _Side, sb: _Side, ia: _Item, ib: _Item) -> str | None:
+def _why_not(sa: Side, sb: Side, ia: _Item, ib: _Item) -> str | None:
     """Why a name in both cannot be compared, or ``None``."""
 
     def shape(s: tuple[int, ...]) -> str:
