@@ -646,10 +646,10 @@ def quantize(
         show_progress=False if json else None,
     )
     if html is not None:
-        from ..reporting._html import _display_name
+        from ..reporting._html import display_name
         from ..reporting._html import report as report_
 
-        page = report_(dst, html, title=_display_name(dst, dst), against=src)
+        page = report_(dst, html, title=display_name(dst, dst), against=src)
         _output.emit(_output.Also(report, {"html": str(page)}), json=json)
         return
     _output.emit(report, json=json)
@@ -783,10 +783,10 @@ def diff(
         layers = layer_changes(a, b)
         view.extra["layers"] = layers if layers.tensors else None
     if html is not None:
-        from ..reporting._html import _display_name
+        from ..reporting._html import display_name
         from ..reporting._html import report as report_
 
-        view.extra["html"] = str(report_(a, html, title=_display_name(a, a), against=b))
+        view.extra["html"] = str(report_(a, html, title=display_name(a, a), against=b))
     _output.emit(view, json=json)
     if not report.same:
         raise typer.Exit(1)
@@ -905,7 +905,7 @@ def report(
     """Write a self-contained offline HTML report: counts, memory, a zoomable treemap, ties,
     and a sortable tensor table with value histograms; with --stats, --spectral and --against
     charts across depth. Prints the path written."""
-    from ..reporting._html import _display_name
+    from ..reporting._html import display_name
     from ..reporting._html import report as report_
 
     written = report_(
@@ -913,7 +913,7 @@ def report(
         output,
         depth=depth,
         values=not no_values,
-        title=title or _display_name(target, target),
+        title=title or display_name(target, target),
         flops=flops,
         input_shape=_shape(input_shape),
         seq=seq,

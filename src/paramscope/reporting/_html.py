@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from .._manifest import Entry
 
-__all__ = ["SAMPLE_LIMIT", "build_report_data", "render_html", "report"]
+__all__ = ["SAMPLE_LIMIT", "build_report_data", "display_name", "render_html", "report"]
 
 _DEFAULT_DEPTH = 2
 
@@ -214,11 +214,23 @@ _GENERIC = re.compile(
 )
 
 
-def _display_name(source: Any, fallback: str) -> str:
+def display_name(source: Any, fallback: str) -> str:
     """The model's name for a report title: ``zoo:NAME``'s NAME; for a checkpoint the name
     its metadata gives (GGUF ``general.name``, ``_name_or_path`` of the ``config.json``
     beside it), else the file's name, or its folder's when the file name is generic
-    (``model.safetensors``). The full source stays in the page's subtitle."""
+    (``model.safetensors``). The full source stays in the page's subtitle.
+
+    Args:
+        source: the report's source (a TARGET, a path or URL, or an object).
+        fallback: the name when none can be found (an object, a model TARGET).
+
+    Returns:
+        The name.
+
+    Example:
+        >>> display_name("zoo:gpt2", "?"), display_name(object(), "my model")
+        ('gpt2', 'my model')
+    """
     if not isinstance(source, (str, os.PathLike)):
         return fallback
     spec = os.fspath(source)
@@ -389,7 +401,7 @@ def build_report_data(
         flops_data = _add_flops(tree, fr)
         notes.extend(f"FLOPs: {n}" for n in fr.notes)
     return {
-        "title": title or _display_name(source, default_title),
+        "title": title or display_name(source, default_title),
         "source": c.source or default_title,
         "kind": kind,
         "format": c.format,
