@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -259,3 +260,67 @@ def test_a_config_without_kv_cache_counts_as_with_one(tmp_path: Path, family: st
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 16, dtype=torch.long, device="meta"), use_cache=True)
     assert r.flops == counter.get_total_flops()
+
+
+def _mixtral(k: int) -> Any:
+    import transformers
+
+    cfg = transformers.MixtralConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+        num_local_experts=4,
+        num_experts_per_tok=k,
+    )
+    with torch.device("meta"):
+        return transformers.MixtralForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_moe_experts_count_the_top_k_a_token_is_routed_to(k: int) -> None:
+    """transformers' default grouped_mm experts cannot run without values; flops runs its
+    batched_mm experts (and puts the model's own back). Oracle: the layer formula from the
+    config, and each extra expert per token adding exactly one expert's MLP per token."""
+    model = _mixtral(k)
+    r = paramscope.flops(model, seq=16)
+    assert model.get_experts_implementation() == {"": "grouped_mm"}
+    assert any("batched_mm" in n for n in r.notes)
+    s, d, f, layers, heads, kv, hd, vocab = 16, 64, 96, 2, 4, 2, 16, 100
+    per_layer = (
+        2 * s * (d * heads * hd + 2 * d * kv * hd + heads * hd * d)  # q, k, v, o
+        + 4 * s * s * heads * hd  # torch's sdpa formula: QKᵀ and AV
+        + 2 * s * d * 4  # router
+        + 2 * s * k * 3 * d * f  # the k experts' gate, up and down
+    )
+    assert r.flops == layers * per_layer + 2 * s * d * vocab
+    if k > 1:
+        less = paramscope.flops(_mixtral(k - 1), seq=16)
+        assert r.flops - less.flops == layers * 2 * s * 3 * d * f
+
+
+def test_other_moe_families_run() -> None:
+    import transformers
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = transformers.Qwen2MoeConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+        num_experts=4,
+        num_experts_per_tok=2,
+    )
+    with torch.device("meta"):
+        model = transformers.Qwen2MoeForCausalLM(cfg).eval()
+    r = paramscope.flops(model, seq=8)
+    model.set_experts_implementation("batched_mm")
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 8, dtype=torch.long, device="meta"))
+    assert r.flops == counter.get_total_flops() > 0

@@ -331,6 +331,38 @@ def _needs_cache(model: Any) -> bool:
     return "use_cache" in params
 
 
+def _batched_experts(model: Any) -> str | None:
+    """A transformers MoE model's experts implementation when it is not ``batched_mm``
+    (which runs without values: it gathers each token's top-k experts' weights), else
+    ``None``. The model is switched by :func:`_experts_restored`."""
+    get = getattr(model, "get_experts_implementation", None)
+    if not callable(get) or not callable(getattr(model, "set_experts_implementation", None)):
+        return None
+    if not any("_is_expert_parallel" in vars(m) for m in model.modules()):
+        return None
+    try:
+        current = get()
+    except Exception:  # an older transformers: leave the model as it is
+        return None
+    if all(v in (None, "batched_mm") for v in current.values()):
+        return None
+    return str(current.get("") or next(iter(current.values())))
+
+
+@contextmanager
+def _experts_restored(model: Any, experts: str | None) -> Iterator[None]:
+    """``batched_mm`` experts for the ``with`` block, the model's own afterwards."""
+    if experts is None:
+        yield
+        return
+    before = model.get_experts_implementation()
+    model.set_experts_implementation("batched_mm")
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(before)
+
+
 def _first_tensor(out: Any) -> Any:
     import torch
 
@@ -477,6 +509,14 @@ def flops(
         adapters: Any = lora_adapters(model, lora)
     else:
         adapters = None
+    experts = _batched_experts(model)
+    if experts is not None:
+        notes.append(
+            "MoE experts ran with transformers' batched_mm implementation (instead of "
+            f"{experts!r}): each token's top-k experts as one batched matmul, so the FLOPs are "
+            "those of the experts a token is routed to; grouped and eager experts size their "
+            "groups from the routing's values, which a run without values does not have"
+        )
     reuser = None
     if reuse and on_meta and not backward and adapters is None:
         from ._flops_reuse import BlockCache, Reuser
@@ -497,6 +537,7 @@ def flops(
         stack.hooks(),
         torch.set_grad_enabled(backward),
         _maybe(None if reuser is None else reuser.installed()),
+        _experts_restored(model, experts),
     ):
         try:
             out = model(*args, **kwargs)
