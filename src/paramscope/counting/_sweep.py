@@ -696,8 +696,9 @@ def _one(job: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
 def _auto_workers(n: int, opts: dict[str, Any]) -> int:
     """Processes worth starting. Building and counting alone take milliseconds a point, less
     than a process start (one process); a measured forward per point is spread over the CPUs
-    from 16 points on (bench/p16_sweep.py: on two shared vCPUs, two processes ≈ 1.3× faster
-    than one once the first point has warmed up the parent)."""
+    from 16 points on (bench/p16_sweep.py, 100 points on two shared vCPUs: two processes
+    ≈ 1.3× faster than one when every block ran; ≈ 1.1× since repeated blocks reuse their
+    measured FLOPs, which the processes forked after the first point inherit)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if not opts["flops"] or opts["analytic"] or n < 16 or not cpus or cpus < 2:
         return 1
