@@ -135,9 +135,7 @@ def register_spec_kind(key: str, reader: SpecReader) -> None:
     _KINDS[key] = reader
 
 
-def _other_kind(
-    raw: dict[str, Any], folder: Path | None, device: Any
-) -> BuildResult | None:
+def _other_kind(raw: dict[str, Any], folder: Path | None, device: Any) -> BuildResult | None:
     """The model of a spec of a registered kind, or ``None`` for a layer spec."""
     kind = next((k for k in raw if k in _KINDS or k in _KIND_HOMES), None)
     if kind is None:
