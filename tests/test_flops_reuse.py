@@ -52,22 +52,79 @@ def test_zoo_models_equal_a_full_run(name: str, cfg: dict[str, Any], kw: dict, r
         assert any(n.startswith("repeated blocks:") for n in fast.notes)
 
 
-def test_transformers_encoder_and_decoder_equal_a_full_run() -> None:
+def _hf(arch: str, cfg: Any) -> nn.Module:
     import transformers as tf
 
     with torch.device("meta"):
-        bert = tf.BertModel(
-            tf.BertConfig(
-                hidden_size=64,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                intermediate_size=128,
-                vocab_size=100,
-            )
-        )
-        gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=64, n_layer=4, n_head=4, vocab_size=100))
-    _both(bert, seq=16)
-    _both(gpt2, seq=16)
+        return getattr(tf, arch)(cfg).eval()
+
+
+def _hf_cases() -> dict[str, Any]:
+    import transformers as tf
+
+    base = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+    )
+    return {
+        "BertModel": tf.BertConfig(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            vocab_size=100,
+        ),
+        "GPT2LMHeadModel": tf.GPT2Config(n_embd=64, n_layer=4, n_head=4, vocab_size=100),
+        "LlamaForCausalLM": tf.LlamaConfig(**base),
+        # per-layer choices made in __init__ from the config: MoE every other layer and a
+        # dense one by index, dense first layers, sliding / full attention, RoPE on or off
+        "Qwen2MoeForCausalLM": tf.Qwen2MoeConfig(
+            **base,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=64,
+            num_experts=4,
+            num_experts_per_tok=2,
+            decoder_sparse_step=2,
+            mlp_only_layers=[1],
+        ),
+        "DeepseekV3ForCausalLM": tf.DeepseekV3Config(
+            **{**base, "num_key_value_heads": 4},
+            moe_intermediate_size=32,
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            first_k_dense_replace=2,
+            q_lora_rank=16,
+            kv_lora_rank=16,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=8,
+            n_group=1,
+            topk_group=1,
+        ),
+        "Gemma3ForCausalLM": tf.Gemma3TextConfig(**base, head_dim=16, sliding_window=4),
+        "Llama4ForCausalLM": tf.Llama4TextConfig(
+            **base,
+            head_dim=16,
+            intermediate_size_mlp=128,
+            num_local_experts=4,
+            num_experts_per_tok=1,
+            interleave_moe_layer_step=2,
+            no_rope_layers=[1, 1, 1, 0, 1, 1],
+            attention_chunk_size=4,
+        ),
+    }
+
+
+@pytest.mark.parametrize("arch", list(_hf_cases()))
+def test_transformers_models_equal_a_full_run(arch: str) -> None:
+    """transformers' blocks keep their index in layer_idx (left out of their key) and get a
+    KV cache; what differs per layer is set in __init__ and is in the key."""
+    _, fast = _both(_hf(arch, _hf_cases()[arch]), seq=12)
+    assert fast.details["reused_blocks"] >= 1
 
 
 @settings(max_examples=12, deadline=None)

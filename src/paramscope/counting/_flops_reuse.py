@@ -4,10 +4,12 @@ A transformer's forward on the meta device spends almost all its time in the Pyt
 blocks, and block ``k`` of a stack costs what block ``0`` costs when the two are the same:
 same class, the same parameter and buffer shapes and dtypes, the same plain attributes (head
 counts, epsilons, flags: an index attribute such as ``layer_idx`` is *part* of the key, so
-blocks that carry their index are never taken for one another), no hooks of their own, and
-inputs of the same shapes and dtypes. :class:`Reuser` wraps the forward of each block of a
-repeated stack (an ``nn.ModuleList`` / ``nn.Sequential`` with two or more composite children
-of one class) while :func:`paramscope.flops` runs:
+blocks that carry their index are never taken for one another, except in transformers' own
+classes, which keep it only to address the KV cache and make every per-layer choice from the
+config in ``__init__``), no hooks of their own, and inputs of the same shapes and dtypes (a
+transformers KV cache passed in counts as a cache of its class). :class:`Reuser` wraps the
+forward of each block of a repeated stack (an ``nn.ModuleList`` / ``nn.Sequential`` with two
+or more composite children of one class) while :func:`paramscope.flops` runs:
 
 * the first call with a key is *measured*: the block runs under torch's flop counter as
   always, and what it added (FLOPs per op under the block and each of its submodules, the aten
@@ -22,8 +24,9 @@ of one class) while :func:`paramscope.flops` runs:
 A reused block adds the kept counts to the counter (to the block, its submodules and every
 module running around it, as the counter itself would) and returns fresh meta tensors of the
 kept output shapes. The report's totals, per-module tree and op tables equal a full run's
-(tests/test_flops_reuse.py checks this for the zoo's models and transformers' encoders); its
-notes say how many blocks were reused. ``paramscope.flops(reuse=False)`` runs every block.
+(tests/test_flops_reuse.py checks this for the zoo's models and transformers' encoders,
+decoders and MoE models); its notes say how many blocks were reused.
+``paramscope.flops(reuse=False)`` runs every block.
 
 Only a forward on the meta device reuses (no backward, no fake tensors, no LoRA adapters): a
 block's output there has no values, only shapes.
@@ -99,6 +102,17 @@ def _plain(value: Any, depth: int = 0) -> Any:
     raise _NotReusable
 
 
+#: transformers' own model classes. Their blocks keep their position in ``layer_idx`` to
+#: index the KV cache, and make every per-layer choice (sliding window, attention type,
+#: dense or MoE MLP, RoPE or not) from the config in ``__init__``, as attributes or module
+#: types the key holds; so for them the index is left out of the key, and a cache passed in
+#: is a cache (its writes are copies, no arithmetic). Any other class keeps its index in
+#: the key (a block may branch on it in its forward).
+_TRANSFORMERS_MODELS = "transformers.models."
+_TRANSFORMERS_INDEX = frozenset({"layer_idx"})
+_TRANSFORMERS_CACHES = "transformers.cache_utils"
+
+
 def _signature(block: Any) -> Any:
     """What decides a block's FLOPs besides its inputs, or ``None`` when it has hooks (which
     may do anything) of its own."""
@@ -106,9 +120,10 @@ def _signature(block: Any) -> Any:
     for path, m in block.named_modules():
         if m._forward_hooks or m._forward_pre_hooks:
             return None
+        index_free = type(m).__module__.startswith(_TRANSFORMERS_MODELS)
         attrs = []
         for name, value in vars(m).items():
-            if name.startswith("_"):
+            if name.startswith("_") or (index_free and name in _TRANSFORMERS_INDEX):
                 continue
             try:
                 attrs.append((name, _plain(value)))
@@ -140,6 +155,8 @@ def _input_key(value: Any, depth: int = 0) -> Any:
         return (type(value).__name__, tuple(_input_key(v, depth + 1) for v in value))
     if depth < 4 and isinstance(value, dict):
         return ("dict", tuple((str(k), _input_key(v, depth + 1)) for k, v in value.items()))
+    if type(value).__module__ == _TRANSFORMERS_CACHES:
+        return ("cache", type(value).__name__)
     return _plain(value, 3)
 
 
