@@ -30,11 +30,12 @@ is refused rather than guessed.
 parameters (an embedding by zeros, anything else by ``None``), so the forward still runs.
 
 A student written with :func:`save_student` is a ``.safetensors`` file and a JSON spec beside
-it; :func:`build_student` reads the spec (with :func:`paramscope.building.read_spec`) and
-rebuilds the student with its weights. For a teacher made of plain ``torch.nn`` layers the
-spec is an ordinary build spec (``paramscope.build`` reads it); for a zoo / transformers
-teacher it names the teacher TARGET and the selection, since a build spec names ``torch.nn``
-classes only.
+it, which :func:`paramscope.build` (and :func:`build_student`) reads to rebuild the student
+with its weights. For a teacher made of plain ``torch.nn`` layers the spec is an ordinary
+layer spec; for a zoo / transformers teacher it has a ``"student"`` entry naming the teacher
+TARGET and the selection (a layer spec names ``torch.nn`` classes only), read by
+:func:`student_from_spec`, which :mod:`paramscope.merging` registers with the building floor
+as the ``"student"`` spec kind.
 """
 
 from __future__ import annotations
