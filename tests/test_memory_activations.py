@@ -280,3 +280,32 @@ def test_fit_says_when_nothing_fits(tmp_path: Path) -> None:
             f"{resident:,} bytes (at their stored size unless a dtype is given; a smaller "
             "--dtype, a quantised checkpoint or more GPUs would help)"
         ], said
+
+
+def test_formula_gaps_name_what_korthikanti_does_not_describe(tmp_path: Path) -> None:
+    """The per-layer formula is GPT's (MHA, one 4h MLP); a model that differs gets its
+    activations called an estimate, naming each difference; GPT-2 and BERT do not."""
+    import transformers
+
+    from paramscope.counting._activations import formula_gaps, transformer_shape
+
+    gpt2 = transformers.GPT2Config().to_dict()
+    bert = transformers.BertConfig().to_dict()
+    assert formula_gaps(transformer_shape(gpt2)) == []
+    assert formula_gaps(transformer_shape(bert)) == []
+    llama = transformers.LlamaConfig(num_key_value_heads=8).to_dict()
+    assert formula_gaps(transformer_shape(llama)) == [
+        "GQA: keys and values 1024 wide, not h = 4096",
+        "MLP 11008 wide, not 4h = 16384",
+    ]
+    mixtral = transformers.MixtralConfig().to_dict()
+    gaps = formula_gaps(transformer_shape(mixtral))
+    assert gaps[-1] == "a mixture of experts: top-2 of 8 experts per token, not one MLP"
+    for name, cfg, estimate in (("gpt2", gpt2, False), ("mixtral", mixtral, True)):
+        path = tmp_path / name / "config.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({**cfg, "architectures": cfg.get("architectures") or []}))
+        m = estimate_memory(str(path), training=True, seq=64)
+        notes = [n for n in m.notes if n.startswith("activations are an estimate")]
+        assert bool(notes) is estimate, name
+        assert m.details["activations"]["estimate_because"] == (gaps if estimate else [])

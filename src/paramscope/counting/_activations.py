@@ -42,6 +42,7 @@ __all__ = [
     "Recompute",
     "TransformerShape",
     "activation_bytes",
+    "formula_gaps",
     "kv_cache_bytes",
     "measure_activations",
     "transformer_shape",
@@ -64,6 +65,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
     "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
     "vocab": ("vocab_size", "padded_vocab_size"),
+    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
+    "experts": ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
+    "top_k": ("num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_topk"),
 }
 
 
@@ -81,6 +85,10 @@ class TransformerShape:
         windows: per layer, the sliding window in tokens, ``None`` for full attention.
         mla: ``(kv_lora_rank, qk_rope_head_dim)`` for DeepSeek's multi-head latent attention.
         attention: ``"MHA"``, ``"GQA"``, ``"MQA"`` or ``"MLA"``.
+        ffn: the MLP's intermediate width, ``None`` when the config gives none (GPT-2's
+            ``n_inner: null`` means ``4h``).
+        experts: ``(routed experts, experts per token)`` of a mixture of experts, else
+            ``None``.
     """
 
     layers: int
@@ -93,6 +101,8 @@ class TransformerShape:
     mla: tuple[int, int] | None = None
     attention: str = "MHA"
     notes: list[str] = field(default_factory=list, compare=False)
+    ffn: int | None = None
+    experts: tuple[int, int] | None = None
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -171,6 +181,7 @@ def transformer_shape(config: Any) -> TransformerShape:
     if isinstance(rank, int) and rank > 0 and isinstance(rope, int):
         mla = (rank, rope)
     kind = "MLA" if mla else "MQA" if kv == 1 and heads > 1 else "GQA" if kv < heads else "MHA"
+    routed, top_k = _get(d, "experts"), _get(d, "top_k")
     return TransformerShape(
         layers=layers,
         hidden=hidden,
@@ -182,7 +193,47 @@ def transformer_shape(config: Any) -> TransformerShape:
         mla=mla,
         attention=kind,
         notes=notes,
+        ffn=_get(d, "ffn"),
+        experts=(routed, top_k) if routed and routed > 1 and top_k else None,
     )
+
+
+def formula_gaps(shape: TransformerShape) -> list[str]:
+    """Where a transformer differs from the one Korthikanti et al.'s per-layer formula
+    describes (GPT: multi-head attention, one MLP of width ``4h``), so that its activation
+    figure is an estimate for this model.
+
+    Args:
+        shape: the transformer (:func:`transformer_shape`).
+
+    Returns:
+        One phrase per difference (empty when there is none the config shows).
+
+    Example:
+        >>> mixtral = transformer_shape({"num_hidden_layers": 32, "hidden_size": 4096,
+        ...     "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+        ...     "num_local_experts": 8, "num_experts_per_tok": 2})
+        >>> for gap in formula_gaps(mixtral):
+        ...     print(gap)
+        GQA: keys and values 1024 wide, not h = 4096
+        MLP 14336 wide, not 4h = 16384
+        a mixture of experts: top-2 of 8 experts per token, not one MLP
+    """
+    h = shape.hidden
+    gaps = []
+    if shape.attention != "MHA" or shape.heads * shape.head_dim != h:
+        kv = shape.kv_heads * shape.head_dim
+        gaps.append(
+            f"{shape.attention}: keys and values {kv} wide, not h = {h}"
+            if shape.attention in ("GQA", "MQA")
+            else f"{shape.attention} attention, not multi-head attention of width h = {h}"
+        )
+    if shape.ffn is not None and shape.ffn != 4 * h:
+        gaps.append(f"MLP {shape.ffn} wide, not 4h = {4 * h}")
+    if shape.experts is not None:
+        routed, top_k = shape.experts
+        gaps.append(f"a mixture of experts: top-{top_k} of {routed} experts per token, not one MLP")
+    return gaps
 
 
 def activation_bytes(
@@ -609,7 +660,8 @@ def memory_terms(
             shape, batch=batch, seq=seq, tp=tp, sp=sp, pp=pp, recompute=recompute, flash=flash
         )
         out["activations"] = act["total"]
-        out["details"]["activations"] = {**act, "source": KORTHIKANTI}
+        gaps = formula_gaps(shape)
+        out["details"]["activations"] = {**act, "source": KORTHIKANTI, "estimate_because": gaps}
         out["notes"].append(
             f"activations: a formula, {KORTHIKANTI}: per layer {act['formula']}, 16-bit "
             f"activations, s={seq} b={batch} h={shape.hidden} a={shape.heads} "
@@ -623,6 +675,14 @@ def memory_terms(
                 else ""
             )
         )
+        if gaps:
+            out["notes"].append(
+                "activations are an estimate for this model: the formula describes GPT "
+                "(multi-head attention, one 4h-wide MLP, GELU) and this model has "
+                + "; ".join(gaps)
+                + " (the MLP's gating is not read from the config); --measured runs the model "
+                "on meta and measures its activations"
+            )
         return out
     d = _config_dict(cfg)
     nbytes, why = 2, "16-bit (the config gives no dtype)"
