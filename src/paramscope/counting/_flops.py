@@ -419,11 +419,11 @@ def flops(
         tokens: tokens processed (``"2T"``); implies ``analytic``.
         lora: a :class:`~paramscope.LoraSpec`: run with the adapters peft would add (base
             frozen, adapters trainable) and count their FLOPs on top of the base's.
-        reuse: a forward on meta counts a repeated block (one of a stack, identical to one
-            already measured: class, parameter shapes, attributes and input shapes) with the
-            FLOPs measured for it instead of running it again; the totals, tree and op tables
-            are those of a full run and the notes say how many blocks were reused. ``False``
-            runs every block.
+        reuse: a forward (not a backward) counts a repeated block (one of a stack,
+            identical to one already measured: class, parameter shapes, attributes and input
+            shapes) with the FLOPs measured for it instead of running it again; the totals,
+            tree and op tables are those of a full run and the notes say how many blocks were
+            reused. ``False`` runs every block.
         _cache: a :class:`~paramscope.counting._flops_reuse.BlockCache` shared across calls
             (:func:`paramscope.sweep` passes one to all its points).
 
@@ -518,7 +518,7 @@ def flops(
             "groups from the routing's values, which a run without values does not have"
         )
     reuser = None
-    if reuse and on_meta and not backward and adapters is None:
+    if reuse and not backward and adapters is None:
         from ._flops_reuse import BlockCache, Reuser
 
         reuser = Reuser(
@@ -527,6 +527,7 @@ def flops(
             counter,
             record,
             _cache if _cache is not None else BlockCache(),
+            fake=fake is not None,
         )
     with (
         _maybe(adapters) as lora_info,

@@ -28,8 +28,8 @@ kept output shapes. The report's totals, per-module tree and op tables equal a f
 decoders and MoE models); its notes say how many blocks were reused.
 ``paramscope.flops(reuse=False)`` runs every block.
 
-Only a forward on the meta device reuses (no backward, no fake tensors, no LoRA adapters): a
-block's output there has no values, only shapes.
+Only a forward without values reuses: on the meta device, or under fake tensors for a model
+with real weights (no backward, no LoRA adapters): a block's output there has only shapes.
 """
 
 from __future__ import annotations
@@ -164,9 +164,9 @@ def _out_spec(value: Any, depth: int = 0) -> Any:
     import torch
 
     if isinstance(value, torch.Tensor):
-        if value.device.type != "meta" or value.requires_grad:
+        if value.requires_grad:
             raise _NotReusable
-        return ("T", tuple(value.shape), tuple(value.stride()), value.dtype)
+        return ("T", tuple(value.shape), tuple(value.stride()), value.dtype, str(value.device))
     if value is None or isinstance(value, _SCALARS):
         return ("V", value)
     if depth < 4 and type(value) in (tuple, list):
@@ -175,13 +175,14 @@ def _out_spec(value: Any, depth: int = 0) -> Any:
 
 
 def _rebuild(spec: Any) -> Any:
-    """Fresh meta tensors in the kept structure (made outside the dispatch modes, so that the
-    recorder does not see an allocation the block did not make)."""
+    """Fresh tensors in the kept structure, without values: on the meta device, or fake
+    tensors when a fake-tensor mode is running (the caller keeps the recorder from counting
+    these allocations, which the block did not make)."""
     import torch
 
     kind, body = spec[0], spec[1]
     if kind == "T":
-        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
+        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device=spec[4])
     if kind == "V":
         return body
     return kind(_rebuild(s) for s in body)
@@ -225,6 +226,8 @@ class Reuser:
         counter: the running ``FlopCounterMode``.
         record: the recorder dispatch mode (``calls``: aten op → calls).
         cache: the measurements to use and fill.
+        fake: the model has real weights and runs under a fake-tensor mode (the kept outputs
+            are made as fake tensors on the model's device).
 
     Example:
         >>> import torch, paramscope
@@ -235,7 +238,16 @@ class Reuser:
         10
     """
 
-    def __init__(self, model: Any, prefix: str, counter: Any, record: Any, cache: BlockCache):
+    def __init__(
+        self,
+        model: Any,
+        prefix: str,
+        counter: Any,
+        record: Any,
+        cache: BlockCache,
+        fake: bool = False,
+    ) -> None:
+        self.fake = fake
         self.prefix = prefix
         self.counter = counter
         self.record = record
@@ -296,10 +308,17 @@ class Reuser:
         if kept is not None and isinstance(parents, set) and name in parents:
             self._add(kept, name, parents)
             self.reused[path] = self.reused.get(path, 0) + 1
-            from torch.utils._python_dispatch import _disable_current_modes
+            if not self.fake:
+                from torch.utils._python_dispatch import _disable_current_modes
 
-            with _disable_current_modes():
-                return _rebuild(kept.out)
+                with _disable_current_modes():  # plain meta tensors, seen by no mode
+                    return _rebuild(kept.out)
+            calls = self.record.calls
+            seen = dict(calls)
+            out = _rebuild(kept.out)  # fake tensors: made under the fake mode, and so seen
+            calls.clear()  # by the recorder, whose count of them is taken back
+            calls.update(seen)
+            return out
         out, measured = self._measure(name, original, args, kwargs)
         self.measured += 1
         if measured is None:
