@@ -36,6 +36,7 @@ from typing import Any
 
 from .._enums import StrEnum
 from .._errors import ArgumentError, ParamscopeError
+from .._moe import moe_config_from_hf
 
 __all__ = [
     "KORTHIKANTI",
@@ -66,8 +67,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
     "vocab": ("vocab_size", "padded_vocab_size"),
     "ffn": ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
-    "experts": ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
-    "top_k": ("num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_topk"),
 }
 
 
@@ -87,8 +86,9 @@ class TransformerShape:
         attention: ``"MHA"``, ``"GQA"``, ``"MQA"`` or ``"MLA"``.
         ffn: the MLP's intermediate width, ``None`` when the config gives none (GPT-2's
             ``n_inner: null`` means ``4h``).
-        experts: ``(routed experts, experts per token)`` of a mixture of experts, else
-            ``None``.
+        experts: ``(routed experts, experts per token)`` of a mixture of experts (either
+            ``None`` when the config does not say), read as :func:`paramscope.count` reads
+            them (:func:`paramscope._moe.moe_config_from_hf`); ``None`` for a dense model.
     """
 
     layers: int
@@ -102,7 +102,7 @@ class TransformerShape:
     attention: str = "MHA"
     notes: list[str] = field(default_factory=list, compare=False)
     ffn: int | None = None
-    experts: tuple[int, int] | None = None
+    experts: tuple[int | None, int | None] | None = None
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -151,6 +151,7 @@ def transformer_shape(config: Any) -> TransformerShape:
         ('GQA', 8, 128)
     """
     d = _config_dict(config)
+    moe = moe_config_from_hf(d)  # before text_config replaces d: it reads nested configs too
     if isinstance(d.get("text_config"), Mapping):  # multimodal: the language model
         d = {**d["text_config"]}
     got = {k: _get(d, k) for k in ("layers", "hidden", "heads")}
@@ -181,7 +182,6 @@ def transformer_shape(config: Any) -> TransformerShape:
     if isinstance(rank, int) and rank > 0 and isinstance(rope, int):
         mla = (rank, rope)
     kind = "MLA" if mla else "MQA" if kv == 1 and heads > 1 else "GQA" if kv < heads else "MHA"
-    routed, top_k = _get(d, "experts"), _get(d, "top_k")
     return TransformerShape(
         layers=layers,
         hidden=hidden,
@@ -194,7 +194,7 @@ def transformer_shape(config: Any) -> TransformerShape:
         attention=kind,
         notes=notes,
         ffn=_get(d, "ffn"),
-        experts=(routed, top_k) if routed and routed > 1 and top_k else None,
+        experts=None if moe is None or moe.experts == 1 else (moe.experts, moe.top_k),
     )
 
 
@@ -232,7 +232,10 @@ def formula_gaps(shape: TransformerShape) -> list[str]:
         gaps.append(f"MLP {shape.ffn} wide, not 4h = {4 * h}")
     if shape.experts is not None:
         routed, top_k = shape.experts
-        gaps.append(f"a mixture of experts: top-{top_k} of {routed} experts per token, not one MLP")
+        gaps.append(
+            f"a mixture of experts: top-{top_k or '?'} of {routed or '?'} experts per token, "
+            "not one MLP"
+        )
     return gaps
 
 
