@@ -68,3 +68,91 @@ def test_bad_uses_exit_2(cli, tmp_path: Path) -> None:
     assert code == 2 and "--measured: give --seq" in err
     code, _, err = cli("memory", "zoo:mlp", "--input-shape", "1,784")
     assert code == 2 and "--input-shape needs --measured" in err
+
+
+def _config(tmp_path: Path, name: str, cfg) -> str:
+    cfg.architectures = [name]
+    cfg.save_pretrained(tmp_path / name)
+    return str(tmp_path / name / "config.json")
+
+
+def test_transformers_cache_and_experts(cli, tmp_path: Path) -> None:
+    """A config with use_cache=false runs with a cache (transformers cannot run without one
+    on meta) and says the peak includes it; a mixture of experts is refused in one line;
+    an encoder keeps no cache and gets no note."""
+    import transformers as tf
+
+    shape = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+    )
+    off = _config(tmp_path, "LlamaForCausalLM", tf.LlamaConfig(**shape, use_cache=False))
+    code, out, err = cli("memory", off, "--train", "--seq", "16", "--measured", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert "use_cache=True" in d["details"]["measured"]["inputs"]
+    assert any("kept a KV cache" in n and "use_cache=True" in n for n in d["notes"])
+    on = tmp_path / "on"
+    on.mkdir()
+    (on / "config.json").write_text(
+        json.dumps({**json.loads(Path(off).read_text()), "use_cache": True})
+    )
+    code, out2, err = cli(
+        "memory", str(on / "config.json"), "--train", "--seq", "16", "--measured", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out2)["details"]["measured"]["peak"] == d["details"]["measured"]["peak"]
+
+    bert = _config(
+        tmp_path,
+        "BertModel",
+        tf.BertConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            vocab_size=100,
+        ),
+    )
+    code, out, err = cli("memory", bert, "--train", "--seq", "16", "--measured", "--json")
+    assert code == 0, err
+    assert not any("KV cache" in n for n in json.loads(out)["notes"])
+
+    moe = _config(
+        tmp_path,
+        "MixtralForCausalLM",
+        tf.MixtralConfig(**shape, num_local_experts=4, num_experts_per_tok=2),
+    )
+    code, out, err = cli("memory", moe, "--train", "--seq", "16", "--measured")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "mixture of experts" in err
+
+
+def test_a_kept_cache_raises_the_real_peak() -> None:
+    """What the note says, on real tensors: the same tiny Llama's training peak is higher
+    with use_cache=True than with use_cache=False."""
+    import transformers as tf
+
+    from paramscope.counting._activations import measure_activations
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(
+        tf.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=100,
+        )
+    )
+    ids = torch.zeros(1, 16, dtype=torch.long)
+    peaks = [
+        measure_activations(model, ids, kwargs={"use_cache": flag})["peak"]
+        for flag in (False, True)
+    ]
+    assert peaks[1] > peaks[0]

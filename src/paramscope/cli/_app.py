@@ -440,6 +440,7 @@ def memory(
             f"of forward {format_bytes(m['saved'])} alive, the most in module "
             f"{m['top_module'] or '(root)'!r} ({format_bytes(m['top_module_bytes'])})"
         )
+        est.notes.extend(f"measured activations: {n}" for n in m["notes"])
     _output.emit(est, json=json)
 
 

@@ -404,7 +404,13 @@ def fit_context(
     return lo
 
 
-def measure_activations(module: Any, inputs: Any, *, backward: bool = True) -> dict[str, Any]:
+def measure_activations(
+    module: Any,
+    inputs: Any,
+    *,
+    backward: bool = True,
+    kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Measure activation memory: run forward (and backward) and follow every tensor storage
     the ops allocate until it is freed.
 
@@ -416,6 +422,7 @@ def measure_activations(module: Any, inputs: Any, *, backward: bool = True) -> d
         module: a ``torch.nn.Module``.
         inputs: a tensor, or a tuple of positional tensors.
         backward: also run backward on the sum of the (first) output.
+        kwargs: keyword inputs of the forward (``{"use_cache": True}``).
 
     Returns:
         ``saved`` (bytes alive at the end of forward: what autograd keeps for backward, plus
@@ -478,11 +485,12 @@ def measure_activations(module: Any, inputs: Any, *, backward: bool = True) -> d
         hooks.append(sub.register_forward_pre_hook(_push(stack, name)))
         hooks.append(sub.register_forward_hook(_pop(stack)))
     args = inputs if isinstance(inputs, tuple) else (inputs,)
-    before = [*module.parameters(), *module.buffers(), *tree_leaves(args)]
+    kw = dict(kwargs or {})
+    before = [*module.parameters(), *module.buffers(), *tree_leaves(args), *tree_leaves(kw)]
     existing = {t.untyped_storage()._cdata for t in before if isinstance(t, torch.Tensor)}
     try:
         with _Track():
-            out = module(*args)
+            out = module(*args, **kw)
             first = out if isinstance(out, torch.Tensor) else _first_tensor(out)
             by_module: dict[str, int] = {}
             for name, n in owner.values():

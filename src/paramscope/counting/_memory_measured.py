@@ -38,10 +38,11 @@ def measured_memory(
     Returns:
         ``peak`` (bytes), ``peak_phase``, ``top_module`` (the module holding the most at the
         end of forward) and its bytes, ``saved`` (bytes alive at the end of forward),
-        ``inputs`` and ``method``.
+        ``inputs``, ``method`` and ``notes`` (what the run kept that a real one may not).
 
     Raises:
-        TargetError: the TARGET is a checkpoint (no forward to run).
+        TargetError: the TARGET is a checkpoint (no forward to run), or a transformers mixture
+            of experts (whose experts cannot run without values).
         ArgumentError: no input given.
 
     Example:
@@ -53,21 +54,46 @@ def measured_memory(
     import torch
 
     from ._activations import measure_activations
-    from ._flops import _describe, _make_inputs
+    from ._flops import _batched_experts, _describe, _make_inputs
 
     if not isinstance(model, torch.nn.Module):
         raise TargetError(
             f"{source}: memory --measured needs a model (zoo:NAME, package.module:callable or "
             "an HF config.json); a checkpoint has no forward to run"
         )
+    experts = _batched_experts(model)
+    if experts is not None:
+        raise TargetError(
+            f"{source}: memory --measured cannot run this mixture of experts without values: "
+            f"transformers' {experts} experts size their groups from the router's values, and "
+            "its batched_mm experts copy each token's expert weights, which a real run does "
+            "not hold; use the formula estimate (without --measured)"
+        )
     if any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()]):
         model = model.to("meta")
     args, kwargs = _make_inputs(model, torch.device("meta"), None, input_shape, batch, seq)
-    del kwargs  # _make_inputs gives positional inputs for a shape or a sequence
     if not backward:
         model.eval()
-    with torch.set_grad_enabled(backward):
-        r = measure_activations(model, args, backward=backward)
+    outputs: list[Any] = []
+    hook = model.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    try:
+        with torch.set_grad_enabled(backward):
+            r = measure_activations(model, args, backward=backward, kwargs=kwargs)
+    finally:
+        hook.remove()
+    notes = []
+    if outputs and _kept_cache(outputs[-1]):
+        notes.append(
+            "transformers kept a KV cache in this run ("
+            + (
+                "use_cache=True: without one, transformers tests the position ids' values for "
+                "packed sequences, which meta tensors do not have"
+                if kwargs.get("use_cache")
+                else "the config's use_cache"
+            )
+            + "): the peak includes its copies of keys and values, which a run with "
+            "use_cache=False (as training usually is) does not hold"
+        )
     top = r["top_module"]
     return {
         "peak": r["peak"],
@@ -75,8 +101,15 @@ def measured_memory(
         "top_module": top,
         "top_module_bytes": r["by_module"].get(top, 0),
         "saved": r["saved"],
-        "inputs": [_describe(a) for a in args],
+        "inputs": [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()],
+        "notes": notes,
         "method": "measured on the meta device (torch dispatch tracking of every storage "
         "allocated, forward"
         + (" + backward; the gradients it allocates included)" if backward else ")"),
     }
+
+
+def _kept_cache(out: Any) -> bool:
+    """A transformers output that carries a KV cache (an encoder such as BERT keeps none)."""
+    get = getattr(out, "get", None)  # ModelOutput is a dict: no deprecated attribute read
+    return callable(get) and any(get(k) is not None for k in ("past_key_values", "cache"))
