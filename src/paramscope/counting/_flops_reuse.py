@@ -189,7 +189,10 @@ def _rebuild(spec: Any) -> Any:
 
 
 def _stacks(model: Any) -> list[tuple[str, Any]]:
-    """``(path, block)`` of every outermost repeated composite block."""
+    """``(path, block)`` of every outermost repeated composite block. Broader than
+    :func:`paramscope.compress._stacks.find_stacks`, which wants a whole stack of identical
+    blocks to remove some: here a ResNet stage whose first block differs still offers its
+    repeated ones, and the key (checked at run time) decides which blocks are alike."""
     import torch
 
     out: list[tuple[str, Any]] = []
